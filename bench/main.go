@@ -1,0 +1,68 @@
+// Command bench runs hjepa-go's benchmarks. Each prints one line per result,
+//
+//	BENCH <name> value=<v> unit=<u> baseline=<b> ratio=<v/b>
+//
+// where the baseline (OpenBLAS, PyTorch, Gloo) is measured in the same run on
+// the same machine. `go run ./bench -run REGEX` runs only matching names.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+)
+
+// Result is one BENCH line.
+type Result struct {
+	Name     string
+	Value    float64
+	Unit     string
+	Baseline float64
+}
+
+// Bench is a group of results measured together (they share setup, e.g. one
+// PyTorch process for several baselines).
+type Bench struct {
+	// Names lists every result name the group can produce.
+	Names []string
+	// Run measures the results for which want(name) is true and reports each.
+	Run func(want func(name string) bool, report func(Result)) error
+}
+
+var benches []Bench
+
+func register(b Bench) { benches = append(benches, b) }
+
+func main() {
+	run := flag.String("run", ".", "regular expression selecting benchmark names")
+	flag.Parse()
+	re, err := regexp.Compile(*run)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: -run %q: %v\n", *run, err)
+		os.Exit(2)
+	}
+	failed := false
+	for _, b := range benches {
+		selected := false
+		for _, n := range b.Names {
+			if re.MatchString(n) {
+				selected = true
+			}
+		}
+		if !selected {
+			continue
+		}
+		err := b.Run(re.MatchString, func(r Result) {
+			ratio := r.Value / r.Baseline
+			fmt.Printf("BENCH %s value=%.4g unit=%s baseline=%.4g ratio=%.3f\n", r.Name, r.Value, r.Unit, r.Baseline, ratio)
+		})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench %v: %v\n", b.Names, err)
+			failed = true
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/hjepa-go/hjepa
+
+go 1.26

@@ -1,0 +1,19 @@
+package tensor
+
+// Workspace is a grow-only activation buffer: each Get returns a view of the
+// requested shape over storage that is reallocated only when a step needs more
+// than any step before. Modules keep one per saved activation so a training
+// loop allocates nothing after its first (largest) step.
+type Workspace struct {
+	storage *Tensor
+}
+
+// Get returns a view of the given shape. Its contents are whatever the last
+// user left there; callers overwrite it (or Fill it) before reading.
+func (w *Workspace) Get(b Backend, shape ...int) *Tensor {
+	n := numel(shape)
+	if w.storage == nil || w.storage.Numel() < n {
+		w.storage = b.New(Float32, n)
+	}
+	return w.storage.View(0, shape...)
+}
