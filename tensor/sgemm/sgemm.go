@@ -6,9 +6,23 @@
 // (A stored [m, k] with row stride lda, or [k, m] when transA), op(B) is [k, n]
 // (B stored [k, n] with row stride ldb, or [n, k] when transB), C is [m, n]
 // with row stride ldc. With beta == 0, C is not read.
+//
+// The structure is GotoBLAS/BLIS's: for each NC-column block of C and each
+// KC-deep slice of the product, op(B) is packed into NR-column panels (shared
+// by all workers), then each worker packs MC-row blocks of op(A) into MR-row
+// panels and runs the MR x NR micro-kernel over them. The summation order of
+// every C element depends only on the kernel family and k, never on the
+// number of workers or on which call (Sgemm, SgemmBatched, SgemmSerial) ran it.
 package sgemm
 
-import "github.com/hjepa-go/hjepa/tensor/parallel"
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/hjepa-go/hjepa/tensor/parallel"
+)
 
 // Kernel names a micro-kernel family.
 type Kernel string
@@ -20,20 +34,68 @@ const (
 )
 
 // Available lists the kernels this CPU can run, best first.
-func Available() []Kernel { return []Kernel{Generic} }
+func Available() []Kernel {
+	var ks []Kernel
+	for _, mk := range archKernels() {
+		ks = append(ks, mk.name)
+	}
+	return append(ks, Generic)
+}
+
+// microKernel computes one MR x NR tile of C from packed panels:
+// C[0:mr, 0:nr] (row stride ldc) = alpha * Apanel^T @ Bpanel + beta * C, where
+// Apanel is k groups of mr floats and Bpanel k groups of nr floats. With
+// beta == 0 the kernel must not read C.
+type microKernel struct {
+	name       Kernel
+	mr, nr     int
+	kc, mc, nc int // cache blocking: kc deep, mc rows (multiple of mr), nc columns (multiple of nr)
+	run        func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+}
+
+// workerBufs is one worker's packing buffers, grown on first use and reused.
+type workerBufs struct {
+	packA []float32 // mc x kc, MR-row panels
+	packB []float32 // kc x nc, NR-column panels (SgemmSerial only)
+	tile  []float32 // mr x nr, for edge tiles
+	_     [64]byte  // keep neighbouring workers' headers on separate cache lines
+}
 
 // Engine runs GEMMs on a pool with one set of packing buffers per worker.
+// Sgemm and SgemmBatched must not be called concurrently with each other on
+// one Engine; SgemmSerial may run concurrently on distinct workers.
 type Engine struct {
 	pool   *parallel.Pool
 	kernel Kernel
+	mk     microKernel
+	bufs   []workerBufs
+	packB  []float32      // shared packed op(B), k x nc, for parallel GEMMs
+	ready  []atomic.Int32 // per packB panel: 0 free, 1 packing, 2 packed
 }
 
 // New makes an engine on pool using kernel k ("" picks the best available).
+// It panics if k is not one of Available().
 func New(pool *parallel.Pool, k Kernel) *Engine {
 	if k == "" {
 		k = Available()[0]
 	}
-	return &Engine{pool: pool, kernel: k}
+	var mk microKernel
+	found := false
+	for _, c := range append(archKernels(), genericKernel) {
+		if c.name == k {
+			mk, found = c, true
+			break
+		}
+	}
+	if !found {
+		panic(fmt.Sprintf("sgemm: kernel %q is not available on this CPU (available: %v)", k, Available()))
+	}
+	e := &Engine{pool: pool, kernel: k, mk: mk, bufs: make([]workerBufs, pool.Size())}
+	for w := range e.bufs {
+		e.bufs[w].packA = alignedFloats(mk.mc * mk.kc)
+		e.bufs[w].tile = alignedFloats(mk.mr * mk.nr)
+	}
+	return e
 }
 
 // Kernel reports the micro-kernel family in use.
@@ -44,43 +106,246 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	e.SgemmBatched(transA, transB, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1)
 }
 
+// parallelFlops is the GEMM size (2*m*n*k) below which splitting one GEMM over
+// workers costs more in wake-ups than it saves.
+const parallelFlops = 1 << 21
+
 // SgemmBatched computes batch GEMMs whose matrices start stride elements apart,
 // using every worker of the pool.
 func (e *Engine) SgemmBatched(transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int) {
-	e.pool.For(batch, 1, func(w, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			e.SgemmSerial(w, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
-		}
-	})
+	if batch <= 0 || m <= 0 || n <= 0 {
+		return
+	}
+	p := e.pool.Size()
+	flops := 2 * float64(m) * float64(n) * float64(k)
+	// Whole GEMMs per worker when the batch alone balances the workers (or the
+	// GEMMs are too small to split); otherwise split each GEMM.
+	if p == 1 || flops < parallelFlops || batch >= 2*p || batch%p == 0 {
+		e.pool.For(batch, 1, func(w, lo, hi int) {
+			for i := lo; i < hi; i++ {
+				e.SgemmSerial(w, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+			}
+		})
+		return
+	}
+	for i := 0; i < batch; i++ {
+		e.parallelGemm(transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+	}
 }
 
 // SgemmSerial computes one GEMM on the calling goroutine using worker w's
 // packing buffers. Kernels that are already inside a pool.For loop (attention,
-// one head per worker) call it with their worker number.
+// one head per worker) call it with their worker number. It never uses the pool.
 func (e *Engine) SgemmSerial(w int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	// Placeholder reference implementation; replaced by the packed kernels.
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var s float32
-			for p := 0; p < k; p++ {
-				var av, bv float32
-				if transA {
-					av = a[p*lda+i]
-				} else {
-					av = a[i*lda+p]
-				}
-				if transB {
-					bv = b[j*ldb+p]
-				} else {
-					bv = b[p*ldb+j]
-				}
-				s += av * bv
+	if m <= 0 || n <= 0 {
+		return
+	}
+	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if k <= 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	mk := &e.mk
+	wb := &e.bufs[w]
+	for jc := 0; jc < n; jc += mk.nc {
+		nc := min(mk.nc, n-jc)
+		for pc := 0; pc < k; pc += mk.kc {
+			kc := min(mk.kc, k-pc)
+			bet := beta
+			if pc > 0 {
+				bet = 1
 			}
-			if beta == 0 {
-				c[i*ldc+j] = alpha * s
-			} else {
-				c[i*ldc+j] = alpha*s + beta*c[i*ldc+j]
+			pb := growAligned(&wb.packB, kc*roundUp(nc, mk.nr))
+			packB(transB, b, ldb, pc, kc, jc, nc, mk.nr, pb)
+			for ic := 0; ic < m; ic += mk.mc {
+				mc := min(mk.mc, m-ic)
+				packA(transA, a, lda, ic, mc, pc, kc, mk.mr, wb.packA)
+				e.macroKernel(wb, mc, nc, kc, alpha, bet, wb.packA, pb, c[ic*ldc+jc:], ldc)
 			}
 		}
 	}
+}
+
+// parallelBudget caps the shared packed op(B) (all of k for one NC-column
+// block) at 2M floats (8 MiB), which sets the column block width in parallel
+// GEMMs with a deep k.
+const parallelBudget = 1 << 21
+
+// parallelGemm splits one GEMM over all workers with one pool loop per column
+// block of C. The workers take row chunks of C (or row x column chunks when m
+// is small), pack their own op(A) blocks, and share the packed op(B) of the
+// whole column block: whoever first needs a B panel packs it, and the others
+// wait for its ready flag, so no barrier is needed inside the loop.
+func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if k <= 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	mk := &e.mk
+	p := e.pool.Size()
+	mPanels := ceilDiv(m, mk.mr)
+	mcPanels := mk.mc / mk.mr
+	// Row chunks: a multiple of the worker count, each at most mc rows.
+	mChunks := p * ceilDiv(mPanels, p*mcPanels)
+	mChunks = min(mChunks, mPanels)
+	chunkPanels := ceilDiv(mPanels, mChunks)
+	mChunks = ceilDiv(mPanels, chunkPanels)
+	kBlocks := ceilDiv(k, mk.kc)
+	ncMax := min(mk.nc, max(mk.nr, parallelBudget/k/mk.nr*mk.nr))
+	for jc := 0; jc < n; jc += ncMax {
+		nc := min(ncMax, n-jc)
+		nPanels := ceilDiv(nc, mk.nr)
+		// Column chunks only when there are too few row chunks to go round.
+		nChunks := 1
+		if mChunks < 2*p {
+			nChunks = min(nPanels, ceilDiv(2*p, mChunks))
+		}
+		nChunkPanels := ceilDiv(nPanels, nChunks)
+		nChunks = ceilDiv(nPanels, nChunkPanels)
+		// Packed op(B) for block pc starts at pc*nPanels*NR (each of its
+		// panels is kc deep); ready[kb*nPanels+q] is 0 (free), 1 (being
+		// packed) or 2 (packed).
+		pbAll := growAligned(&e.packB, k*nPanels*mk.nr)
+		if cap(e.ready) < kBlocks*nPanels {
+			e.ready = make([]atomic.Int32, kBlocks*nPanels)
+		}
+		ready := e.ready[:kBlocks*nPanels]
+		for i := range ready {
+			ready[i].Store(0)
+		}
+		e.pool.For(mChunks*nChunks, 1, func(w, lo, hi int) {
+			wb := &e.bufs[w]
+			for it := lo; it < hi; it++ {
+				mi, ni := it/nChunks, it%nChunks
+				i0 := mi * chunkPanels * mk.mr
+				i1 := min(i0+chunkPanels*mk.mr, m)
+				jp0 := ni * nChunkPanels
+				jp1 := min(jp0+nChunkPanels, nPanels)
+				j0 := jp0 * mk.nr
+				j1 := min(jp1*mk.nr, nc)
+				for pc := 0; pc < k; pc += mk.kc {
+					kc := min(mk.kc, k-pc)
+					bet := beta
+					if pc > 0 {
+						bet = 1
+					}
+					pb := pbAll[pc*nPanels*mk.nr:]
+					panelLen := kc * mk.nr
+					st := ready[pc/mk.kc*nPanels:]
+					for q := jp0; q < jp1; q++ {
+						if st[q].CompareAndSwap(0, 1) {
+							jq := q * mk.nr
+							packB(transB, b, ldb, pc, kc, jc+jq, min(mk.nr, nc-jq), mk.nr, pb[q*panelLen:(q+1)*panelLen])
+							st[q].Store(2)
+						}
+					}
+					for ic := i0; ic < i1; ic += mk.mc {
+						mc := min(mk.mc, i1-ic)
+						packA(transA, a, lda, ic, mc, pc, kc, mk.mr, wb.packA)
+						for q := jp0; q < jp1; q++ {
+							for st[q].Load() != 2 {
+								runtime.Gosched()
+							}
+						}
+						e.macroKernel(wb, mc, j1-j0, kc, alpha, bet, wb.packA, pb[jp0*panelLen:], c[ic*ldc+jc+j0:], ldc)
+					}
+				}
+			}
+		})
+	}
+}
+
+// macroKernel runs the micro-kernel over an mc x nc block of C from packed
+// op(A) (mc rows in MR panels) and op(B) (nc columns in NR panels), both kc deep.
+// The B panel stays in L1 while the A panels stream from L2.
+func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32, pa, pb []float32, c []float32, ldc int) {
+	mk := &e.mk
+	mr, nr := mk.mr, mk.nr
+	tile := wb.tile
+	for jr := 0; jr < nc; jr += nr {
+		nrr := min(nr, nc-jr)
+		bp := &pb[(jr/nr)*kc*nr]
+		for ir := 0; ir < mc; ir += mr {
+			mrr := min(mr, mc-ir)
+			ap := &pa[(ir/mr)*kc*mr]
+			if mrr == mr && nrr == nr {
+				mk.run(kc, ap, bp, &c[ir*ldc+jr], ldc, alpha, beta)
+				continue
+			}
+			mk.run(kc, ap, bp, &tile[0], nr, alpha, 0)
+			for i := 0; i < mrr; i++ {
+				crow := c[(ir+i)*ldc+jr : (ir+i)*ldc+jr+nrr]
+				trow := tile[i*nr : i*nr+nrr]
+				if beta == 0 {
+					copy(crow, trow)
+				} else {
+					for j, t := range trow {
+						crow[j] = t + beta*crow[j]
+					}
+				}
+			}
+		}
+	}
+}
+
+// scaleC sets C = beta*C (C = 0 when beta == 0, without reading C).
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+		} else if beta != 1 {
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+}
+
+// checkArgs panics unless every matrix fits its slice, so that the kernels
+// may address them through pointers without bounds checks.
+func checkArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	need := func(what string, rows, cols int, s []float32, ld int) {
+		if rows <= 0 || cols <= 0 {
+			return
+		}
+		if ld < cols {
+			panic(fmt.Sprintf("sgemm: %s leading dimension %d < %d columns", what, ld, cols))
+		}
+		if len(s) < (rows-1)*ld+cols {
+			panic(fmt.Sprintf("sgemm: %s has %d elements, needs %d for [%d, %d] with stride %d", what, len(s), (rows-1)*ld+cols, rows, cols, ld))
+		}
+	}
+	if transA {
+		need("A", k, m, a, lda)
+	} else {
+		need("A", m, k, a, lda)
+	}
+	if transB {
+		need("B", n, k, b, ldb)
+	} else {
+		need("B", k, n, b, ldb)
+	}
+	need("C", m, n, c, ldc)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+func roundUp(a, b int) int { return ceilDiv(a, b) * b }
+
+// alignedFloats returns n zeroed floats starting on a 64-byte boundary, so
+// that packed panels never split cache lines.
+func alignedFloats(n int) []float32 {
+	buf := make([]float32, n+16)
+	off := int((64 - uintptr(unsafe.Pointer(&buf[0]))%64) % 64 / 4)
+	return buf[off : off+n : off+n]
+}
+
+// growAligned returns (*buf)[:n], reallocating (aligned) only when it is too small.
+func growAligned(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = alignedFloats(n)
+	}
+	return (*buf)[:n]
 }

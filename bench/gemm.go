@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/ebitengine/purego"
+
+	"github.com/hjepa-go/hjepa/tensor/parallel"
+	"github.com/hjepa-go/hjepa/tensor/sgemm"
+)
+
+// gemm_f32_<size>_<threads>: square row-major NN SGEMM in GFLOP/s (2*n^3 per
+// call), tensor/sgemm against OpenBLAS's cblas_sgemm with the same thread count.
+
+var (
+	gemmSizes   = []int{256, 512, 1024}
+	gemmThreads = []int{1, 2}
+)
+
+func init() {
+	var names []string
+	for _, n := range gemmSizes {
+		for _, t := range gemmThreads {
+			names = append(names, gemmName(n, t))
+		}
+	}
+	register(Bench{Names: names, Run: runGemm})
+}
+
+func gemmName(n, threads int) string { return fmt.Sprintf("gemm_f32_%d_%dt", n, threads) }
+
+func runGemm(want func(string) bool, report func(Result)) error {
+	blas, err := loadOpenBLAS()
+	if err != nil {
+		return err
+	}
+	for _, threads := range gemmThreads {
+		pool := parallel.New(threads)
+		eng := sgemm.New(pool, "")
+		blas.setNumThreads(int32(threads))
+		for _, n := range gemmSizes {
+			name := gemmName(n, threads)
+			if !want(name) {
+				continue
+			}
+			rng := rand.New(rand.NewPCG(uint64(n), 1))
+			a, b, c := randMatrix(rng, n*n), randMatrix(rng, n*n), make([]float32, n*n)
+			flop := 2 * float64(n) * float64(n) * float64(n)
+			ours := bestRate(flop, func() {
+				eng.Sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
+			})
+			base := bestRate(flop, func() {
+				blas.sgemm(cblasRowMajor, cblasNoTrans, cblasNoTrans, int32(n), int32(n), int32(n), 1, &a[0], int32(n), &b[0], int32(n), 0, &c[0], int32(n))
+			})
+			report(Result{Name: name, Value: ours / 1e9, Unit: "GFLOP/s", Baseline: base / 1e9})
+		}
+		pool.Close()
+	}
+	return nil
+}
+
+func randMatrix(rng *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = rng.Float32()*2 - 1
+	}
+	return s
+}
+
+// bestRate returns the best rate (flop per second) of several timed repeats
+// after a warm-up; each repeat runs fn enough times to last about 50 ms.
+func bestRate(flop float64, fn func()) float64 {
+	start := time.Now()
+	fn()
+	iters := max(1, int(50*time.Millisecond/max(time.Since(start), time.Microsecond)))
+	for range 2 { // warm-up
+		for range iters {
+			fn()
+		}
+	}
+	best := 0.0
+	for range 7 {
+		start := time.Now()
+		for range iters {
+			fn()
+		}
+		best = max(best, flop*float64(iters)/time.Since(start).Seconds())
+	}
+	return best
+}
+
+const (
+	cblasRowMajor = 101
+	cblasNoTrans  = 111
+)
+
+// openBLAS is Debian's libopenblas0, loaded at run time so that nothing but
+// this benchmark depends on it. OPENBLAS_CORETYPE is left as the environment
+// sets it.
+type openBLAS struct {
+	sgemm         func(order, transA, transB, m, n, k int32, alpha float32, a *float32, lda int32, b *float32, ldb int32, beta float32, c *float32, ldc int32)
+	setNumThreads func(n int32)
+}
+
+var openBLASPaths = []string{
+	"/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+	"/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+	"/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+	"/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+}
+
+func loadOpenBLAS() (*openBLAS, error) {
+	var errs []string
+	for _, p := range openBLASPaths {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		lib, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", p, err))
+			continue
+		}
+		var o openBLAS
+		purego.RegisterLibFunc(&o.sgemm, lib, "cblas_sgemm")
+		purego.RegisterLibFunc(&o.setNumThreads, lib, "openblas_set_num_threads")
+		return &o, nil
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("load OpenBLAS: %v", errs)
+	}
+	return nil, fmt.Errorf("load OpenBLAS: none of %v exists; install Debian's libopenblas0 (apt-get install -y libopenblas0)", openBLASPaths)
+}

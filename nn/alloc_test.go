@@ -1,0 +1,120 @@
+package nn
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hjepa-go/hjepa/tensor"
+	"github.com/hjepa-go/hjepa/tensor/cpu"
+)
+
+// countingBackend counts device allocations.
+type countingBackend struct {
+	tensor.Backend
+	allocs int
+}
+
+func (c *countingBackend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
+	c.allocs++
+	return c.Backend.New(dt, shape...)
+}
+
+// TestSteadyStateAllocatesNothing runs encoder (with keep) + predictor
+// forward/backward twice with the same shapes, then with smaller shapes: only
+// the first step may allocate device memory.
+func TestSteadyStateAllocatesNothing(t *testing.T) {
+	cb := &countingBackend{Backend: cpu.New(2)}
+	var b tensor.Backend = cb
+	cfg := testEncoderConfig()
+	pcfg := testPredictorConfig()
+	pcfg.EmbedDim = cfg.Dim
+	pb := NewBuilder()
+	enc, _ := NewEncoder(pb.Scope("encoder."), cfg)
+	pred, _ := NewPredictor(pb.Scope("predictor."), pcfg)
+	a, err := pb.Build(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := tensor.NewRNG(1)
+	enc.Init(b, rng)
+	pred.Init(b, rng)
+	img := b.New(tensor.Float32, 2, 3, 12, 12)
+	b.RandNormal(img, rng, 0, 1)
+	ctxIdx := uploadIdx(b, [][]int{{0, 4, 8, 2}, {1, 3, 5, 7}})
+	tgtIdx := uploadIdx(b, [][]int{{5, 1, 6}, {0, 8, 2}, {3, 7, 2}, {6, 4, 5}})
+	ctxIdxSmall := uploadIdx(b, [][]int{{0, 4, 8}, {1, 3, 5}})
+	tgtIdxSmall := uploadIdx(b, [][]int{{5, 1}, {0, 8}})
+	dctx := b.New(tensor.Float32, 2, 4, cfg.Dim)
+	dy := b.New(tensor.Float32, 4, 3, cfg.Dim)
+	b.Fill(dy, 0.1)
+	step := func(ci, ti *tensor.Tensor) {
+		a.ZeroGrad(b)
+		nc := ci.Dim(1)
+		ctx := enc.Forward(b, img, ci)
+		out := pred.Forward(b, ctx, ci, ti)
+		d := dy.View(0, out.Shape()...)
+		dc := dctx.View(0, 2, nc, cfg.Dim)
+		pred.Backward(b, dc, d)
+		enc.Backward(b, dc)
+	}
+	step(ctxIdx, tgtIdx)
+	first := cb.allocs
+	step(ctxIdx, tgtIdx)
+	step(ctxIdxSmall, tgtIdxSmall)
+	step(ctxIdx, tgtIdx)
+	if cb.allocs != first {
+		t.Errorf("steady-state steps allocated %d device tensors", cb.allocs-first)
+	}
+	if first == 0 {
+		t.Error("counting backend saw no allocation at all")
+	}
+}
+
+func TestPresets(t *testing.T) {
+	want := map[string][4]int{ // dim, depth, heads, hidden
+		"tiny": {192, 12, 3, 768}, "small": {384, 12, 6, 1536}, "base": {768, 12, 12, 3072},
+		"large": {1024, 24, 16, 4096}, "huge": {1280, 32, 16, 5120}, "giant": {1408, 40, 16, 6144},
+	}
+	for name, w := range want {
+		c, err := Preset(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := [4]int{c.Dim, c.Depth, c.Heads, c.Hidden()}; got != w {
+			t.Errorf("%s: %v, want %v", name, got, w)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if err := DefaultPredictor(c).Validate(); err != nil {
+			t.Errorf("%s predictor: %v", name, err)
+		}
+	}
+	if _, err := Preset("enormous"); err == nil {
+		t.Error("unknown preset accepted")
+	}
+}
+
+func TestConfigValidateNamesFields(t *testing.T) {
+	c := ViTConfig{ImgSize: 30, PatchSize: 16, InChans: 0, Dim: 30, Depth: 0, Heads: 4, MLPRatio: 0, Eps: 0, InitStd: 0.02}
+	err := c.Validate()
+	for _, f := range []string{"vit.patch_size", "vit.in_chans", "vit.dim", "vit.depth", "vit.heads", "vit.mlp_ratio", "vit.eps"} {
+		if err == nil || !strings.Contains(err.Error(), f) {
+			t.Errorf("Validate() = %v, want a mention of %s", err, f)
+		}
+	}
+	if strings.Contains(err.Error(), "init_std") {
+		t.Errorf("valid init_std reported: %v", err)
+	}
+	p := PredictorConfig{GridSize: 0, EmbedDim: 8, Dim: 8, Depth: 1, Heads: 3, MLPRatio: 4, Eps: 1e-6, InitStd: 0.02}
+	err = p.Validate()
+	for _, f := range []string{"predictor.grid_size", "predictor.heads"} {
+		if err == nil || !strings.Contains(err.Error(), f) {
+			t.Errorf("Validate() = %v, want a mention of %s", err, f)
+		}
+	}
+	if _, err := NewEncoder(NewBuilder(), c); err == nil || errors.Unwrap(err) == nil && !strings.Contains(err.Error(), "vit.") {
+		t.Errorf("NewEncoder with invalid config: %v", err)
+	}
+}

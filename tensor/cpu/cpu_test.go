@@ -1,0 +1,26 @@
+package cpu
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/hjepa-go/hjepa/tensor"
+	"github.com/hjepa-go/hjepa/tensor/backendtest"
+	"github.com/hjepa-go/hjepa/tensor/sgemm"
+)
+
+// TestCompliance runs the backend suite for several thread counts and every
+// GEMM kernel this CPU supports.
+func TestCompliance(t *testing.T) {
+	for _, k := range sgemm.Available() {
+		for _, threads := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%s/threads=%d", k, threads), func(t *testing.T) {
+				backendtest.Run(t, func(t *testing.T) tensor.Backend {
+					b := NewWithKernel(threads, k)
+					t.Cleanup(b.Close)
+					return b
+				})
+			})
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package cpu
+
+import "github.com/hjepa-go/hjepa/tensor"
+
+// Reductions use a fixed block partition (independent of the thread count):
+// each block is reduced by one worker into its own slot, then the slots are
+// combined in block order. The result is therefore bitwise identical for any
+// number of threads.
+const (
+	sumBlock     = 1 << 13 // elements per block for Sum / SumSquares
+	rowSumBlock  = 64      // rows per block for column sums
+	colSumTarget = 1 << 12 // at least this many elements per column-sum block
+)
+
+// partialBuf returns the shared per-block scratch; the caller holds b.mu.
+func (b *Backend) partialBuf(n int) []float64 {
+	if cap(b.partials) < n {
+		b.partials = make([]float64, n)
+	}
+	return b.partials[:n]
+}
+
+func (b *Backend) Sum(x *tensor.Tensor) float64 {
+	return b.blockSum(x.F32(), false)
+}
+
+func (b *Backend) SumSquares(x *tensor.Tensor) float64 {
+	return b.blockSum(x.F32(), true)
+}
+
+func (b *Backend) blockSum(xs []float32, squares bool) float64 {
+	nb := (len(xs) + sumBlock - 1) / sumBlock
+	if nb == 0 {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	part := b.partialBuf(nb)
+	b.pool.For(nb, max(1, elemGrain/sumBlock), func(_, lo, hi int) {
+		for blk := lo; blk < hi; blk++ {
+			s := xs[blk*sumBlock : min(len(xs), (blk+1)*sumBlock)]
+			if squares {
+				part[blk] = sumSquares64(s)
+			} else {
+				part[blk] = sum64(s)
+			}
+		}
+	})
+	var total float64
+	for _, p := range part {
+		total += p
+	}
+	return total
+}
+
+// sum64 adds s in float64 with four independent accumulators.
+func sum64(s []float32) float64 {
+	var a0, a1, a2, a3 float64
+	i := 0
+	for ; i+4 <= len(s); i += 4 {
+		a0 += float64(s[i])
+		a1 += float64(s[i+1])
+		a2 += float64(s[i+2])
+		a3 += float64(s[i+3])
+	}
+	for ; i < len(s); i++ {
+		a0 += float64(s[i])
+	}
+	return (a0 + a1) + (a2 + a3)
+}
+
+func sumSquares64(s []float32) float64 {
+	var a0, a1, a2, a3 float64
+	i := 0
+	for ; i+4 <= len(s); i += 4 {
+		v0, v1, v2, v3 := float64(s[i]), float64(s[i+1]), float64(s[i+2]), float64(s[i+3])
+		a0 += v0 * v0
+		a1 += v1 * v1
+		a2 += v2 * v2
+		a3 += v3 * v3
+	}
+	for ; i < len(s); i++ {
+		v := float64(s[i])
+		a0 += v * v
+	}
+	return (a0 + a1) + (a2 + a3)
+}
+
+// SumRows accumulates dst [C] += column sums of x [R, C].
+func (b *Backend) SumRows(dst, x *tensor.Tensor) {
+	cols := x.Cols()
+	mustNumel("SumRows", "dst", dst, cols)
+	xs := x.F32()
+	ds := dst.F32()
+	rows := x.Rows()
+	if cols == 0 || rows == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.columnSums(rows, cols, 1, func(blk, r0, r1 int, acc [][]float64) {
+		a := acc[0]
+		for r := r0; r < r1; r++ {
+			row := xs[r*cols : (r+1)*cols]
+			for j, v := range row {
+				a[j] += float64(v)
+			}
+		}
+	}, func(j int, tot []float64) { ds[j] += float32(tot[0]) })
+}
+
+// columnSums is the fixed-partition column reduction shared by SumRows and
+// the LayerNorm parameter gradients. rows are cut into blocks of a fixed size;
+// accumulate adds rows [r0, r1) into nacc float64 accumulators of length cols
+// (zeroed beforehand); finish receives, per column, the block totals summed in
+// block order. The caller holds b.mu.
+func (b *Backend) columnSums(rows, cols, nacc int, accumulate func(blk, r0, r1 int, acc [][]float64), finish func(j int, tot []float64)) {
+	blockRows := max(rowSumBlock, colSumTarget/cols)
+	nb := (rows + blockRows - 1) / blockRows
+	part := b.partialBuf(nb * nacc * cols)
+	b.pool.For(nb, 1, func(_, lo, hi int) {
+		var accs [4][]float64
+		for blk := lo; blk < hi; blk++ {
+			base := part[blk*nacc*cols : (blk+1)*nacc*cols]
+			clear(base)
+			for k := 0; k < nacc; k++ {
+				accs[k] = base[k*cols : (k+1)*cols]
+			}
+			accumulate(blk, blk*blockRows, min(rows, (blk+1)*blockRows), accs[:nacc])
+		}
+	})
+	b.pool.For(cols, max(1, colSumTarget/max(nb*nacc, 1)), func(_, lo, hi int) {
+		var tot [4]float64
+		for j := lo; j < hi; j++ {
+			for k := 0; k < nacc; k++ {
+				var s float64
+				for blk := 0; blk < nb; blk++ {
+					s += part[(blk*nacc+k)*cols+j]
+				}
+				tot[k] = s
+			}
+			finish(j, tot[:nacc])
+		}
+	})
+}
