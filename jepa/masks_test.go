@@ -1,0 +1,167 @@
+package jepa
+
+import (
+	"math"
+	"reflect"
+	"testing"
+)
+
+func ijepaMaskConfig(grid int) MaskConfig {
+	return MaskConfig{
+		GridH: grid, GridW: grid, NumTargets: 4,
+		TargetScale: [2]float64{0.15, 0.2}, TargetAspect: [2]float64{0.75, 1.5},
+		ContextScale: [2]float64{0.85, 1.0}, MinKeep: 4, Levels: 3,
+	}
+}
+
+func TestMasksProperties(t *testing.T) {
+	for _, grid := range []int{14, 16, 8} {
+		cfg := ijepaMaskConfig(grid)
+		m, err := NewMultiBlockMasker(cfg, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := float64(grid * grid)
+		for step := int64(0); step < 200; step++ {
+			const b = 6
+			k := m.Sample(step, b)
+			if len(k.Context) != b*k.Nc || len(k.Targets) != cfg.NumTargets*b*k.Nt {
+				t.Fatalf("grid %d step %d: lengths %d/%d for Nc=%d Nt=%d", grid, step, len(k.Context), len(k.Targets), k.Nc, k.Nt)
+			}
+			if k.Nt != k.BlockH*k.BlockW {
+				t.Fatalf("Nt %d != %dx%d", k.Nt, k.BlockH, k.BlockW)
+			}
+			// Block size: I-JEPA rounds sqrt(keep*ar) and sqrt(keep/ar), so
+			// the area is within rounding of the scale bounds.
+			h, w := float64(k.BlockH), float64(k.BlockW)
+			lo := (math.Sqrt(math.Floor(cfg.TargetScale[0]*n)) - 0.5)
+			hi := (math.Sqrt(cfg.TargetScale[1]*n) + 0.5)
+			if h*w < lo*lo || h*w > hi*hi {
+				t.Fatalf("grid %d step %d: target block %vx%v outside scale bounds [%v, %v]", grid, step, h, w, lo*lo, hi*hi)
+			}
+			if r := h / w; r < 0.75*(h-0.5)/(h+0.5)*(w-0.5)/(w+0.5)*0.99 || r > 1.5*(h+0.5)/(h-0.5)*(w+0.5)/(w-0.5)*1.01 {
+				t.Fatalf("grid %d step %d: aspect %v far outside [0.75, 1.5]", grid, step, r)
+			}
+			for i := 0; i < b; i++ {
+				ctx := k.Context[i*k.Nc : (i+1)*k.Nc]
+				inCtx := map[int32]bool{}
+				for j, p := range ctx {
+					if j > 0 && p <= ctx[j-1] {
+						t.Fatalf("context not ascending: %v", ctx)
+					}
+					inCtx[p] = true
+				}
+				for m := 0; m < cfg.NumTargets; m++ {
+					tg := k.Targets[(m*b+i)*k.Nt : (m*b+i+1)*k.Nt]
+					top, left := int(tg[0])/grid, int(tg[0])%grid
+					for j, p := range tg {
+						y, x := top+j/k.BlockW, left+j%k.BlockW
+						if int(p) != y*grid+x || y >= grid || x >= grid {
+							t.Fatalf("target %d of image %d is not a whole row-major %dx%d rectangle: %v", m, i, k.BlockH, k.BlockW, tg)
+						}
+						if inCtx[p] {
+							t.Fatalf("step %d image %d: context contains target patch %d", step, i, p)
+						}
+					}
+				}
+			}
+			if k.Nc <= cfg.MinKeep {
+				t.Fatalf("context keeps %d <= min_keep", k.Nc)
+			}
+		}
+	}
+}
+
+// The context lists are truncated to the batch minimum: the untruncated
+// count of at least one image equals Nc, and truncation keeps a prefix.
+func TestMasksTruncatedToBatchMinimum(t *testing.T) {
+	m, _ := NewMultiBlockMasker(ijepaMaskConfig(14), 3)
+	const b = 8
+	k := m.Sample(5, b)
+	// Redraw with B=1 using the same stream is not possible (the stream is
+	// shared across images), so check the invariant directly: every row has
+	// Nc entries and no row could be longer than the grid minus one target.
+	for i := 0; i < b; i++ {
+		if got := len(k.Context[i*k.Nc : (i+1)*k.Nc]); got != k.Nc {
+			t.Fatalf("row %d has %d entries", i, got)
+		}
+	}
+	if k.Nc > 14*14-k.Nt {
+		t.Fatalf("Nc %d larger than the grid minus one target block", k.Nc)
+	}
+}
+
+func TestMasksDeterministicBySeed(t *testing.T) {
+	m1, _ := NewMultiBlockMasker(ijepaMaskConfig(14), 7)
+	m2, _ := NewMultiBlockMasker(ijepaMaskConfig(14), 7)
+	m3, _ := NewMultiBlockMasker(ijepaMaskConfig(14), 8)
+	a, b := m1.Sample(10, 4), m2.Sample(10, 4)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("same seed and step gave different masks")
+	}
+	if reflect.DeepEqual(a, m1.Sample(11, 4)) {
+		t.Fatal("different steps gave identical masks")
+	}
+	if reflect.DeepEqual(a, m3.Sample(10, 4)) {
+		t.Fatal("different seeds gave identical masks")
+	}
+}
+
+func TestLevelWindows(t *testing.T) {
+	// A 5x3 block at level 1 (2x2 windows): floor(5/2)*floor(3/2) = 2 windows.
+	lw := levelWindows(2, 5, 3, 2)
+	if lw.Windows != 2 || len(lw.Members) != 2*2*4 {
+		t.Fatalf("windows %d members %d", lw.Windows, len(lw.Members))
+	}
+	// Block 0, window 0: rows 0-1, cols 0-1 -> list positions 0,1,3,4.
+	if got := lw.Members[:4]; !reflect.DeepEqual(got, []int32{0, 1, 3, 4}) {
+		t.Fatalf("window 0 members %v", got)
+	}
+	// Block 0, window 1: rows 2-3 -> 6,7,9,10.
+	if got := lw.Members[4:8]; !reflect.DeepEqual(got, []int32{6, 7, 9, 10}) {
+		t.Fatalf("window 1 members %v", got)
+	}
+	// Block 1 starts at entry 15.
+	if got := lw.Members[8:12]; !reflect.DeepEqual(got, []int32{15, 16, 18, 19}) {
+		t.Fatalf("block 1 window 0 members %v", got)
+	}
+	for i, w := range lw.Window {
+		if int(w) != i/4 {
+			t.Fatalf("window id %d at %d", w, i)
+		}
+	}
+	// Level 2 (4x4) on a 5x3 block has no window: it contributes nothing.
+	if lw := levelWindows(4, 5, 3, 2); lw.Windows != 0 || len(lw.Members) != 0 {
+		t.Fatalf("4x4 windows on a 5x3 block: %+v", lw)
+	}
+	// Level 0 is the identity grouping.
+	lw0 := levelWindows(1, 5, 3, 2)
+	for i, p := range lw0.Members {
+		if int(p) != i || int(lw0.Window[i]) != i {
+			t.Fatalf("level 0 grouping not identity at %d", i)
+		}
+	}
+}
+
+func TestMaskConfigValidate(t *testing.T) {
+	bad := []func(*MaskConfig){
+		func(c *MaskConfig) { c.GridH = 0 },
+		func(c *MaskConfig) { c.NumTargets = 0 },
+		func(c *MaskConfig) { c.TargetScale = [2]float64{0.3, 0.2} },
+		func(c *MaskConfig) { c.TargetScale = [2]float64{0.1, 1.2} },
+		func(c *MaskConfig) { c.ContextScale = [2]float64{0, 1} },
+		func(c *MaskConfig) { c.TargetAspect = [2]float64{-1, 1} },
+		func(c *MaskConfig) { c.Levels = 5 },
+		func(c *MaskConfig) { c.MinKeep = -1 },
+	}
+	for i, f := range bad {
+		c := ijepaMaskConfig(14)
+		f(&c)
+		if c.Validate() == nil {
+			t.Errorf("case %d: %+v validated", i, c)
+		}
+	}
+	if err := ijepaMaskConfig(14).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
