@@ -4,7 +4,8 @@ import "fmt"
 
 // Backend is the set of kernels the H-JEPA model needs, implemented once per
 // device (tensor/cpu, cuda). Every kernel takes tensors that live on the
-// backend's device. Shapes are checked and a mismatch panics: a wrong shape is
+// backend's device. A backend is used by one goroutine at a time (like a
+// CUDA stream): kernels are ordered by the order of the calls. Shapes are checked and a mismatch panics: a wrong shape is
 // a programming error, not an input error.
 //
 // Conventions:
@@ -98,6 +99,15 @@ type Backend interface {
 	// gradient norms), accumulated like Sum.
 	SumSquares(x *Tensor) float64
 
+	// SmoothL1Loss returns sum_i l(pred_i - target_i) with torch's smooth L1
+	//   l(d) = 0.5*d*d/beta if |d| < beta, else |d| - 0.5*beta  (beta > 0),
+	// accumulated like Sum, and overwrites grad = gradScale * dl/dpred (grad
+	// may be nil). With gradScale = w/numel the gradient is that of
+	// w * F.smooth_l1_loss(pred, target, reduction="mean").
+	SmoothL1Loss(grad, pred, target *Tensor, beta, gradScale float32) float64
+	// MSELoss is SmoothL1Loss for l(d) = d*d.
+	MSELoss(grad, pred, target *Tensor, gradScale float32) float64
+
 	// AdamW takes one decoupled-weight-decay Adam step over flat buffers of
 	// equal length, exactly as torch.optim.AdamW:
 	//   p *= 1 - lr*wd
@@ -154,13 +164,13 @@ func (g GemmArgs) Normalize() (GemmArgs, error) {
 		rowsB, colsB = g.N, g.K
 	}
 	if g.Lda == 0 {
-		g.Lda = colsA
+		g.Lda = max(colsA, 1)
 	}
 	if g.Ldb == 0 {
-		g.Ldb = colsB
+		g.Ldb = max(colsB, 1)
 	}
 	if g.Ldc == 0 {
-		g.Ldc = g.N
+		g.Ldc = max(g.N, 1)
 	}
 	if g.M < 0 || g.N < 0 || g.K < 0 || g.Batch < 0 {
 		return g, fmt.Errorf("gemm: negative size M=%d N=%d K=%d batch=%d", g.M, g.N, g.K, g.Batch)

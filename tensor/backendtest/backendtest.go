@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/hjepa-go/hjepa/tensor"
@@ -33,6 +34,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) tensor.Backend) {
 		{"AttentionBackward", testAttentionBackward},
 		{"GatherScatterAdd", testGatherScatter},
 		{"Reductions", testReductions},
+		{"Losses", testLosses},
 		{"AdamW", testAdamW},
 		{"EMA", testEMA},
 		{"Random", testRandom},
@@ -169,3 +171,22 @@ func dot64(a, b []float64) float64 {
 }
 
 func name(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// The float64 finite-difference references are the slow part of the suite
+// and do not depend on the backend; they are computed once per process for
+// each (seeded, hence deterministic) case.
+var (
+	memoMu sync.Mutex
+	memoed = map[string][][]float64{}
+)
+
+func memo(key string, f func() [][]float64) [][]float64 {
+	memoMu.Lock()
+	defer memoMu.Unlock()
+	if v, ok := memoed[key]; ok {
+		return v
+	}
+	v := f()
+	memoed[key] = v
+	return v
+}

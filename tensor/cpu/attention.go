@@ -54,14 +54,13 @@ func (b *Backend) AttentionForward(out, lse, qkv *tensor.Tensor, heads int, scal
 
 // softmaxRow replaces row by softmax(row) and returns its log-sum-exp.
 func softmaxRow(row []float32) float32 {
-	m := row[0]
-	for _, v := range row[1:] {
-		if v > m {
-			m = v
-		}
-	}
+	m := rowMax(row)
 	sum := expShift(row, m)
 	inv := 1 / sum
+	if n := len(row) &^ 7; useAVX2 && n > 0 {
+		vscaleAVX2(&row[0], n, inv)
+		row = row[n:]
+	}
 	for j := range row {
 		row[j] *= inv
 	}
@@ -122,6 +121,10 @@ func (b *Backend) AttentionBackward(dqkv, dout, qkv, out, lse *tensor.Tensor, he
 					row := p[(i0+i)*n : (i0+i+1)*n]
 					dpr := dp[i*n : (i+1)*n]
 					di := delta[i0+i]
+					if m := n &^ 7; useAVX2 && m > 0 {
+						dsRowAVX2(&row[0], &dpr[0], m, di)
+						row, dpr = row[m:], dpr[m:]
+					}
 					for j, pv := range row {
 						row[j] = pv * (dpr[j] - di)
 					}
@@ -147,4 +150,19 @@ func expShift(row []float32, shift float32) float32 {
 		sum += e
 	}
 	return sum
+}
+
+// rowMax is the largest element of a non-empty row.
+func rowMax(row []float32) float32 {
+	m := row[0]
+	if n := len(row) &^ 7; useAVX2 && n > 0 {
+		m = vmaxAVX2(&row[0], n)
+		row = row[n:]
+	}
+	for _, v := range row {
+		if v > m {
+			m = v
+		}
+	}
+	return m
 }

@@ -32,8 +32,9 @@ type Backend struct {
 	threads int
 	scratch []workerScratch // indexed by pool worker
 
-	mu       sync.Mutex // guards the shared reduction scratch below
-	partials []float64  // per-block partial results (fixed block partition)
+	mu          sync.Mutex // guards the shared reduction scratch below
+	partials    []float64  // per-block partial sums of Sum / SumSquares
+	colPartials []float32  // per-row-block column sums (SumRows, LayerNorm dw/db)
 }
 
 // workerScratch is one worker's grow-only buffers.

@@ -23,4 +23,15 @@ func TestCompliance(t *testing.T) {
 			})
 		}
 	}
+	// The portable (non-AVX2) exp/erf loops, as on CPUs without AVX2.
+	t.Run("scalar-math", func(t *testing.T) {
+		saved := useAVX2
+		useAVX2 = false
+		defer func() { useAVX2 = saved }()
+		backendtest.Run(t, func(t *testing.T) tensor.Backend {
+			b := New(2)
+			t.Cleanup(b.Close)
+			return b
+		})
+	})
 }

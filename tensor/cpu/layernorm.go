@@ -9,7 +9,7 @@ import (
 // LayerNormForward normalises each row of x [R, D]; see tensor.Backend.
 // Mean and variance are computed by the corrected two-pass scheme in float32
 // (Chan, Golub & LeVeque): mu = sum(x)/D, then c = sum(x-mu)/D and
-// var = (sum((x-mu)^2) - D*c^2)/D, normalising with x - mu - c. The
+// var = (sum((x-mu)^2) - D*c^2)/D, normalising with x - (mu + c). The
 // correction c removes the rounding error of mu, so rows with a large mean
 // relative to their spread stay accurate to float32 rounding.
 func (b *Backend) LayerNormForward(out, mean, rstd, x, w, bias *tensor.Tensor, eps float32) {
@@ -37,40 +37,61 @@ func (b *Backend) LayerNormForward(out, mean, rstd, x, w, bias *tensor.Tensor, e
 		for r := lo; r < hi; r++ {
 			row := xs[r*d : (r+1)*d]
 			o := os[r*d : (r+1)*d]
-			mu0 := sum32(row) / float32(d)
-			sd, ssd := sumDev32(row, mu0)
+			mu0 := rowSum(row) / float32(d)
+			sd, ssd := rowDev(row, mu0)
 			c := sd / float32(d)
 			v := max(0, (ssd-sd*c)/float32(d))
 			mu := mu0 + c
 			rs32 := float32(1 / math.Sqrt(float64(v+eps)))
 			ms[r], rs[r] = mu, rs32
-			switch {
-			case ws != nil && bs != nil:
-				for j, xv := range row {
-					o[j] = (xv-mu0-c)*rs32*ws[j] + bs[j]
-				}
-			case ws != nil:
-				for j, xv := range row {
-					o[j] = (xv - mu0 - c) * rs32 * ws[j]
-				}
-			case bs != nil:
-				for j, xv := range row {
-					o[j] = (xv-mu0-c)*rs32 + bs[j]
-				}
-			default:
-				for j, xv := range row {
-					o[j] = (xv - mu0 - c) * rs32
-				}
-			}
+			lnNormalizeRow(o, row, ws, bs, mu0, rs32, -c*rs32)
 		}
 	})
 }
 
+// lnNormalizeRow sets o = xhat*w + b (w, b may be nil) with
+// xhat = (x - mu)*rs + k, k = -c*rs the mean correction.
+func lnNormalizeRow(o, x, w, b []float32, mu, rs, k float32) {
+	o = o[:len(x)]
+	if n := len(x) &^ 7; useAVX2 && n > 0 && (w == nil) == (b == nil) {
+		if w != nil {
+			lnFwdAVX2(&o[0], &x[0], &w[0], &b[0], n, mu, rs, k)
+			w, b = w[n:], b[n:]
+		} else {
+			lnNormAVX2(&o[0], &x[0], n, mu, rs, k)
+		}
+		o, x = o[n:], x[n:]
+	}
+	switch {
+	case w != nil && b != nil:
+		w, b = w[:len(x)], b[:len(x)]
+		for j, xv := range x {
+			o[j] = ((xv-mu)*rs+k)*w[j] + b[j]
+		}
+	case w != nil:
+		w = w[:len(x)]
+		for j, xv := range x {
+			o[j] = ((xv-mu)*rs + k) * w[j]
+		}
+	case b != nil:
+		b = b[:len(x)]
+		for j, xv := range x {
+			o[j] = (xv-mu)*rs + k + b[j]
+		}
+	default:
+		for j, xv := range x {
+			o[j] = (xv-mu)*rs + k
+		}
+	}
+}
+
 // LayerNormBackward accumulates dx += dL/dx and, with w, dw += dL/dw and
-// db += dL/db (db may be nil when the forward had no bias). With
-// xhat = (x-mean)*rstd and g = dout*w:
+// db += dL/db (either may be nil). With xhat = (x-mean)*rstd, g = dout*w:
 //
 //	dx = rstd * (g - mean(g) - xhat*mean(g*xhat))
+//
+// dw and db are column sums over rows, reduced over a fixed row-block
+// partition so they do not depend on the thread count.
 func (b *Backend) LayerNormBackward(dx, dw, db, dout, x, mean, rstd, w *tensor.Tensor) {
 	rows, d := x.Rows(), x.Cols()
 	mustNumel("LayerNormBackward", "dx", dx, rows*d)
@@ -102,7 +123,7 @@ func (b *Backend) LayerNormBackward(dx, dw, db, dout, x, mean, rstd, w *tensor.T
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.columnSums(rows, d, 2, func(blk, r0, r1 int, acc [][]float64) {
+	b.columnSums(rows, d, 2, func(r0, r1 int, acc [][]float32) {
 		for r := r0; r < r1; r++ {
 			lnBackwardRow(dxs[r*d:(r+1)*d], dos[r*d:(r+1)*d], xs[r*d:(r+1)*d], ws, ms[r], rs[r], acc[0], acc[1])
 		}
@@ -116,35 +137,34 @@ func (b *Backend) LayerNormBackward(dx, dw, db, dout, x, mean, rstd, w *tensor.T
 	})
 }
 
-// lnBackwardRow does one row of LayerNormBackward; accW/accB (when non-nil)
-// receive dout*xhat and dout.
-func lnBackwardRow(dx, dout, x, w []float32, mu, rs float32, accW, accB []float64) {
-	var sg, sgx [4]float32
-	j := 0
+// lnBackwardRow does one row of LayerNormBackward; w == nil means no affine
+// transform (then accW and accB are nil too), otherwise accW and accB receive
+// dout*xhat and dout.
+func lnBackwardRow(dx, dout, x, w []float32, mu, rs float32, accW, accB []float32) {
 	n := len(x)
-	for ; j+4 <= n; j += 4 {
-		for k := 0; k < 4; k++ {
-			g := dout[j+k]
-			if w != nil {
-				g *= w[j+k]
-			}
-			xh := (x[j+k] - mu) * rs
-			sg[k] += g
-			sgx[k] += g * xh
+	dx, dout = dx[:n], dout[:n]
+	var sg, sgx float32
+	n8 := 0
+	if useAVX2 && w != nil {
+		n8 = n &^ 7
+		if n8 > 0 {
+			sg, sgx = lnBwdSumsAVX2(&dout[0], &x[0], &w[0], n8, mu, rs)
 		}
 	}
-	for ; j < n; j++ {
+	for j := n8; j < n; j++ {
 		g := dout[j]
 		if w != nil {
 			g *= w[j]
 		}
-		sg[0] += g
-		sgx[0] += g * (x[j] - mu) * rs
+		sg += g
+		sgx += g * (x[j] - mu) * rs
 	}
 	inv := 1 / float32(n)
-	mg := ((sg[0] + sg[1]) + (sg[2] + sg[3])) * inv
-	mgx := ((sgx[0] + sgx[1]) + (sgx[2] + sgx[3])) * inv
-	for j := range x {
+	mg, mgx := sg*inv, sgx*inv
+	if n8 > 0 {
+		lnBwdRowAVX2(&dx[0], &dout[0], &x[0], &w[0], &accW[0], &accB[0], n8, mu, rs, mg, mgx)
+	}
+	for j := n8; j < n; j++ {
 		g := dout[j]
 		if w != nil {
 			g *= w[j]
@@ -152,10 +172,34 @@ func lnBackwardRow(dx, dout, x, w []float32, mu, rs float32, accW, accB []float6
 		xh := (x[j] - mu) * rs
 		dx[j] += rs * (g - mg - xh*mgx)
 		if accW != nil {
-			accW[j] += float64(dout[j] * xh)
-			accB[j] += float64(dout[j])
+			accW[j] += dout[j] * xh
+			accB[j] += dout[j]
 		}
 	}
+}
+
+// rowSum is the float32 sum of s (eight partial sums).
+func rowSum(s []float32) float32 {
+	var tail float32
+	if n := len(s) &^ 7; useAVX2 && n > 0 {
+		tail = vsumAVX2(&s[0], n)
+		s = s[n:]
+	}
+	return tail + sum32(s)
+}
+
+// rowDev returns sum(s-mu) and sum((s-mu)^2).
+func rowDev(s []float32, mu float32) (sum, sumSq float32) {
+	if n := len(s) &^ 7; useAVX2 && n > 0 {
+		sum, sumSq = lnDevAVX2(&s[0], n, mu)
+		s = s[n:]
+	}
+	for _, v := range s {
+		v -= mu
+		sum += v
+		sumSq += v * v
+	}
+	return sum, sumSq
 }
 
 // sum32 adds s in float32 with eight partial sums (pairwise at the end).
@@ -176,26 +220,4 @@ func sum32(s []float32) float32 {
 		a[i&7] += s[i]
 	}
 	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
-}
-
-// sumDev32 returns sum(s[i]-mu) and sum((s[i]-mu)^2) in float32 with eight
-// partial sums each.
-func sumDev32(s []float32, mu float32) (sum, sumSq float32) {
-	var a, q [8]float32
-	i := 0
-	for ; i+8 <= len(s); i += 8 {
-		for k := 0; k < 8; k++ {
-			v := s[i+k] - mu
-			a[k] += v
-			q[k] += v * v
-		}
-	}
-	for ; i < len(s); i++ {
-		v := s[i] - mu
-		a[i&7] += v
-		q[i&7] += v * v
-	}
-	sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
-	sumSq = ((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]))
-	return sum, sumSq
 }

@@ -4,6 +4,8 @@ package cpu
 
 import "golang.org/x/sys/cpu"
 
+//go:generate python3 math_amd64_gen.py
+
 // useAVX2 selects the AVX2+FMA loops in math_amd64.s (generated; the erf and
 // exp schemes are those of erff and expf, evaluated 4 (float64) or 8
 // (float32) lanes at a time).
@@ -24,3 +26,32 @@ func geluBwdAVX2(dx, dout, x *float32, n int)
 //
 //go:noescape
 func expShiftAVX2(x *float32, n int, shift float32) float32
+
+// Row helpers (n a multiple of 8 unless stated).
+
+//go:noescape
+func vmaxAVX2(x *float32, n int) float32 // n >= 8
+
+//go:noescape
+func vscaleAVX2(x *float32, n int, s float32)
+
+//go:noescape
+func vsumAVX2(x *float32, n int) float32
+
+//go:noescape
+func lnDevAVX2(x *float32, n int, mu float32) (sum, sumSq float32)
+
+//go:noescape
+func lnFwdAVX2(out, x, w, b *float32, n int, mu, rs, k float32)
+
+//go:noescape
+func lnNormAVX2(out, x *float32, n int, mu, rs, k float32)
+
+//go:noescape
+func lnBwdSumsAVX2(dout, x, w *float32, n int, mu, rs float32) (sg, sgx float32)
+
+//go:noescape
+func lnBwdRowAVX2(dx, dout, x, w, accW, accB *float32, n int, mu, rs, mg, mgx float32)
+
+//go:noescape
+func dsRowAVX2(p, dp *float32, n int, d float32)

@@ -58,9 +58,18 @@ func TestExpf(t *testing.T) {
 	}
 }
 
-// TestGELUKernels compares the (possibly vectorised) GELU loops with float64
-// math on a dense grid: abs error <= 3e-7 * max(1, |x|).
+// TestGELUKernels compares the GELU loops, vectorised (where the CPU allows)
+// and scalar, with float64 math on a dense grid: abs error <= 3e-7*max(1, |x|).
 func TestGELUKernels(t *testing.T) {
+	saved := useAVX2
+	defer func() { useAVX2 = saved }()
+	for _, v := range []bool{saved, false} {
+		useAVX2 = v
+		testGELUKernels(t)
+	}
+}
+
+func testGELUKernels(t *testing.T) {
 	var xs []float32
 	for x := float32(-12); x <= 12; x += 3e-4 {
 		xs = append(xs, x)
@@ -79,7 +88,7 @@ func TestGELUKernels(t *testing.T) {
 		wantD := cdf + v*math.Exp(-v*v/2)/math.Sqrt(2*math.Pi)
 		tol := 3e-7 * math.Max(1, math.Abs(v))
 		if math.Abs(float64(out[i])-want) > tol || math.Abs(float64(dx[i])-wantD) > tol {
-			t.Fatalf("x=%v: gelu %v want %v, gelu' %v want %v", x, out[i], want, dx[i], wantD)
+			t.Fatalf("avx2 %v, x=%v: gelu %v want %v, gelu' %v want %v", useAVX2, x, out[i], want, dx[i], wantD)
 		}
 	}
 }

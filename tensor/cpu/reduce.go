@@ -8,7 +8,7 @@ import "github.com/hjepa-go/hjepa/tensor"
 // number of threads.
 const (
 	sumBlock     = 1 << 13 // elements per block for Sum / SumSquares
-	rowSumBlock  = 64      // rows per block for column sums
+	rowSumBlock  = 32      // rows per block for column sums (float32 partials)
 	colSumTarget = 1 << 12 // at least this many elements per column-sum block
 )
 
@@ -98,35 +98,39 @@ func (b *Backend) SumRows(dst, x *tensor.Tensor) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.columnSums(rows, cols, 1, func(blk, r0, r1 int, acc [][]float64) {
-		a := acc[0]
+	b.columnSums(rows, cols, 1, func(r0, r1 int, acc [][]float32) {
+		a := acc[0][:cols]
 		for r := r0; r < r1; r++ {
 			row := xs[r*cols : (r+1)*cols]
 			for j, v := range row {
-				a[j] += float64(v)
+				a[j] += v
 			}
 		}
 	}, func(j int, tot []float64) { ds[j] += float32(tot[0]) })
 }
 
 // columnSums is the fixed-partition column reduction shared by SumRows and
-// the LayerNorm parameter gradients. rows are cut into blocks of a fixed size;
-// accumulate adds rows [r0, r1) into nacc float64 accumulators of length cols
-// (zeroed beforehand); finish receives, per column, the block totals summed in
-// block order. The caller holds b.mu.
-func (b *Backend) columnSums(rows, cols, nacc int, accumulate func(blk, r0, r1 int, acc [][]float64), finish func(j int, tot []float64)) {
+// the LayerNorm parameter gradients. Rows are cut into blocks of a fixed size
+// (a function of cols only); accumulate adds rows [r0, r1) into nacc float32
+// accumulators of length cols (zeroed beforehand); finish receives, per
+// column, the block totals summed in block order in float64. The caller
+// holds b.mu.
+func (b *Backend) columnSums(rows, cols, nacc int, accumulate func(r0, r1 int, acc [][]float32), finish func(j int, tot []float64)) {
 	blockRows := max(rowSumBlock, colSumTarget/cols)
 	nb := (rows + blockRows - 1) / blockRows
-	part := b.partialBuf(nb * nacc * cols)
+	if cap(b.colPartials) < nb*nacc*cols {
+		b.colPartials = make([]float32, nb*nacc*cols)
+	}
+	part := b.colPartials[:nb*nacc*cols]
 	b.pool.For(nb, 1, func(_, lo, hi int) {
-		var accs [4][]float64
+		var accs [4][]float32
 		for blk := lo; blk < hi; blk++ {
 			base := part[blk*nacc*cols : (blk+1)*nacc*cols]
 			clear(base)
 			for k := 0; k < nacc; k++ {
 				accs[k] = base[k*cols : (k+1)*cols]
 			}
-			accumulate(blk, blk*blockRows, min(rows, (blk+1)*blockRows), accs[:nacc])
+			accumulate(blk*blockRows, min(rows, (blk+1)*blockRows), accs[:nacc])
 		}
 	})
 	b.pool.For(cols, max(1, colSumTarget/max(nb*nacc, 1)), func(_, lo, hi int) {
@@ -135,7 +139,7 @@ func (b *Backend) columnSums(rows, cols, nacc int, accumulate func(blk, r0, r1 i
 			for k := 0; k < nacc; k++ {
 				var s float64
 				for blk := 0; blk < nb; blk++ {
-					s += part[(blk*nacc+k)*cols+j]
+					s += float64(part[(blk*nacc+k)*cols+j])
 				}
 				tot[k] = s
 			}

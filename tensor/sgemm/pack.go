@@ -55,6 +55,9 @@ func packB(transB bool, b []float32, ldb, p0, kc, j0, nc, nr int, dst []float32)
 		j := j0 + q*nr
 		if !transB {
 			// B is [k, n]: each panel row is a contiguous run of a row of B.
+			if cols == nr && kc > 0 && packBRows(b, p0*ldb+j, ldb, kc, nr, panel) {
+				continue
+			}
 			for p := 0; p < kc; p++ {
 				src := b[(p0+p)*ldb+j : (p0+p)*ldb+j+cols]
 				d := panel[p*nr : p*nr+nr]

@@ -120,7 +120,7 @@ func (e *Engine) SgemmBatched(transA, transB bool, m, n, k int, alpha float32, a
 	flops := 2 * float64(m) * float64(n) * float64(k)
 	// Whole GEMMs per worker when the batch alone balances the workers (or the
 	// GEMMs are too small to split); otherwise split each GEMM.
-	if p == 1 || flops < parallelFlops || batch >= 2*p || batch%p == 0 {
+	if p == 1 || flops < parallelFlops || batch >= 4*p || batch%p == 0 {
 		e.pool.For(batch, 1, func(w, lo, hi int) {
 			for i := lo; i < hi; i++ {
 				e.SgemmSerial(w, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
@@ -186,11 +186,11 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 	p := e.pool.Size()
 	mPanels := ceilDiv(m, mk.mr)
 	mcPanels := mk.mc / mk.mr
-	// Row chunks: a multiple of the worker count, each at most mc rows.
-	mChunks := p * ceilDiv(mPanels, p*mcPanels)
-	mChunks = min(mChunks, mPanels)
-	chunkPanels := ceilDiv(mPanels, mChunks)
-	mChunks = ceilDiv(mPanels, chunkPanels)
+	// Row chunks: about four per worker, so that the dynamic hand-out evens
+	// out a worker slowed by other load, but at least 8 MR-panels (a B
+	// panel brought into L1 serves that many kernel calls) and at most mc rows.
+	chunkPanels := min(mcPanels, max(ceilDiv(mPanels, 4*p), min(8, mPanels)))
+	mChunks := ceilDiv(mPanels, chunkPanels)
 	kBlocks := ceilDiv(k, mk.kc)
 	ncMax := min(mk.nc, max(mk.nr, parallelBudget/k/mk.nr*mk.nr))
 	for jc := 0; jc < n; jc += ncMax {

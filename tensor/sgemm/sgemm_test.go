@@ -114,10 +114,12 @@ func testCases(short bool) []gemmCase {
 	dims := []int{1, 2, 3, 5, 7, 11, 12, 13, 16, 17, 31, 32, 33, 48, 49, 97}
 	big := [][3]int{
 		{255, 257, 259}, {481, 65, 300}, {37, 700, 513}, {196, 196, 64}, {196, 64, 196}, {500, 33, 1}, {1, 200, 300},
+		{5, 3100, 40},   // more than one NC column block
+		{13, 600, 4100}, // deep k: the shared packed B splits into column blocks
 	}
 	if short {
 		dims = []int{1, 3, 7, 12, 13, 17, 33, 49}
-		big = [][3]int{{97, 130, 260}, {25, 700, 30}, {200, 40, 520}}
+		big = [][3]int{{97, 130, 260}, {25, 700, 30}, {200, 40, 520}, {3, 3100, 9}}
 	}
 	var cases []gemmCase
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -152,11 +154,22 @@ func testCases(short bool) []gemmCase {
 func TestSgemm(t *testing.T) {
 	cases := testCases(testing.Short())
 	for _, kern := range kernelsUnderTest() {
-		for _, workers := range []int{1, 2, 3} {
-			t.Run(fmt.Sprintf("%s/%dworkers", kern, workers), func(t *testing.T) {
+		// workers < 0: -workers workers with tiny cache blocks, so that small
+		// shapes cross many KC, MC and NC block boundaries.
+		for _, workers := range []int{1, 2, 3, -2} {
+			name := fmt.Sprintf("%s/%dworkers", kern, workers)
+			if workers < 0 {
+				name = fmt.Sprintf("%s/%dworkers_smallblocks", kern, -workers)
+			}
+			t.Run(name, func(t *testing.T) {
+				small := workers < 0
+				workers = max(workers, -workers)
 				pool := parallel.New(workers)
 				defer pool.Close()
 				e := New(pool, kern)
+				if small {
+					e.mk.kc, e.mk.mc, e.mk.nc = 5, 2*e.mk.mr, 2*e.mk.nr
+				}
 				rng := rand.New(rand.NewPCG(uint64(workers), 7))
 				for ci, g := range cases {
 					a, lda, b, ldb, c, ldc := g.operands(rng)
@@ -185,9 +198,14 @@ func TestSgemmBatched(t *testing.T) {
 		{false, false, 130, 70, 130, 1, 1, 0},
 		{true, false, 33, 129, 200, 2, 0.5, 3},
 	}
+	batches := []int{1, 3, 4, 7}
+	if testing.Short() {
+		batches = []int{1, 3}
+		shapes[1].m, shapes[1].k = 70, 70
+	}
 	for _, kern := range kernelsUnderTest() {
 		for _, workers := range []int{1, 2, 3} {
-			for _, batch := range []int{1, 3, 4, 7} {
+			for _, batch := range batches {
 				t.Run(fmt.Sprintf("%s/%dworkers/batch%d", kern, workers, batch), func(t *testing.T) {
 					pool := parallel.New(workers)
 					defer pool.Close()

@@ -1,0 +1,159 @@
+package jepa
+
+import (
+	"fmt"
+
+	"github.com/hjepa-go/hjepa/nn"
+	"github.com/hjepa-go/hjepa/tensor"
+)
+
+// ModelConfig sizes an H-JEPA model.
+type ModelConfig struct {
+	Encoder   nn.ViTConfig
+	Predictor nn.PredictorConfig
+	// Levels is the number of hierarchy levels L (one projection head each).
+	Levels int
+}
+
+// Validate reports every invalid field.
+func (c ModelConfig) Validate() error {
+	if err := c.Encoder.Validate(); err != nil {
+		return err
+	}
+	if err := c.Predictor.Validate(); err != nil {
+		return err
+	}
+	if c.Predictor.EmbedDim != c.Encoder.Dim || c.Predictor.GridSize != c.Encoder.GridSize() {
+		return fmt.Errorf("jepa: predictor embed_dim %d / grid %d do not match the encoder's %d / %d",
+			c.Predictor.EmbedDim, c.Predictor.GridSize, c.Encoder.Dim, c.Encoder.GridSize())
+	}
+	if c.Levels < 1 {
+		return fmt.Errorf("jepa: levels %d must be at least 1", c.Levels)
+	}
+	return nil
+}
+
+// Head is one hierarchy level's projection: Linear(D, D) then LayerNorm(D).
+type Head struct {
+	Proj *nn.Linear
+	Norm *nn.LayerNorm
+}
+
+func newHead(pb *nn.Builder, d int, eps float32) *Head {
+	return &Head{Proj: nn.NewLinear(pb, "proj", d, d, true), Norm: nn.NewLayerNorm(pb, "norm", d, eps)}
+}
+
+// Forward maps x [R, D] to y [R, D].
+func (h *Head) Forward(b tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
+	return h.Norm.Forward(b, h.Proj.Forward(b, x))
+}
+
+// Backward overwrites dx [R, D] from dy [R, D] using scratch (same shape) for
+// the gradient between the two layers, and accumulates the head's gradients.
+func (h *Head) Backward(b tensor.Backend, dx, dy, scratch *tensor.Tensor) {
+	b.Fill(scratch, 0)
+	h.Norm.Backward(b, scratch, dy)
+	h.Proj.Backward(b, dx, scratch)
+}
+
+// Model is H-JEPA: the context encoder, predictor and level heads (trained,
+// one arena), and their EMA copies on the target side (the target encoder
+// and target heads, a second arena with no gradient use).
+//
+// Params lays out heads, predictor, encoder in that order (the order in which
+// backward finishes their gradients); TargetParams lays out heads, encoder
+// with the same per-scope layout, so EMA is one pass per scope.
+type Model struct {
+	Cfg       ModelConfig
+	Encoder   *nn.Encoder
+	Predictor *nn.Predictor
+	Heads     []*Head
+	Params    *nn.Arena
+
+	TargetEncoder *nn.Encoder
+	TargetHeads   []*Head
+	TargetParams  *nn.Arena
+
+	// emaPairs are the (trained, target) value ranges EMA combines.
+	emaPairs [][2]*tensor.Tensor
+
+	step stepState
+}
+
+// Scopes of the parameter names in the arenas.
+const (
+	EncoderScope   = "encoder."
+	PredictorScope = "predictor."
+	HeadsScope     = "heads."
+)
+
+// NewModel declares and allocates the model on b. Parameters are zero until
+// Init (or a checkpoint load).
+func NewModel(b tensor.Backend, cfg ModelConfig) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Model{Cfg: cfg}
+	d, eps := cfg.Encoder.Dim, cfg.Encoder.Eps
+
+	pb := nn.NewBuilder()
+	var err error
+	if m.Encoder, err = nn.NewEncoder(pb.Scope(EncoderScope), cfg.Encoder); err != nil {
+		return nil, err
+	}
+	if m.Predictor, err = nn.NewPredictor(pb.Scope(PredictorScope), cfg.Predictor); err != nil {
+		return nil, err
+	}
+	for l := 0; l < cfg.Levels; l++ {
+		m.Heads = append(m.Heads, newHead(pb.Scope(fmt.Sprintf("%s%d.", HeadsScope, l)), d, eps))
+	}
+	if m.Params, err = pb.Build(b); err != nil {
+		return nil, err
+	}
+
+	tb := nn.NewBuilder()
+	if m.TargetEncoder, err = nn.NewEncoder(tb.Scope(EncoderScope), cfg.Encoder); err != nil {
+		return nil, err
+	}
+	for l := 0; l < cfg.Levels; l++ {
+		m.TargetHeads = append(m.TargetHeads, newHead(tb.Scope(fmt.Sprintf("%s%d.", HeadsScope, l)), d, eps))
+	}
+	if m.TargetParams, err = tb.Build(b); err != nil {
+		return nil, err
+	}
+	for _, scope := range []string{HeadsScope, EncoderScope} {
+		if err := m.Params.SameLayout(scope, m.TargetParams, scope); err != nil {
+			return nil, fmt.Errorf("jepa: target arena: %w", err)
+		}
+		src, _ := m.Params.ValuesOf(scope)
+		dst, _ := m.TargetParams.ValuesOf(scope)
+		m.emaPairs = append(m.emaPairs, [2]*tensor.Tensor{src, dst})
+	}
+	return m, nil
+}
+
+// Init draws the trained parameters as I-JEPA does (encoder, predictor, then
+// each head: trunc_normal(0.02) weights, zero biases, LayerNorm 1/0) and
+// copies them to the target side, as I-JEPA's deepcopy of the encoder.
+func (m *Model) Init(b tensor.Backend, rng *tensor.RNG) {
+	m.Encoder.Init(b, rng)
+	m.Predictor.Init(b, rng)
+	std := m.Cfg.Encoder.InitStd
+	for _, h := range m.Heads {
+		b.TruncNormal(h.Proj.W.W, rng, 0, std, -2, 2)
+		b.Fill(h.Proj.B.W, 0)
+		b.Fill(h.Norm.W.W, 1)
+		b.Fill(h.Norm.B.W, 0)
+	}
+	for _, p := range m.emaPairs {
+		b.Copy(p[1], p[0])
+	}
+}
+
+// UpdateTarget applies the EMA step target = momentum*target + (1-momentum)*trained
+// to the target encoder and target heads.
+func (m *Model) UpdateTarget(b tensor.Backend, momentum float32) {
+	for _, p := range m.emaPairs {
+		b.EMA(p[1], p[0], momentum)
+	}
+}

@@ -1,0 +1,273 @@
+package jepa
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/hjepa-go/hjepa/tensor"
+)
+
+// LossConfig is the hierarchical loss.
+type LossConfig struct {
+	// Type is "smoothl1" (I-JEPA, beta 1) or "mse".
+	Type string
+	// Weights w_l per level; len == Levels.
+	Weights []float64
+	// VICRegWeight scales the VICReg term on per-image pooled context
+	// embeddings (0: off); VarianceCoeff and CovarianceCoeff weigh its parts.
+	VICRegWeight, VarianceCoeff, CovarianceCoeff float64
+}
+
+// StepStats are the losses of one forward pass.
+type StepStats struct {
+	// Loss = sum_l w_l * Levels[l] + VICReg.
+	Loss float64
+	// Levels[l] is level l's mean loss; 0 when Windows[l] == 0.
+	Levels []float64
+	// Windows[l] is the number of pooling windows per target block at level l
+	// in this batch (0: the level had no window and contributed nothing).
+	Windows []int
+	// VICReg is the weighted VICReg term (0 when off).
+	VICReg float64
+}
+
+// stepState holds the per-step buffers (grow-only).
+type stepState struct {
+	ctxIdx, tgtIdx, tgtRows intWorkspace
+	members, windows        []intWorkspace
+	tnorm, tmean, trstd     tensor.Workspace
+	tsel                    tensor.Workspace
+	dp                      tensor.Workspace
+	dz                      tensor.Workspace
+	levels                  []levelState
+	ones                    tensor.Workspace
+	pooled, dpooled         tensor.Workspace
+	hostPooled              []float32
+
+	// saved by forward for backward
+	p    *tensor.Tensor // predictor output [T, D]
+	used []bool
+}
+
+type levelState struct {
+	gather, pred, tgt  tensor.Workspace // pooled inputs
+	predIn             *tensor.Tensor
+	grad, dpooled, tmp tensor.Workspace
+	scratch, dIn       tensor.Workspace
+	predOut            *tensor.Tensor
+	wtot               int
+	s                  int
+}
+
+// ForwardBackward runs one H-JEPA step on img [B, C, H, W] with masks drawn
+// for B images: the target encoder on the whole image (LayerNorm'd, no
+// affine), the context encoder on the context patches, the predictor at the
+// target positions, and per level the pooled predictions through the trained
+// head against the pooled targets through the EMA head. With backward it
+// accumulates every gradient of the trained arena (the caller zeroes them).
+func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Masks, lc LossConfig, backward bool) (StepStats, error) {
+	cfg := m.Cfg
+	if len(lc.Weights) != cfg.Levels || len(masks.Levels) != cfg.Levels {
+		return StepStats{}, fmt.Errorf("jepa: %d loss weights and %d mask levels for %d levels", len(lc.Weights), len(masks.Levels), cfg.Levels)
+	}
+	if lc.Type != "smoothl1" && lc.Type != "mse" {
+		return StepStats{}, fmt.Errorf("jepa: loss type %q (want smoothl1 or mse)", lc.Type)
+	}
+	st := &m.step
+	bs := img.Dim(0)
+	if masks.B != bs {
+		return StepStats{}, fmt.Errorf("jepa: masks for %d images, batch of %d", masks.B, bs)
+	}
+	d := cfg.Encoder.Dim
+	np := cfg.Encoder.NumPatches()
+	nt := masks.Nt
+	bt := len(masks.Targets) / nt // NumTargets * B
+	tRows := bt * nt
+
+	ctxIdx := st.ctxIdx.upload(b, masks.Context, bs, masks.Nc)
+	tgtIdx := st.tgtIdx.upload(b, masks.Targets, bt, nt)
+	rows := st.tgtRows.host(tRows)
+	for q := 0; q < bt; q++ {
+		for j := 0; j < nt; j++ {
+			rows[q*nt+j] = int32((q%bs)*np) + masks.Targets[q*nt+j]
+		}
+	}
+	tgtRows := st.tgtRows.upload(b, rows, tRows)
+
+	// Targets: LayerNorm(target_encoder(img)) at the target patches.
+	h := m.TargetEncoder.Forward(b, img, nil) // [B, Np, D]
+	tn := st.tnorm.Get(b, bs*np, d)
+	b.LayerNormForward(tn, st.tmean.Get(b, bs*np), st.trstd.Get(b, bs*np), h.Reshape(bs*np, d), nil, nil, cfg.Encoder.Eps)
+	tsel := st.tsel.Get(b, tRows, d)
+	b.Gather(tsel, tn, tgtRows)
+
+	// Predictions.
+	z := m.Encoder.Forward(b, img, ctxIdx)         // [B, Nc, D]
+	p := m.Predictor.Forward(b, z, ctxIdx, tgtIdx) // [bt, Nt, D]
+	st.p = p.Reshape(tRows, d)
+
+	stats := StepStats{Levels: make([]float64, cfg.Levels), Windows: make([]int, cfg.Levels)}
+	for len(st.levels) < cfg.Levels {
+		st.levels = append(st.levels, levelState{})
+		st.members = append(st.members, intWorkspace{})
+		st.windows = append(st.windows, intWorkspace{})
+	}
+	st.used = st.used[:0]
+	for l := 0; l < cfg.Levels; l++ {
+		lw := masks.Levels[l]
+		ls := &st.levels[l]
+		stats.Windows[l] = lw.Windows
+		st.used = append(st.used, lw.Windows > 0)
+		if lw.Windows == 0 {
+			continue
+		}
+		ls.s = lw.S
+		ls.wtot = bt * lw.Windows
+		predIn, tgtIn := st.p, tsel
+		if lw.S > 1 {
+			mem := st.members[l].upload(b, lw.Members, len(lw.Members))
+			win := st.windows[l].upload(b, lw.Window, len(lw.Window))
+			predIn = poolWindows(b, &ls.gather, &ls.pred, st.p, mem, win, ls.wtot, lw.S)
+			tgtIn = poolWindows(b, &ls.gather, &ls.tgt, tsel, mem, win, ls.wtot, lw.S)
+		}
+		ls.predIn = predIn
+		pred := m.Heads[l].Forward(b, predIn)
+		tgt := m.TargetHeads[l].Forward(b, tgtIn)
+		ls.predOut = pred
+		n := ls.wtot * d
+		scale := float32(lc.Weights[l] / float64(n))
+		var g *tensor.Tensor
+		if backward {
+			g = ls.grad.Get(b, ls.wtot, d)
+		}
+		var sum float64
+		if lc.Type == "smoothl1" {
+			sum = b.SmoothL1Loss(g, pred, tgt, 1, scale)
+		} else {
+			sum = b.MSELoss(g, pred, tgt, scale)
+		}
+		stats.Levels[l] = sum / float64(n)
+		stats.Loss += lc.Weights[l] * stats.Levels[l]
+	}
+
+	var vicGrad []float32
+	if lc.VICRegWeight > 0 {
+		pooled := m.meanTokens(b, z)
+		var v float64
+		v, vicGrad = VICReg(pooled, bs, d, lc.VarianceCoeff, lc.CovarianceCoeff)
+		stats.VICReg = lc.VICRegWeight * v
+		stats.Loss += stats.VICReg
+		for i := range vicGrad {
+			vicGrad[i] *= float32(lc.VICRegWeight)
+		}
+	}
+	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
+		return stats, fmt.Errorf("jepa: loss is %v (levels %v)", stats.Loss, stats.Levels)
+	}
+	if !backward {
+		return stats, nil
+	}
+
+	// Backward: heads -> unpool -> predictor -> context encoder.
+	dp := st.dp.Get(b, tRows, d)
+	b.Fill(dp, 0)
+	for l := 0; l < cfg.Levels; l++ {
+		if !st.used[l] {
+			continue
+		}
+		ls := &st.levels[l]
+		g := ls.grad.Get(b, ls.wtot, d)
+		dIn := ls.dIn.Get(b, ls.wtot, d)
+		m.Heads[l].Backward(b, dIn, g, ls.scratch.Get(b, ls.wtot, d))
+		if ls.s == 1 {
+			b.Axpy(dp, 1, dIn)
+			continue
+		}
+		// Pooling's adjoint: every member row receives its window's
+		// gradient divided by the window size.
+		tmp := ls.tmp.Get(b, ls.wtot*ls.s*ls.s, d)
+		b.Gather(tmp, dIn, st.windows[l].t)
+		b.Scale(tmp, 1/float32(ls.s*ls.s))
+		b.ScatterAdd(dp, tmp, st.members[l].t)
+	}
+	dz := st.dz.Get(b, bs, masks.Nc, d)
+	m.Predictor.Backward(b, dz, dp.Reshape(bt, nt, d))
+	if vicGrad != nil {
+		m.addTokenBroadcast(b, dz, vicGrad)
+	}
+	m.Encoder.Backward(b, dz)
+	return stats, nil
+}
+
+// poolWindows averages the rows of src [T, D] over windows: dst[w] =
+// mean of src[members[k]] over the k with window[k] == w.
+func poolWindows(b tensor.Backend, gather, out *tensor.Workspace, src, members, window *tensor.Tensor, wtot, s int) *tensor.Tensor {
+	d := src.Cols()
+	tmp := gather.Get(b, members.Numel(), d)
+	b.Gather(tmp, src, members)
+	dst := out.Get(b, wtot, d)
+	b.Fill(dst, 0)
+	b.ScatterAdd(dst, tmp, window)
+	b.Scale(dst, 1/float32(s*s))
+	return dst
+}
+
+// meanTokens returns the per-image mean over tokens of x [B, N, D] on the
+// host, computed on the device as ones[1, N] @ x_b / N.
+func (m *Model) meanTokens(b tensor.Backend, x *tensor.Tensor) []float32 {
+	st := &m.step
+	bs, n, d := x.Dim(0), x.Dim(1), x.Dim(2)
+	ones := st.onesVec(b, n)
+	pooled := st.pooled.Get(b, bs, d)
+	b.Gemm(tensor.GemmArgs{M: 1, N: d, K: n, Alpha: 1 / float32(n), A: ones, B: x, C: pooled,
+		StrideB: n * d, StrideC: d, Batch: bs})
+	if cap(st.hostPooled) < bs*d {
+		st.hostPooled = make([]float32, bs*d)
+	}
+	host := st.hostPooled[:bs*d]
+	b.Download(host, pooled)
+	return host
+}
+
+// addTokenBroadcast adds g_b / N to every token row of dx_b [B, N, D], the
+// adjoint of meanTokens; g is [B, D] on the host.
+func (m *Model) addTokenBroadcast(b tensor.Backend, dx *tensor.Tensor, g []float32) {
+	st := &m.step
+	bs, n, d := dx.Dim(0), dx.Dim(1), dx.Dim(2)
+	dg := st.dpooled.Get(b, bs, d)
+	b.Upload(dg, g)
+	ones := st.onesVec(b, n)
+	b.Gemm(tensor.GemmArgs{M: n, N: d, K: 1, Alpha: 1 / float32(n), Beta: 1, A: ones, B: dg, C: dx,
+		StrideB: d, StrideC: n * d, Batch: bs})
+}
+
+func (st *stepState) onesVec(b tensor.Backend, n int) *tensor.Tensor {
+	o := st.ones.Get(b, n)
+	b.Fill(o, 1)
+	return o
+}
+
+// intWorkspace is a grow-only int32 device buffer with a host staging copy.
+type intWorkspace struct {
+	storage *tensor.Tensor
+	hostBuf []int32
+	t       *tensor.Tensor
+}
+
+func (w *intWorkspace) host(n int) []int32 {
+	if cap(w.hostBuf) < n {
+		w.hostBuf = make([]int32, n)
+	}
+	return w.hostBuf[:n]
+}
+
+// upload copies data to the device as a tensor of the given shape.
+func (w *intWorkspace) upload(b tensor.Backend, data []int32, shape ...int) *tensor.Tensor {
+	n := len(data)
+	if w.storage == nil || w.storage.Numel() < n {
+		w.storage = b.New(tensor.Int32, max(n, 1))
+	}
+	w.t = w.storage.View(0, shape...)
+	b.UploadInt32(w.t, data)
+	return w.t
+}

@@ -1,0 +1,42 @@
+//go:build amd64 && !purego
+
+package sgemm
+
+// Packing loops in assembly for the AVX2/AVX-512 panel shapes. The
+// assembly kernels, and so these, only run on CPUs with AVX.
+
+//go:noescape
+func packA12Asm(kc int, src *float32, lda int, dst *float32)
+
+//go:noescape
+func packB32Asm(kc int, src *float32, ldb int, dst *float32)
+
+//go:noescape
+func packB16Asm(kc int, src *float32, ldb int, dst *float32)
+
+// packAPanel12 packs one full 12-row panel of non-transposed A: rows i.. of
+// A, columns p0..p0+kc, into panel as kc groups of 12.
+func packAPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
+	if kc == 0 {
+		return
+	}
+	_ = a[(i+11)*lda+p0+kc-1] // the bounds the assembly relies on
+	_ = panel[kc*12-1]
+	packA12Asm(kc, &a[i*lda+p0], lda, &panel[0])
+}
+
+// packBRows copies kc rows of nr (32 or 16) floats, ldb apart from b[off:],
+// into panel; it reports false for other widths.
+func packBRows(b []float32, off, ldb, kc, nr int, panel []float32) bool {
+	if nr != 32 && nr != 16 {
+		return false
+	}
+	_ = b[off+(kc-1)*ldb+nr-1] // the bounds the assembly relies on
+	_ = panel[kc*nr-1]
+	if nr == 32 {
+		packB32Asm(kc, &b[off], ldb, &panel[0])
+	} else {
+		packB16Asm(kc, &b[off], ldb, &panel[0])
+	}
+	return true
+}

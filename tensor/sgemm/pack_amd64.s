@@ -1,0 +1,104 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// func packA12Asm(kc int, src *float32, lda int, dst *float32)
+// dst[p*12+r] = src[r*lda+p] for r < 12, p < kc.
+TEXT ·packA12Asm(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8
+	LEAQ (SI)(R8*2), R10
+	ADDQ R8, R10          // row 3
+	LEAQ (R10)(R8*2), R11
+	ADDQ R8, R11          // row 6
+	LEAQ (R11)(R8*2), R12
+	ADDQ R8, R12          // row 9
+	TESTQ CX, CX
+	JZ done
+loop:
+	MOVL (SI), AX
+	MOVL (SI)(R8*1), BX
+	MOVL (SI)(R8*2), DX
+	MOVL AX, (DI)
+	MOVL BX, 4(DI)
+	MOVL DX, 8(DI)
+	MOVL (R10), AX
+	MOVL (R10)(R8*1), BX
+	MOVL (R10)(R8*2), DX
+	MOVL AX, 12(DI)
+	MOVL BX, 16(DI)
+	MOVL DX, 20(DI)
+	MOVL (R11), AX
+	MOVL (R11)(R8*1), BX
+	MOVL (R11)(R8*2), DX
+	MOVL AX, 24(DI)
+	MOVL BX, 28(DI)
+	MOVL DX, 32(DI)
+	MOVL (R12), AX
+	MOVL (R12)(R8*1), BX
+	MOVL (R12)(R8*2), DX
+	MOVL AX, 36(DI)
+	MOVL BX, 40(DI)
+	MOVL DX, 44(DI)
+	ADDQ $4, SI
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ $4, R12
+	ADDQ $48, DI
+	DECQ CX
+	JNZ loop
+done:
+	RET
+
+// func packB32Asm(kc int, src *float32, ldb int, dst *float32)
+// dst[p*32+j] = src[p*ldb+j] for j < 32, p < kc.
+TEXT ·packB32Asm(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ done
+loop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ R8, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ loop
+	VZEROUPPER
+done:
+	RET
+
+// func packB16Asm(kc int, src *float32, ldb int, dst *float32)
+// dst[p*16+j] = src[p*ldb+j] for j < 16, p < kc.
+TEXT ·packB16Asm(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ done
+loop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ R8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ loop
+	VZEROUPPER
+done:
+	RET
