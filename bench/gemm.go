@@ -70,19 +70,20 @@ func randMatrix(rng *rand.Rand, n int) []float32 {
 	return s
 }
 
-// bestRate returns the best rate (flop per second) of several timed repeats
-// after a warm-up; each repeat runs fn enough times to last about 50 ms.
+// bestRate returns the best rate (flop per second) over timed samples taken
+// after a warm-up. A sample runs fn enough times to last about 2 ms, and
+// samples are taken for about a second: the best sample is the one least
+// disturbed by other processes on the machine.
 func bestRate(flop float64, fn func()) float64 {
 	start := time.Now()
 	fn()
-	iters := max(1, int(50*time.Millisecond/max(time.Since(start), time.Microsecond)))
-	for range 2 { // warm-up
-		for range iters {
-			fn()
-		}
+	iters := max(1, int(2*time.Millisecond/max(time.Since(start), time.Microsecond)))
+	for range 3 * iters { // warm-up
+		fn()
 	}
 	best := 0.0
-	for range 7 {
+	deadline := time.Now().Add(time.Second)
+	for samples := 0; samples < 5 || time.Now().Before(deadline); samples++ {
 		start := time.Now()
 		for range iters {
 			fn()

@@ -199,6 +199,13 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 	return stats, nil
 }
 
+// TargetFeatures returns the target encoder's outputs on img [B, C, H, W]
+// mean-pooled over all patches, [B, D] on the host (valid until the next call):
+// the features the linear probe, kNN and collapse monitors read.
+func (m *Model) TargetFeatures(b tensor.Backend, img *tensor.Tensor) []float32 {
+	return m.meanTokens(b, m.TargetEncoder.Forward(b, img, nil))
+}
+
 // poolWindows averages the rows of src [T, D] over windows: dst[w] =
 // mean of src[members[k]] over the k with window[k] == w.
 func poolWindows(b tensor.Backend, gather, out *tensor.Workspace, src, members, window *tensor.Tensor, wtot, s int) *tensor.Tensor {

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,19 +171,23 @@ func Parse(name string, r io.ReaderAt, size int64) (*File, error) {
 			return nil, fail("tensor %q: data_offsets [%d, %d) outside the %d-byte data section (truncated file?)", key, begin, end, dataSize)
 		}
 		shape := make([]int, len(e.Shape))
-		numel := uint64(1)
+		nbytes, overflow := uint64(size), false
 		for i, d := range e.Shape {
 			if d < 0 || d > math.MaxInt32 {
 				return nil, fail("tensor %q: bad dimension %d in shape %v", key, d, e.Shape)
 			}
 			shape[i] = int(d)
-			numel *= uint64(d)
-			if numel > uint64(dataSize) {
-				break // the size check below reports it
-			}
+			hi, lo := bits.Mul64(nbytes, uint64(d))
+			nbytes, overflow = lo, overflow || hi != 0
 		}
-		if numel*uint64(size) != end-begin {
-			return nil, fail("tensor %q: shape %v of %s needs %d bytes, data_offsets give %d", key, e.Shape, e.DType, numel*uint64(size), end-begin)
+		if slices.Contains(shape, 0) {
+			nbytes, overflow = 0, false
+		}
+		if overflow {
+			return nil, fail("tensor %q: shape %v of %s needs more than 2^64 bytes", key, e.Shape, e.DType)
+		}
+		if nbytes != end-begin {
+			return nil, fail("tensor %q: shape %v of %s needs %d bytes, data_offsets give %d", key, e.Shape, e.DType, nbytes, end-begin)
 		}
 		f.infos = append(f.infos, Info{Name: key, DType: e.DType, Shape: shape, Begin: int64(begin), End: int64(end)})
 	}

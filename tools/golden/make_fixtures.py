@@ -30,7 +30,6 @@ Needs torch and numpy only (Debian's python3-torch); the Go tests need neither.
 
 import argparse
 import json
-import math
 import os
 import struct
 import sys
