@@ -1,0 +1,255 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/data"
+	"github.com/hjepa-go/hjepa/eval"
+	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/tensor"
+	"github.com/hjepa-go/hjepa/train"
+)
+
+// loadModel builds the model of cfg and loads a checkpoint's weights into it
+// ("" keeps the initialisation: the baseline a trained encoder is compared to).
+func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, error) {
+	b, err := train.NewBackend(cfg.Device, cfg.Threads)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := train.NewInitialModel(b, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ckDir != "" {
+		if err := train.LoadWeights(b, m, ckDir); err != nil {
+			return nil, nil, err
+		}
+	}
+	return b, m, nil
+}
+
+// EvalReport is what `hjepa eval` prints and writes.
+type EvalReport struct {
+	Checkpoint     string  `json:"checkpoint"`
+	Encoder        string  `json:"encoder"`
+	TrainImages    int     `json:"train_images"`
+	TestImages     int     `json:"test_images"`
+	Dim            int     `json:"dim"`
+	ProbeAccuracy  float64 `json:"linear_probe_accuracy"`
+	ProbeL2        float64 `json:"linear_probe_l2"`
+	ProbeIters     int     `json:"linear_probe_iterations"`
+	KNNAccuracy    float64 `json:"knn_accuracy"`
+	KNNK           int     `json:"knn_k"`
+	RankMe         float64 `json:"rankme"`
+	RankMeFraction float64 `json:"rankme_fraction"`
+	FeatureStd     float64 `json:"feature_std"`
+	Seconds        float64 `json:"seconds"`
+}
+
+func evalCmd() *cobra.Command {
+	var cf configFlags
+	var ck, out string
+	var noKNN bool
+	c := &cobra.Command{
+		Use:   "eval",
+		Short: "Linear probe, kNN and RankMe of a checkpoint's target encoder",
+		Long: `Extracts mean-pooled target-encoder features of the training and test splits,
+fits a multinomial logistic regression (L-BFGS, standardised features, L2 chosen
+on a held-out tenth of the training set) and a kNN classifier (k=20, cosine,
+temperature 0.07), and reports test accuracy and RankMe. --checkpoint init
+evaluates the encoder at initialisation.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			start := time.Now()
+			cfg, err := cf.load(true)
+			if err != nil {
+				return err
+			}
+			dir := ck
+			if ck == "init" {
+				dir = ""
+			}
+			b, m, err := loadModel(cfg, dir)
+			if err != nil {
+				return err
+			}
+			ev := cfg.Evaluation
+			trainFeat, testFeat, err := features(cmd, cfg, b, m)
+			if err != nil {
+				return err
+			}
+			r := EvalReport{Checkpoint: ck, Encoder: "target", TrainImages: trainFeat.N, TestImages: testFeat.N, Dim: trainFeat.D}
+			classes := 0
+			for _, l := range append(append([]int(nil), trainFeat.Labels...), testFeat.Labels...) {
+				classes = max(classes, l+1)
+			}
+			l2 := ev.ProbeL2
+			probe, rep, err := eval.FitProbe(trainFeat.X, trainFeat.Labels, trainFeat.D, classes,
+				eval.ProbeOptions{L2: l2, MaxIter: ev.ProbeMaxIter, Threads: cfg.Threads})
+			if err != nil {
+				return err
+			}
+			pred, err := probe.Predict(testFeat.X)
+			if err != nil {
+				return err
+			}
+			r.ProbeAccuracy, r.ProbeL2, r.ProbeIters = eval.Accuracy(pred, testFeat.Labels), rep.L2, rep.Iters
+			if !noKNN {
+				k := ev.KNNK
+				kp, err := eval.KNN(trainFeat.X, trainFeat.Labels, testFeat.X, trainFeat.D, classes,
+					eval.KNNOptions{K: k, T: ev.KNNTemp, Threads: cfg.Threads})
+				if err != nil {
+					return err
+				}
+				r.KNNAccuracy, r.KNNK = eval.Accuracy(kp, testFeat.Labels), k
+			}
+			if r.RankMe, err = eval.RankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
+				return err
+			}
+			r.RankMeFraction = r.RankMe / float64(testFeat.D)
+			std, err := eval.PerDimStd(testFeat.X, testFeat.N, testFeat.D)
+			if err != nil {
+				return err
+			}
+			r.FeatureStd = std.Mean
+			r.Seconds = time.Since(start).Seconds()
+			fmt.Printf("linear probe %.2f%%  kNN %.2f%%  RankMe %.1f (%.2f of D=%d)  [%d train / %d test images, %s]\n",
+				100*r.ProbeAccuracy, 100*r.KNNAccuracy, r.RankMe, r.RankMeFraction, r.Dim, r.TrainImages, r.TestImages, ck)
+			if out != "" {
+				js, _ := json.MarshalIndent(r, "", "  ")
+				if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
+					return fmt.Errorf("write %s: %w", out, err)
+				}
+			}
+			return nil
+		},
+	}
+	cf.add(c)
+	c.Flags().StringVar(&ck, "checkpoint", "", `checkpoint directory (e.g. results/checkpoints/checkpoint_latest), or "init"`)
+	c.Flags().StringVar(&out, "out", "", "also write the report as JSON to this file")
+	c.Flags().BoolVar(&noKNN, "no-knn", false, "skip the kNN classifier")
+	_ = c.MarkFlagRequired("checkpoint")
+	return c
+}
+
+// features extracts train and test features with the evaluation transform,
+// bounded by evaluation.train_limit / test_limit.
+func features(cmd *cobra.Command, cfg config.Config, b tensor.Backend, m *jepa.Model) (*eval.Features, *eval.Features, error) {
+	tf, err := data.EvalTransform(cfg.Data)
+	if err != nil {
+		return nil, nil, err
+	}
+	ev := cfg.Evaluation
+	trainDS, err := data.Open(cfg.Data, "train", cfg.Seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	testDS, err := data.Open(cfg.Data, "val", cfg.Seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	bs := max(cfg.Data.BatchSize, 64)
+	tr, err := eval.ExtractFeatures(cmd.Context(), b, m, trainDS, tf, bs, cfg.Data.NumWorkers, ev.TrainLimit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("training features: %w", err)
+	}
+	te, err := eval.ExtractFeatures(cmd.Context(), b, m, testDS, tf, bs, cfg.Data.NumWorkers, ev.TestLimit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("test features: %w", err)
+	}
+	return tr, te, nil
+}
+
+func embedCmd() *cobra.Command {
+	var cf configFlags
+	var ck, out, split string
+	var limit int
+	c := &cobra.Command{
+		Use:   "embed",
+		Short: "Write mean-pooled target-encoder features of a split as .npy (and labels as <out>.labels.npy)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cf.load(true)
+			if err != nil {
+				return err
+			}
+			b, m, err := loadModel(cfg, ck)
+			if err != nil {
+				return err
+			}
+			tf, err := data.EvalTransform(cfg.Data)
+			if err != nil {
+				return err
+			}
+			ds, err := data.Open(cfg.Data, split, cfg.Seed)
+			if err != nil {
+				return err
+			}
+			f, err := eval.ExtractFeatures(cmd.Context(), b, m, ds, tf, max(cfg.Data.BatchSize, 64), cfg.Data.NumWorkers, limit)
+			if err != nil {
+				return err
+			}
+			if err := eval.WriteNPY(out, f.X, []int{f.N, f.D}); err != nil {
+				return err
+			}
+			labels := make([]int64, f.N)
+			for i, l := range f.Labels {
+				labels[i] = int64(l)
+			}
+			lp := out[:len(out)-len(".npy")] + ".labels.npy"
+			if err := eval.WriteNPYInt64(lp, labels, []int{f.N}); err != nil {
+				return err
+			}
+			fmt.Printf("wrote %s [%d, %d] and %s\n", out, f.N, f.D, lp)
+			return nil
+		},
+	}
+	cf.add(c)
+	c.Flags().StringVar(&ck, "checkpoint", "", "checkpoint directory")
+	c.Flags().StringVar(&out, "out", "features.npy", "output .npy file")
+	c.Flags().StringVar(&split, "split", "val", "train or val")
+	c.Flags().IntVar(&limit, "limit", 0, "at most this many images (0: all)")
+	_ = c.MarkFlagRequired("checkpoint")
+	return c
+}
+
+func exportCmd() *cobra.Command {
+	var cf configFlags
+	var ck, out string
+	var context bool
+	c := &cobra.Command{
+		Use:   "export",
+		Short: "Write the encoder as .safetensors with timm ViT key names",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cf.load(true)
+			if err != nil {
+				return err
+			}
+			b, m, err := loadModel(cfg, ck)
+			if err != nil {
+				return err
+			}
+			if err := eval.ExportTimm(b, m, out, !context); err != nil {
+				return err
+			}
+			e := m.Cfg.Encoder
+			fmt.Printf("wrote %s; load it in PyTorch with\n  m = timm.create_model(\"vit_base_patch16_224\", img_size=%d, patch_size=%d, in_chans=%d, embed_dim=%d, depth=%d, num_heads=%d, class_token=False, global_pool=\"avg\", num_classes=0)\n  m.load_state_dict(safetensors.torch.load_file(%q))\n",
+				out, e.ImgSize, e.PatchSize, e.InChans, e.Dim, e.Depth, e.Heads, out)
+			return nil
+		},
+	}
+	cf.add(c)
+	c.Flags().StringVar(&ck, "checkpoint", "", "checkpoint directory")
+	c.Flags().StringVar(&out, "out", "encoder.safetensors", "output file")
+	c.Flags().BoolVar(&context, "context", false, "export the context encoder instead of the EMA target encoder")
+	_ = c.MarkFlagRequired("checkpoint")
+	return c
+}

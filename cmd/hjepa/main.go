@@ -1,0 +1,73 @@
+// Command hjepa is the single-binary front of hjepa-go: train, evaluate,
+// embed and export H-JEPA models, inspect configurations and datasets.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hjepa-go/hjepa/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "hjepa",
+		Short:         "Pretrain Vision Transformers with H-JEPA (hierarchical I-JEPA)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "hjepa:", err)
+		os.Exit(1)
+	}
+}
+
+// configFlags are the flags every command that loads a configuration takes.
+type configFlags struct {
+	file    string
+	sets    []string
+	device  string
+	threads int
+}
+
+func (f *configFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.file, "config", "", "YAML configuration file (configs/*.yaml)")
+	c.Flags().StringArrayVar(&f.sets, "set", nil, "override a key: --set training.lr=1e-4 (repeatable)")
+	c.Flags().StringVar(&f.device, "device", "", "auto, cpu, cuda or cuda:K (overrides device)")
+	c.Flags().IntVar(&f.threads, "threads", 0, "CPU worker threads (overrides threads; 0: all cores)")
+}
+
+// load reads and validates the configuration: file, HJEPA_* environment,
+// --set overrides, then the --device/--threads flags.
+func (f *configFlags) load(validate bool) (config.Config, error) {
+	sets := append([]string(nil), f.sets...)
+	if f.device != "" {
+		sets = append(sets, "device="+f.device)
+	}
+	if f.threads != 0 {
+		sets = append(sets, fmt.Sprintf("threads=%d", f.threads))
+	}
+	cfg, err := config.Load(config.LoadOptions{ConfigFile: f.file, Sets: sets, Env: true})
+	if err != nil {
+		return cfg, err
+	}
+	if validate {
+		if err := cfg.Validate(); err != nil {
+			var ve *config.ValidationError
+			if errors.As(err, &ve) && f.file != "" {
+				return cfg, fmt.Errorf("%s: %w", f.file, err)
+			}
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,102 @@
+package train
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+
+	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/nn"
+	"github.com/hjepa-go/hjepa/tensor"
+	"github.com/hjepa-go/hjepa/tensor/cpu"
+	"github.com/hjepa-go/hjepa/train/checkpoint"
+)
+
+// ModelConfig turns the run configuration into the model's shapes.
+func ModelConfig(c config.Config) (jepa.ModelConfig, error) {
+	e, err := c.Encoder()
+	if err != nil {
+		return jepa.ModelConfig{}, err
+	}
+	std := float32(c.Model.InitStd)
+	if std == 0 {
+		std = 0.02
+	}
+	enc := nn.ViTConfig{ImgSize: e.ImageSize, PatchSize: e.PatchSize, InChans: e.Channels, Dim: e.EmbedDim,
+		Depth: e.Depth, Heads: e.NumHeads, MLPRatio: e.MLPRatio, Eps: 1e-6, InitStd: std}
+	p := c.Model.Predictor
+	pred := nn.PredictorConfig{GridSize: enc.GridSize(), EmbedDim: enc.Dim, Dim: p.EmbedDim, Depth: p.Depth,
+		Heads: p.NumHeads, MLPRatio: p.MLPRatio, Eps: 1e-6, InitStd: std}
+	mc := jepa.ModelConfig{Encoder: enc, Predictor: pred, Levels: c.Model.NumHierarchies}
+	return mc, mc.Validate()
+}
+
+// MaskConfig turns the masking section into the mask generator's config.
+func MaskConfig(c config.Config, mc jepa.ModelConfig) jepa.MaskConfig {
+	m := c.Masking
+	pair := func(v []float64) [2]float64 {
+		if len(v) == 2 {
+			return [2]float64{v[0], v[1]}
+		}
+		return [2]float64{}
+	}
+	g := mc.Encoder.GridSize()
+	return jepa.MaskConfig{GridH: g, GridW: g, NumTargets: m.NumMasks,
+		TargetScale: pair(m.MaskScale), TargetAspect: pair(m.AspectRatio), ContextScale: pair(m.ContextScale),
+		MinKeep: m.MinKeep, AllowOverlap: m.AllowOverlap, Levels: mc.Levels}
+}
+
+// LossConfig turns the loss section into the step's loss config.
+func LossConfig(c config.Config) jepa.LossConfig {
+	l := c.Loss
+	return jepa.LossConfig{Type: l.Type, Weights: l.HierarchyWeights, VICRegWeight: l.VICReg.Weight,
+		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff}
+}
+
+// NewBackend opens the compute device named by device ("auto", "cpu",
+// "cuda", "cuda:K") with threads CPU workers (0: all cores).
+func NewBackend(device string, threads int) (tensor.Backend, error) {
+	switch {
+	case device == "" || device == "auto" || device == "cpu":
+		if threads <= 0 {
+			threads = runtime.GOMAXPROCS(0)
+		}
+		return cpu.New(threads), nil
+	case strings.HasPrefix(device, "cuda"):
+		return nil, fmt.Errorf("device %q: the CUDA backend is not built yet (see issue 5); use --device cpu", device)
+	}
+	return nil, fmt.Errorf("device %q: want auto, cpu, cuda or cuda:K", device)
+}
+
+// NewInitialModel builds the model of c on b, initialised from c.Seed as
+// `hjepa train` does at step 0.
+func NewInitialModel(b tensor.Backend, c config.Config) (*jepa.Model, error) {
+	mc, err := ModelConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	m, err := jepa.NewModel(b, mc)
+	if err != nil {
+		return nil, err
+	}
+	m.Init(b, tensor.NewRNG(uint64(c.Seed)))
+	return m, nil
+}
+
+// LoadWeights loads a checkpoint's model tensors (context and target sides)
+// into m, checking every name and shape first.
+func LoadWeights(b tensor.Backend, m *jepa.Model, dir string) error {
+	ck, err := checkpoint.ReadExpect(dir, m.Shapes(), nil)
+	if err != nil {
+		return err
+	}
+	byName := map[string][]float32{}
+	for _, x := range ck.Model {
+		byName[x.Name] = x.Data
+	}
+	for _, np := range m.NamedParams() {
+		b.Upload(np.Param.W, byName[np.Name])
+	}
+	return nil
+}

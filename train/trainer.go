@@ -1,0 +1,464 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/data"
+	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/tensor"
+	"github.com/hjepa-go/hjepa/train/checkpoint"
+	"github.com/hjepa-go/hjepa/train/progress"
+	"github.com/hjepa-go/hjepa/train/tfevents"
+)
+
+// GradSync averages gradients across data-parallel replicas. The
+// single-process trainer uses LocalSync; the distributed worker plugs in the
+// ring all-reduce.
+type GradSync interface {
+	// Rank and WorldSize place this replica.
+	Rank() int
+	WorldSize() int
+	// AllReduceMean replaces grads with their mean over replicas.
+	AllReduceMean(ctx context.Context, step int64, grads *tensor.Tensor) error
+	// ReduceMean replaces each value with its mean over replicas (losses
+	// for logging).
+	ReduceMean(ctx context.Context, step int64, v []float64) error
+}
+
+// LocalSync is the GradSync of a single process: nothing to exchange.
+type LocalSync struct{}
+
+func (LocalSync) Rank() int      { return 0 }
+func (LocalSync) WorldSize() int { return 1 }
+func (LocalSync) AllReduceMean(context.Context, int64, *tensor.Tensor) error {
+	return nil
+}
+func (LocalSync) ReduceMean(context.Context, int64, []float64) error { return nil }
+
+// Options are what `hjepa train` (or a worker) hands the trainer.
+type Options struct {
+	Config config.Config
+	// Out is the output directory (checkpoints/, logs/, metrics.jsonl, plots/).
+	Out string
+	// Resume continues from the latest checkpoint under Out.
+	Resume bool
+	// Console receives the human-readable log (stderr when nil).
+	Console io.Writer
+	// Terminal says whether to draw a progress bar on Console.
+	Terminal bool
+	// Sync exchanges gradients (LocalSync when nil).
+	Sync GradSync
+	// Backend overrides the device chosen from Config.Device.
+	Backend tensor.Backend
+	// Logger overrides the logger built from Config.Logging.
+	Logger *zap.Logger
+}
+
+// Summary is what a finished (or interrupted) run reports.
+type Summary struct {
+	Steps          int64
+	Epochs         int
+	FinalLoss      float64
+	BestValLoss    float64
+	RankMe         float64
+	FeatureStd     float64
+	CollapseAlarms int
+	Interrupted    bool
+	Checkpoint     string
+	Elapsed        time.Duration
+}
+
+// State is state.json of a checkpoint: everything besides the tensors that
+// an exact resume needs, and what a reader wants to know about the run.
+type State struct {
+	Format         int                `json:"format"`
+	Step           int64              `json:"step"` // optimizer steps completed
+	Epoch          int                `json:"epoch"`
+	Loader         data.LoaderState   `json:"loader"`
+	OptimizerSteps int                `json:"optimizer_steps"`
+	BestValLoss    *float64           `json:"best_val_loss,omitempty"`
+	Seed           int64              `json:"seed"`
+	LR             float64            `json:"lr"`
+	WD             float64            `json:"wd"`
+	EMAMomentum    float64            `json:"ema_momentum"`
+	ConfigDigest   string             `json:"config_digest"`
+	Config         json.RawMessage    `json:"config"`
+	Metrics        map[string]float64 `json:"metrics,omitempty"`
+	WorldSize      int                `json:"world_size"`
+	Versions       map[string]string  `json:"versions"`
+	Time           string             `json:"time"`
+}
+
+const stateFormat = 1
+
+type trainer struct {
+	cfg      config.Config
+	opts     Options
+	b        tensor.Backend
+	log      *zap.Logger
+	closeLog func()
+	sync     GradSync
+
+	model   *jepa.Model
+	masker  *jepa.MultiBlockMasker
+	vmasker *jepa.MultiBlockMasker
+	loss    jepa.LossConfig
+	opt     *AdamW
+	sched   Schedules
+
+	train, val       data.Dataset
+	loader           *data.Loader
+	valLoader        *data.Loader
+	img              tensor.Workspace
+	stepsPerEpoch    int
+	accum            int
+	ckpt             *checkpoint.Manager
+	tb               *tfevents.Writer
+	metrics          *os.File
+	bar              *progress.Bar
+	step             int64
+	epoch            int
+	best             float64
+	lastStats        jepa.StepStats
+	summary          Summary
+	hostVals, hostTg []float32
+}
+
+// Run trains as the configuration says: the seven phases of DESIGN.md
+// section 5. A cancelled ctx (SIGINT/SIGTERM) writes a checkpoint and
+// returns a Summary with Interrupted set and a nil error.
+func Run(ctx context.Context, opts Options) (*Summary, error) {
+	start := time.Now()
+	t, err := newTrainer(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	s, err := t.loop(ctx)
+	if s != nil {
+		s.Elapsed = time.Since(start)
+	}
+	return s, err
+}
+
+// newTrainer runs phases 1-4: init, data, model, setup (and resume).
+func newTrainer(opts Options) (*trainer, error) {
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Out == "" {
+		opts.Out = "results"
+	}
+	if opts.Console == nil {
+		opts.Console = os.Stderr
+	}
+	t := &trainer{cfg: cfg, opts: opts, sync: opts.Sync, best: math.Inf(1), closeLog: func() {}}
+	if t.sync == nil {
+		t.sync = LocalSync{}
+	}
+	rank := t.sync.Rank()
+
+	// 1. Init: output directories, logging, device.
+	logDir := cfg.Logging.Dir
+	if logDir == "" {
+		logDir = filepath.Join(opts.Out, "logs")
+	}
+	for _, d := range []string{opts.Out, logDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create output directory %s: %w (set --out to a writable directory)", d, err)
+		}
+	}
+	if opts.Logger != nil {
+		t.log = opts.Logger
+	} else {
+		lg, closeFn, err := NewLogger(logDir, cfg.Logging.Level, opts.Console)
+		if err != nil {
+			return nil, err
+		}
+		t.log, t.closeLog = lg, closeFn
+	}
+	t.b = opts.Backend
+	if t.b == nil {
+		b, err := NewBackend(cfg.Device, cfg.Threads)
+		if err != nil {
+			t.closeLog()
+			return nil, err
+		}
+		t.b = b
+	}
+	t.log.Info("device", zap.String("backend", t.b.Name()), zap.Int("rank", rank), zap.Int("world_size", t.sync.WorldSize()))
+
+	fail := func(err error) (*trainer, error) { t.close(); return nil, err }
+
+	// 2. Data.
+	var err error
+	if t.train, err = data.Open(cfg.Data, "train", cfg.Seed); err != nil {
+		return fail(fmt.Errorf("training data: %w", err))
+	}
+	if t.val, err = data.Open(cfg.Data, "val", cfg.Seed); err != nil {
+		t.log.Warn("no validation split; validation loss and collapse metrics use training images", zap.Error(err))
+		t.val = t.train
+	}
+	if _, _, err := t.train.Get(0); err != nil {
+		return fail(fmt.Errorf("training data %s: first image unreadable: %w (run 'hjepa data verify %s')", cfg.Data.Path, err, cfg.Data.Path))
+	}
+	tf, err := data.TrainTransform(cfg.Data)
+	if err != nil {
+		return fail(fmt.Errorf("data.augmentation: %w", err))
+	}
+	vtf, err := data.EvalTransform(cfg.Data)
+	if err != nil {
+		return fail(fmt.Errorf("data: %w", err))
+	}
+	sampler, err := data.NewDistributedSampler(t.train.Len(), t.sync.WorldSize(), rank, true, cfg.Seed, false)
+	if err != nil {
+		return fail(err)
+	}
+	lo := data.LoaderOptions{BatchSize: cfg.Data.BatchSize, NumWorkers: cfg.Data.NumWorkers, Prefetch: cfg.Data.Prefetch, DropLast: true, Seed: cfg.Seed}
+	if t.loader, err = data.NewLoader(t.train, tf, sampler, lo); err != nil {
+		return fail(fmt.Errorf("data.batch_size: %w", err))
+	}
+	vs, err := data.NewDistributedSampler(t.val.Len(), 1, 0, false, cfg.Seed, false)
+	if err != nil {
+		return fail(err)
+	}
+	vlo := lo
+	vlo.DropLast = false
+	if t.valLoader, err = data.NewLoader(t.val, vtf, vs, vlo); err != nil {
+		return fail(fmt.Errorf("validation data: %w", err))
+	}
+	t.accum = max(1, cfg.Training.AccumulationSteps)
+	t.stepsPerEpoch = max(1, t.loader.BatchesPerEpoch()/t.accum)
+	total, warmup := cfg.Training.Steps(t.stepsPerEpoch)
+	t.sched = Schedules{Total: total, Warmup: warmup, StartLR: cfg.Training.StartLR, LR: cfg.Training.LR,
+		FinalLR: cfg.Training.MinLR, WD: cfg.Training.WeightDecay, FinalWD: cfg.Training.WeightDecayEnd,
+		EMAStart: cfg.Model.EMA.Momentum, EMAEnd: cfg.Model.EMA.MomentumEnd, Constant: cfg.Training.LRSchedule == "constant"}
+	if err := t.sched.Validate(); err != nil {
+		return fail(err)
+	}
+	t.log.Info("data", zap.String("train", t.train.Info().String()), zap.String("val", t.val.Info().String()),
+		zap.Int("batch_size", cfg.Data.BatchSize), zap.Int("steps_per_epoch", t.stepsPerEpoch),
+		zap.Int("total_steps", total), zap.Int("warmup_steps", warmup))
+
+	// 3. Model.
+	mc, err := ModelConfig(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if err := t.preflight(mc); err != nil {
+		return fail(err)
+	}
+	if t.model, err = jepa.NewModel(t.b, mc); err != nil {
+		return fail(err)
+	}
+	t.model.Init(t.b, tensor.NewRNG(uint64(cfg.Seed)))
+	t.log.Info("model", zap.String("summary", t.model.String()))
+
+	// 4. Setup: masks, loss, optimizer, schedules.
+	mcfg := MaskConfig(cfg, mc)
+	if t.masker, err = jepa.NewMultiBlockMasker(mcfg, uint64(cfg.Seed)); err != nil {
+		return fail(err)
+	}
+	if t.vmasker, err = jepa.NewMultiBlockMasker(mcfg, uint64(cfg.Seed)^0x5bd1e995); err != nil {
+		return fail(err)
+	}
+	t.loss = LossConfig(cfg)
+	betas := cfg.Training.Betas
+	t.opt = NewAdamW(t.b, t.model.Params, float32(betas[0]), float32(betas[1]), float32(cfg.Training.Eps))
+
+	ckDir := cfg.Checkpoint.Dir
+	if ckDir == "" {
+		ckDir = filepath.Join(opts.Out, "checkpoints")
+	}
+	t.ckpt = &checkpoint.Manager{Dir: ckDir, KeepLast: cfg.Checkpoint.KeepLast, KeepBestN: cfg.Checkpoint.KeepBestN}
+	if opts.Resume {
+		if err := t.resume(); err != nil {
+			return fail(err)
+		}
+	} else if dir, ok, _, _ := t.ckpt.Latest(); ok {
+		t.log.Warn("output directory already holds checkpoints; starting a new run (pass --resume to continue it)", zap.String("checkpoint", dir))
+	}
+
+	// Phase 6 sinks (rank 0 writes files).
+	if rank == 0 {
+		if err := t.openSinks(logDir); err != nil {
+			return fail(err)
+		}
+	}
+	if opts.Terminal && rank == 0 {
+		t.bar = progress.New(opts.Console, int64(t.sched.Total), true)
+	}
+	return t, nil
+}
+
+func (t *trainer) close() {
+	if t.loader != nil {
+		t.loader.Close()
+	}
+	if t.valLoader != nil {
+		t.valLoader.Close()
+	}
+	if t.tb != nil {
+		_ = t.tb.Close()
+	}
+	if t.metrics != nil {
+		_ = t.metrics.Close()
+	}
+	t.closeLog()
+}
+
+// loop is phase 5 and 7.
+func (t *trainer) loop(ctx context.Context) (*Summary, error) {
+	cfg := t.cfg
+	total := int64(t.sched.Total)
+	logEvery := int64(max(1, cfg.Logging.EverySteps))
+	t.log.Info("training", zap.Int64("from_step", t.step), zap.Int64("to_step", total))
+	for t.step < total {
+		if ctx.Err() != nil {
+			return t.interrupt()
+		}
+		started := time.Now()
+		t.model.Params.ZeroGrad(t.b)
+		var stats jepa.StepStats
+		for micro := 0; micro < t.accum; micro++ {
+			batch, err := t.nextBatch(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return t.interrupt()
+				}
+				return nil, err
+			}
+			img := t.upload(batch)
+			masks := t.masker.Sample(t.step*int64(t.accum)+int64(micro), batch.B)
+			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, true)
+			batch.Release()
+			if err != nil {
+				return nil, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
+			}
+			stats = accumulate(stats, s, t.accum)
+		}
+		if t.accum > 1 {
+			t.b.Scale(t.model.Params.Grads, 1/float32(t.accum))
+		}
+		if err := t.sync.AllReduceMean(ctx, t.step, t.model.Params.Grads); err != nil {
+			return nil, fmt.Errorf("step %d: gradient all-reduce: %w", t.step, err)
+		}
+		gradNorm := ClipGradNorm(t.b, t.model.Params.Grads, cfg.Training.ClipGrad)
+		if math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
+			return nil, t.fatal(fmt.Errorf("step %d: gradient norm is %v", t.step, gradNorm))
+		}
+		if g := cfg.Training.GradExplosion; g > 0 && gradNorm > g {
+			t.log.Warn("gradient norm explosion", zap.Int64("step", t.step), zap.Float64("grad_norm", gradNorm), zap.Float64("threshold", g))
+		}
+		i := int(t.step)
+		lr, wd, ema := t.sched.LRAt(i), t.sched.WDAt(i), t.sched.EMAAt(i)
+		t.opt.Step(t.b, t.model.Params, lr, wd)
+		t.model.UpdateTarget(t.b, float32(ema))
+		t.step++
+		t.lastStats = stats
+
+		if t.step%logEvery == 0 || t.step == total {
+			if err := t.logStep(ctx, stats, lr, wd, ema, gradNorm, time.Since(started)); err != nil {
+				return nil, err
+			}
+		}
+		if n := int64(cfg.Evaluation.EverySteps); n > 0 && t.step%n == 0 {
+			if err := t.validate(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if n := int64(cfg.Checkpoint.EverySteps); n > 0 && t.step%n == 0 && t.step < total {
+			if err := t.save("step", int(t.step)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// 7. Completion.
+	if err := t.validate(ctx); err != nil {
+		return nil, err
+	}
+	if err := t.save("", 0); err != nil {
+		return nil, err
+	}
+	t.finish()
+	return &t.summary, nil
+}
+
+// accumulate averages micro-batch stats.
+func accumulate(acc, s jepa.StepStats, n int) jepa.StepStats {
+	if acc.Levels == nil {
+		acc.Levels = make([]float64, len(s.Levels))
+		acc.Windows = s.Windows
+	}
+	acc.Loss += s.Loss / float64(n)
+	acc.VICReg += s.VICReg / float64(n)
+	for l := range s.Levels {
+		acc.Levels[l] += s.Levels[l] / float64(n)
+	}
+	return acc
+}
+
+// nextBatch returns the next training batch, rolling over epochs (and
+// running the per-epoch validation and checkpoints at each boundary).
+func (t *trainer) nextBatch(ctx context.Context) (*data.Batch, error) {
+	for {
+		b, err := t.loader.Next(ctx)
+		if err == nil {
+			return b, nil
+		}
+		if !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("training data: %w", err)
+		}
+		t.epoch++
+		t.loader.SetEpoch(t.epoch)
+		if f := t.cfg.Evaluation.EvalFrequency; f > 0 && t.epoch%f == 0 && t.cfg.Evaluation.EverySteps == 0 {
+			if err := t.validate(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if f := t.cfg.Checkpoint.SaveFrequency; f > 0 && t.epoch%f == 0 {
+			if err := t.save("epoch", t.epoch); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+func (t *trainer) upload(batch *data.Batch) *tensor.Tensor {
+	img := t.img.Get(t.b, batch.B, batch.C, batch.H, batch.W)
+	t.b.Upload(img, batch.Images)
+	return img
+}
+
+// fatal adds the guard's advice to a non-finite loss or gradient error.
+func (t *trainer) fatal(err error) error {
+	where := "no checkpoint has been written yet"
+	if dir, ok, _, _ := t.ckpt.Latest(); ok {
+		where = "the last good checkpoint " + dir + " is intact"
+	}
+	t.log.Error("training stopped", zap.Error(err))
+	return fmt.Errorf("%w; no update was applied and %s; lower training.lr, set training.clip_grad, or check the data for NaNs, then rerun with --resume", err, where)
+}
+
+// interrupt writes a checkpoint after SIGINT/SIGTERM.
+func (t *trainer) interrupt() (*Summary, error) {
+	t.log.Info("interrupted: writing a checkpoint", zap.Int64("step", t.step))
+	if err := t.save("", 0); err != nil {
+		return nil, err
+	}
+	t.summary.Interrupted = true
+	t.finish()
+	return &t.summary, nil
+}

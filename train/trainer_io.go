@@ -1,0 +1,477 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hjepa-go/hjepa/eval"
+	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/train/checkpoint"
+	"github.com/hjepa-go/hjepa/train/plot"
+	"github.com/hjepa-go/hjepa/train/progress"
+	"github.com/hjepa-go/hjepa/train/tfevents"
+)
+
+// Version is written into every checkpoint's state.json.
+var Version = "0.1.0-dev"
+
+// logStep averages the step's losses over replicas and writes them to every
+// sink: zap, metrics.jsonl, TensorBoard and the progress bar.
+func (t *trainer) logStep(ctx context.Context, s jepa.StepStats, lr, wd, ema, gradNorm float64, took time.Duration) error {
+	vals := append([]float64{s.Loss, s.VICReg}, s.Levels...)
+	if err := t.sync.ReduceMean(ctx, t.step, vals); err != nil {
+		return fmt.Errorf("step %d: averaging losses over ranks: %w", t.step, err)
+	}
+	t.summary.FinalLoss = vals[0]
+	if t.sync.Rank() != 0 {
+		return nil
+	}
+	row := map[string]any{
+		"step": t.step, "epoch": t.epoch, "loss": vals[0], "lr": lr, "wd": wd,
+		"ema_momentum": ema, "grad_norm": gradNorm, "step_ms": float64(took.Microseconds()) / 1000,
+	}
+	if t.loss.VICRegWeight > 0 {
+		row["vicreg"] = vals[1]
+	}
+	fields := []zap.Field{zap.Int64("step", t.step), zap.Int("epoch", t.epoch), zap.Float64("loss", vals[0])}
+	for l, v := range vals[2:] {
+		key := fmt.Sprintf("loss_l%d", l)
+		row[key] = v
+		row[fmt.Sprintf("windows_l%d", l)] = s.Windows[l]
+		fields = append(fields, zap.Float64(key, v))
+	}
+	fields = append(fields, zap.Float64("lr", lr), zap.Float64("grad_norm", gradNorm), zap.Float64("step_ms", row["step_ms"].(float64)))
+	if t.bar == nil {
+		t.log.Info("step", fields...)
+	} else {
+		t.bar.Update(t.step, progress.F("loss", vals[0]), progress.F("lr", lr))
+	}
+	if err := t.writeMetrics(row); err != nil {
+		return err
+	}
+	return nil
+}
+
+// writeMetrics appends one JSON object to metrics.jsonl and the numeric
+// fields to TensorBoard.
+func (t *trainer) writeMetrics(row map[string]any) error {
+	if t.metrics == nil {
+		return nil
+	}
+	line, err := json.Marshal(row)
+	if err != nil {
+		return err
+	}
+	if _, err := t.metrics.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", t.metrics.Name(), err)
+	}
+	if t.tb != nil {
+		sc := map[string]float64{}
+		for k, v := range row {
+			if k == "step" {
+				continue
+			}
+			switch x := v.(type) {
+			case float64:
+				sc[k] = x
+			case int:
+				sc[k] = float64(x)
+			}
+		}
+		if err := t.tb.Scalars(t.step, sc); err != nil {
+			return fmt.Errorf("tensorboard: %w", err)
+		}
+	}
+	return nil
+}
+
+// validate computes the validation loss (masks drawn from their own stream,
+// the same every time) and the collapse monitors on mean-pooled target
+// features: per-dimension std and RankMe. It raises the collapse alarm and
+// keeps the best checkpoint. Only rank 0 validates.
+func (t *trainer) validate(ctx context.Context) error {
+	if t.sync.Rank() != 0 {
+		return nil
+	}
+	ev := t.cfg.Evaluation
+	t.valLoader.SetEpoch(0)
+	d := t.model.Cfg.Encoder.Dim
+	var lossSum float64
+	var n int
+	var feats []float32
+	for i := 0; ev.ValBatches <= 0 || i < ev.ValBatches; i++ {
+		batch, err := t.valLoader.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("validation data: %w", err)
+		}
+		img := t.upload(batch)
+		masks := t.vmasker.Sample(int64(i), batch.B)
+		s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, false)
+		if err != nil {
+			batch.Release()
+			return fmt.Errorf("validation at step %d: %w", t.step, err)
+		}
+		lossSum += s.Loss * float64(batch.B)
+		n += batch.B
+		feats = append(feats, t.model.TargetFeatures(t.b, img)...)
+		batch.Release()
+	}
+	if n == 0 {
+		return nil
+	}
+	valLoss := lossSum / float64(n)
+	rank, err := eval.RankMe(feats, n, d)
+	if err != nil {
+		return fmt.Errorf("validation RankMe: %w", err)
+	}
+	std, err := eval.PerDimStd(feats, n, d)
+	if err != nil {
+		return fmt.Errorf("validation feature std: %w", err)
+	}
+	t.summary.RankMe, t.summary.FeatureStd = rank, std.Mean
+	alarm := 0
+	if ev.CollapseStd > 0 && std.Mean < ev.CollapseStd {
+		alarm = 1
+		t.log.Warn("collapse alarm: target features have almost no variance across images",
+			zap.Int64("step", t.step), zap.Float64("feature_std", std.Mean), zap.Float64("threshold", ev.CollapseStd))
+	}
+	if ev.CollapseRank > 0 && rank < ev.CollapseRank*float64(d) {
+		alarm = 1
+		t.log.Warn("collapse alarm: RankMe of target features fell below evaluation.collapse_rank * D",
+			zap.Int64("step", t.step), zap.Float64("rankme", rank), zap.Float64("threshold", ev.CollapseRank*float64(d)))
+	}
+	t.summary.CollapseAlarms += alarm
+	t.log.Info("validation", zap.Int64("step", t.step), zap.Float64("val_loss", valLoss), zap.Float64("rankme", rank),
+		zap.Float64("feature_std", std.Mean), zap.Float64("feature_std_min", std.Min), zap.Int("images", n))
+	if err := t.writeMetrics(map[string]any{"step": t.step, "epoch": t.epoch, "val_loss": valLoss, "rankme": rank,
+		"rankme_frac": rank / float64(d), "feature_std": std.Mean, "feature_std_min": std.Min, "collapse_alarm": alarm}); err != nil {
+		return err
+	}
+	if valLoss < t.best {
+		t.best = valLoss
+		t.summary.BestValLoss = valLoss
+		ck, err := t.snapshot()
+		if err != nil {
+			return err
+		}
+		if _, err := t.ckpt.SaveBest(ck, valLoss); err != nil {
+			return fmt.Errorf("best checkpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// save writes checkpoint_latest and, for kind "epoch" or "step", the
+// periodic checkpoint n. Only rank 0 writes.
+func (t *trainer) save(kind string, n int) error {
+	if t.sync.Rank() != 0 {
+		return nil
+	}
+	ck, err := t.snapshot()
+	if err != nil {
+		return err
+	}
+	if err := t.ckpt.SaveLatest(ck); err != nil {
+		return fmt.Errorf("checkpoint at step %d: %w", t.step, err)
+	}
+	if kind != "" {
+		if err := t.ckpt.SavePeriodic(kind, n, nil); err != nil {
+			return fmt.Errorf("checkpoint %s %d: %w", kind, n, err)
+		}
+	}
+	t.summary.Checkpoint = filepath.Join(t.ckpt.Dir, "checkpoint_latest")
+	t.log.Info("checkpoint", zap.Int64("step", t.step), zap.String("dir", t.summary.Checkpoint), zap.String("kind", kind))
+	return nil
+}
+
+// snapshot copies every tensor and the run state to the host.
+func (t *trainer) snapshot() (*checkpoint.Checkpoint, error) {
+	m := t.model
+	ck := &checkpoint.Checkpoint{}
+	vals := make([]float32, m.Params.Len())
+	tvals := make([]float32, m.TargetParams.Len())
+	mom := make([]float32, m.Params.Len())
+	vel := make([]float32, m.Params.Len())
+	t.b.Download(vals, m.Params.Values)
+	t.b.Download(tvals, m.TargetParams.Values)
+	t.b.Download(mom, t.opt.M)
+	t.b.Download(vel, t.opt.V)
+	for _, np := range m.NamedParams() {
+		p := np.Param
+		src := vals
+		if np.Target {
+			src = tvals
+		}
+		ck.Model = append(ck.Model, checkpoint.Tensor{Name: np.Name, Shape: p.Shape, Data: src[p.Offset : p.Offset+p.Numel()]})
+		if !np.Target {
+			ck.Optimizer = append(ck.Optimizer,
+				checkpoint.Tensor{Name: "exp_avg." + np.Name, Shape: p.Shape, Data: mom[p.Offset : p.Offset+p.Numel()]},
+				checkpoint.Tensor{Name: "exp_avg_sq." + np.Name, Shape: p.Shape, Data: vel[p.Offset : p.Offset+p.Numel()]})
+		}
+	}
+	cfgJSON := t.cfg.CanonicalJSON()
+	i := max(int(t.step)-1, 0)
+	st := State{Format: stateFormat, Step: t.step, Epoch: t.epoch, Loader: t.loader.State(), OptimizerSteps: t.opt.Steps,
+		Seed: t.cfg.Seed, LR: t.sched.LRAt(i), WD: t.sched.WDAt(i), EMAMomentum: t.sched.EMAAt(i),
+		ConfigDigest: t.cfg.Digest(), Config: cfgJSON, WorldSize: t.sync.WorldSize(),
+		Versions: map[string]string{"hjepa": Version, "go": runtime.Version(), "backend": t.b.Name()},
+		Time:     time.Now().UTC().Format(time.RFC3339)}
+	if !math.IsInf(t.best, 1) {
+		b := t.best
+		st.BestValLoss = &b
+	}
+	if t.lastStats.Levels != nil {
+		st.Metrics = map[string]float64{"loss": t.lastStats.Loss}
+		for l, v := range t.lastStats.Levels {
+			st.Metrics[fmt.Sprintf("loss_l%d", l)] = v
+		}
+	}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	ck.State = raw
+	return ck, nil
+}
+
+// resume loads the latest checkpoint under the output directory.
+func (t *trainer) resume() error {
+	dir, ok, warning, err := t.ckpt.Latest()
+	if err != nil {
+		return fmt.Errorf("--resume: %w", err)
+	}
+	if warning != "" {
+		t.log.Warn("skipped damaged checkpoints", zap.String("details", warning))
+	}
+	if !ok {
+		return fmt.Errorf("--resume: no checkpoint under %s; run without --resume to start a new run", t.ckpt.Dir)
+	}
+	m := t.model
+	shapes := m.Shapes()
+	optShapes := map[string][]int{}
+	for _, np := range m.NamedParams() {
+		if !np.Target {
+			optShapes["exp_avg."+np.Name] = np.Param.Shape
+			optShapes["exp_avg_sq."+np.Name] = np.Param.Shape
+		}
+	}
+	ck, err := checkpoint.ReadExpect(dir, shapes, optShapes)
+	if err != nil {
+		return fmt.Errorf("--resume: %w", err)
+	}
+	byName := map[string]checkpoint.Tensor{}
+	for _, x := range ck.Model {
+		byName[x.Name] = x
+	}
+	for _, x := range ck.Optimizer {
+		byName[x.Name] = x
+	}
+	for _, np := range m.NamedParams() {
+		p := np.Param
+		t.b.Upload(p.W, byName[np.Name].Data)
+		if !np.Target {
+			t.b.Upload(t.opt.M.View(p.Offset, p.Numel()), byName["exp_avg."+np.Name].Data)
+			t.b.Upload(t.opt.V.View(p.Offset, p.Numel()), byName["exp_avg_sq."+np.Name].Data)
+		}
+	}
+	var st State
+	if err := json.Unmarshal(ck.State, &st); err != nil {
+		return fmt.Errorf("--resume: %s/state.json: %w", dir, err)
+	}
+	if st.Format != stateFormat {
+		return fmt.Errorf("--resume: %s/state.json has format %d, this build reads %d", dir, st.Format, stateFormat)
+	}
+	if st.ConfigDigest != t.cfg.Digest() {
+		t.log.Warn("the configuration differs from the checkpoint's; continuing with the new one", zap.String("checkpoint", dir))
+	}
+	if err := t.loader.Restore(st.Loader); err != nil {
+		return fmt.Errorf("--resume: %s: %w", dir, err)
+	}
+	t.step, t.epoch, t.opt.Steps = st.Step, st.Epoch, st.OptimizerSteps
+	if st.BestValLoss != nil {
+		t.best = *st.BestValLoss
+		t.summary.BestValLoss = t.best
+	}
+	t.log.Info("resumed", zap.String("checkpoint", dir), zap.Int64("step", t.step), zap.Int("epoch", t.epoch))
+	return nil
+}
+
+// openSinks opens metrics.jsonl (dropping rows after the resumed step, so a
+// run killed after its last checkpoint does not leave duplicates) and the
+// TensorBoard writer with the run's hyperparameters.
+func (t *trainer) openSinks(logDir string) error {
+	path := filepath.Join(t.opts.Out, "metrics.jsonl")
+	if t.opts.Resume {
+		if err := truncateMetrics(path, t.step); err != nil {
+			return err
+		}
+	} else if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("reset %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	t.metrics = f
+	if !t.cfg.Logging.TensorBoard {
+		return nil
+	}
+	tb, err := tfevents.NewWriter(filepath.Join(logDir, "tensorboard"))
+	if err != nil {
+		return fmt.Errorf("tensorboard: %w", err)
+	}
+	t.tb = tb
+	c := t.cfg
+	enc, _ := c.Encoder()
+	hp := map[string]any{
+		"encoder": c.Model.EncoderType, "embed_dim": enc.EmbedDim, "depth": enc.Depth, "heads": enc.NumHeads,
+		"patch_size": enc.PatchSize, "levels": c.Model.NumHierarchies, "predictor_dim": c.Model.Predictor.EmbedDim,
+		"predictor_depth": c.Model.Predictor.Depth, "batch_size": c.Data.BatchSize, "lr": c.Training.LR,
+		"weight_decay": c.Training.WeightDecay, "ema": c.Model.EMA.Momentum, "loss": c.Loss.Type,
+		"vicreg_weight": c.Loss.VICReg.Weight, "seed": c.Seed, "world_size": t.sync.WorldSize(),
+		"total_steps": t.sched.Total, "dataset": c.Data.Dataset,
+	}
+	return tb.WriteHParams(hp, []string{"loss", "val_loss", "rankme", "feature_std"})
+}
+
+// truncateMetrics keeps the rows of path whose step is at most step.
+func truncateMetrics(path string, step int64) error {
+	raw, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	var keep bytes.Buffer
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var row struct {
+			Step json.Number `json:"step"`
+		}
+		if json.Unmarshal(sc.Bytes(), &row) != nil {
+			continue
+		}
+		if s, err := strconv.ParseInt(string(row.Step), 10, 64); err == nil && s <= step {
+			keep.Write(sc.Bytes())
+			keep.WriteByte('\n')
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, keep.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("rewrite %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// finish draws the plots and prints the summary with next steps.
+func (t *trainer) finish() {
+	t.summary.Steps, t.summary.Epochs = t.step, t.epoch
+	if t.bar != nil {
+		t.bar.Finish()
+	}
+	if t.sync.Rank() != 0 {
+		return
+	}
+	if t.metrics != nil {
+		_ = t.metrics.Sync()
+	}
+	if t.tb != nil {
+		_ = t.tb.Flush()
+	}
+	if t.cfg.Logging.Plots {
+		if err := plot.FromJSONL(filepath.Join(t.opts.Out, "metrics.jsonl"), filepath.Join(t.opts.Out, "plots"), nil); err != nil {
+			t.log.Warn("plots", zap.Error(err))
+		}
+	}
+	t.log.Info("done", zap.Int64("steps", t.step), zap.Int("epochs", t.epoch), zap.Float64("final_loss", t.summary.FinalLoss),
+		zap.Float64("rankme", t.summary.RankMe), zap.Int("collapse_alarms", t.summary.CollapseAlarms),
+		zap.String("checkpoint", t.summary.Checkpoint), zap.Bool("interrupted", t.summary.Interrupted))
+}
+
+// preflight checks disk and memory before anything large is allocated.
+func (t *trainer) preflight(mc jepa.ModelConfig) error {
+	c := t.cfg
+	e, p := mc.Encoder, mc.Predictor
+	blockParams := func(d, hidden int) int64 { return int64(4*d*d + 2*d*hidden + 9*d + hidden) }
+	encParams := blockParams(e.Dim, e.Hidden())*int64(e.Depth) + int64(e.Dim*e.PatchDim()+3*e.Dim)
+	predParams := blockParams(p.Dim, p.Hidden())*int64(p.Depth) + int64(2*e.Dim*p.Dim+4*p.Dim)
+	headParams := int64(mc.Levels) * int64(e.Dim*e.Dim+3*e.Dim)
+	trained := encParams + predParams + headParams
+	target := encParams + headParams
+	ckBytes := 4*(3*trained+target) + 1<<20
+	keep := int64(max(c.Checkpoint.KeepLast, 0) + 2)
+	var problems []string
+	if free, err := checkpoint.FreeBytes(t.ckpt0()); err == nil && uint64(keep*ckBytes) > free {
+		problems = append(problems, fmt.Sprintf("checkpoints need about %s (%d x %s) but %s has %s free: free disk space, set checkpoint.dir elsewhere or lower checkpoint.keep_last",
+			human(keep*ckBytes), keep, human(ckBytes), t.ckpt0(), human(int64(free))))
+	}
+	b := int64(c.Data.BatchSize)
+	np := int64(e.NumPatches())
+	tokens := b*np*2 + int64(c.Masking.NumMasks)*b*np // target pass, context pass, predictor sequences
+	act := tokens * int64(24*e.Dim) * 4 * int64(max(e.Depth, p.Depth))
+	need := 4*(4*trained+2*target) + act
+	if avail, ok := memAvailable(); ok && need > avail {
+		problems = append(problems, fmt.Sprintf("training needs about %s of memory but %s is available: lower data.batch_size or use a smaller model.encoder_type",
+			human(need), human(avail)))
+	}
+	if len(problems) > 0 {
+		return errors.New("resource check failed:\n  " + strings.Join(problems, "\n  "))
+	}
+	t.log.Info("resources", zap.String("parameters", fmt.Sprintf("%.2fM trained, %.2fM target", float64(trained)/1e6, float64(target)/1e6)),
+		zap.String("memory_estimate", human(need)), zap.String("checkpoint_size", human(ckBytes)))
+	return nil
+}
+
+func (t *trainer) ckpt0() string {
+	if t.cfg.Checkpoint.Dir != "" {
+		return t.cfg.Checkpoint.Dir
+	}
+	return t.opts.Out
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo.
+func memAvailable() (int64, bool) {
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024, err == nil
+		}
+	}
+	return 0, false
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
