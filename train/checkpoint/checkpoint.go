@@ -1,0 +1,486 @@
+// Package checkpoint stores training checkpoints on disk and reads them back.
+//
+// A checkpoint is a directory of three files (DESIGN.md section 7):
+//
+//	model.safetensors      model parameters, F32, names as the model gives them
+//	optimizer.safetensors  optimizer state (AdamW moments), F32
+//	state.json             the trainer's state (step, epoch, sampler, RNG, schedules,
+//	                       config, metrics, versions), pretty-printed; its schema
+//	                       belongs to the trainer
+//
+// model.safetensors' metadata is the manifest that ties the three together:
+// the CRC-32C of each file's tensor data and of state.json, so a truncated,
+// bit-rotted or mixed-up file is reported instead of being resumed from.
+//
+// # Atomicity
+//
+// Write never modifies a checkpoint in place. It fills a temporary sibling
+// directory .tmp-<base>-<pid>-<rand>, fsyncs every file and the directory,
+// and then swaps it in:
+//
+//   - dir absent: rename(tmp, dir); fsync(parent).
+//   - dir present, Linux: renameat2(tmp, dir, RENAME_EXCHANGE) swaps the two
+//     in one atomic step; fsync(parent); remove tmp (now the old version).
+//   - dir present elsewhere (or a filesystem without RENAME_EXCHANGE):
+//     rename(dir, .old-<base>-<pid>-<rand>); rename(tmp, dir); fsync(parent);
+//     remove the .old directory.
+//
+// A crash at any point leaves under dir either the old or the new complete
+// checkpoint, or leaves dir missing with a complete .old-<base>-* beside it.
+// Read, Write and the Manager's scans recover: a .old-* whose dir is missing
+// is renamed back, a .old-* whose dir exists is removed, and .tmp-* left by
+// dead processes (or by an earlier incarnation of this process) are removed.
+// Side directories of another live process are left alone: one process
+// writes a given checkpoint directory at a time.
+//
+// On any error before the swap (ENOSPC included) the temporary directory is
+// removed and the existing checkpoint is untouched.
+package checkpoint
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hjepa-go/hjepa/tensor/safetensors"
+)
+
+// File names inside a checkpoint directory.
+const (
+	ModelFile     = "model.safetensors"
+	OptimizerFile = "optimizer.safetensors"
+	StateFile     = "state.json"
+	// BestFile is present only in best checkpoints (see Manager.SaveBest).
+	BestFile = "best.json"
+)
+
+// formatVersion is stored as metadata "hjepa.checkpoint"; Read rejects other values.
+const formatVersion = "1"
+
+// Metadata keys of model.safetensors (the manifest) and optimizer.safetensors.
+const (
+	metaVersion  = "hjepa.checkpoint"
+	metaSavedAt  = "hjepa.saved_at"         // RFC 3339, UTC, nanoseconds
+	metaCRC      = "hjepa.crc32c"           // this file's tensor data
+	metaOptimCRC = "hjepa.optimizer_crc32c" // optimizer.safetensors' tensor data
+	metaStateCRC = "hjepa.state_crc32c"     // state.json, byte for byte
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Tensor is one named float32 tensor, row-major.
+type Tensor struct {
+	Name  string
+	Shape []int
+	Data  []float32
+}
+
+// Checkpoint is everything a resume needs.
+type Checkpoint struct {
+	Model     []Tensor
+	Optimizer []Tensor
+	// State is the trainer's JSON object. Write stores it indented; Read
+	// returns the stored (indented) bytes.
+	State json.RawMessage
+}
+
+// Write stores ck as the checkpoint directory dir, atomically replacing any
+// checkpoint already there (see the package comment). On error the previous
+// checkpoint under dir, if any, is untouched and no temporary directory is
+// left behind.
+func Write(dir string, ck *Checkpoint) (err error) {
+	dir = filepath.Clean(dir)
+	parent, base := filepath.Dir(dir), filepath.Base(dir)
+	if ck == nil {
+		return fmt.Errorf("write checkpoint %s: nil checkpoint", dir)
+	}
+	state, err := indentState(ck.State)
+	if err != nil {
+		return fmt.Errorf("write checkpoint %s: %s: %v", dir, StateFile, err)
+	}
+	model, modelCRC, err := toSafetensors(ck.Model)
+	if err != nil {
+		return fmt.Errorf("write checkpoint %s: %s: %v", dir, ModelFile, err)
+	}
+	optim, optimCRC, err := toSafetensors(ck.Optimizer)
+	if err != nil {
+		return fmt.Errorf("write checkpoint %s: %s: %v", dir, OptimizerFile, err)
+	}
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return writeErr(dir, "", err)
+	}
+	recoverIn(parent, base)
+
+	tmp, err := newSideDir(parent, tmpPrefix, base, true)
+	if err != nil {
+		return writeErr(dir, "", err)
+	}
+	crashed := false
+	defer func() {
+		if !crashed {
+			os.RemoveAll(tmp) // after a successful exchange tmp holds the old version
+		}
+		doneInflight(tmp)
+	}()
+	stop := func(stage string) bool {
+		crashed = crashAt(stage)
+		return crashed
+	}
+	if stop("tmp-created") {
+		return errCrash
+	}
+
+	optimMeta := map[string]string{"format": "pt", metaVersion: formatVersion, metaCRC: crcString(optimCRC)}
+	if err := writeFile(filepath.Join(tmp, OptimizerFile), func(w io.Writer) error {
+		return safetensors.Write(w, optim, optimMeta)
+	}); err != nil {
+		return writeErr(dir, OptimizerFile, err)
+	}
+	if stop("optimizer-written") {
+		return errCrash
+	}
+	if err := writeFile(filepath.Join(tmp, StateFile), func(w io.Writer) error {
+		_, err := w.Write(state)
+		return err
+	}); err != nil {
+		return writeErr(dir, StateFile, err)
+	}
+	if stop("state-written") {
+		return errCrash
+	}
+	modelMeta := map[string]string{
+		"format":     "pt",
+		metaVersion:  formatVersion,
+		metaSavedAt:  time.Now().UTC().Format(time.RFC3339Nano),
+		metaCRC:      crcString(modelCRC),
+		metaOptimCRC: crcString(optimCRC),
+		metaStateCRC: crcString(crc32.Checksum(state, castagnoli)),
+	}
+	if err := writeFile(filepath.Join(tmp, ModelFile), func(w io.Writer) error {
+		return safetensors.Write(w, model, modelMeta)
+	}); err != nil {
+		return writeErr(dir, ModelFile, err)
+	}
+	if stop("model-written") {
+		return errCrash
+	}
+	if err := syncDir(tmp); err != nil {
+		return writeErr(dir, "", err)
+	}
+	if err := commit(dir, tmp, stop); err != nil {
+		if errors.Is(err, errCrash) {
+			return err
+		}
+		return writeErr(dir, "", err)
+	}
+	return nil
+}
+
+// indentState validates the trainer's JSON and indents it; nil becomes {}.
+func indentState(s json.RawMessage) ([]byte, error) {
+	if len(bytes.TrimSpace(s)) == 0 {
+		return []byte("{}\n"), nil
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, s, "", "  "); err != nil {
+		return nil, fmt.Errorf("state is not valid JSON: %v", err)
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
+}
+
+// toSafetensors converts ts and returns the CRC-32C of the data section the
+// writer will emit (every tensor's little-endian bytes, in order).
+func toSafetensors(ts []Tensor) ([]safetensors.Tensor, uint32, error) {
+	out := make([]safetensors.Tensor, len(ts))
+	var crc uint32
+	for i, t := range ts {
+		if n := numel(t.Shape); n != len(t.Data) {
+			return nil, 0, fmt.Errorf("tensor %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, len(t.Data))
+		}
+		data := t.Data
+		if data == nil {
+			data = []float32{} // F32, not I32, for empty tensors
+		}
+		out[i] = safetensors.Tensor{Name: t.Name, Shape: t.Shape, F32: data}
+		crc = crcFloats(crc, t.Data)
+	}
+	return out, crc, nil
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// crcFloats extends crc with the little-endian bytes of v.
+func crcFloats(crc uint32, v []float32) uint32 {
+	var buf [4096]byte
+	for len(v) > 0 {
+		k := min(len(v), len(buf)/4)
+		for i, x := range v[:k] {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(x))
+		}
+		crc = crc32.Update(crc, castagnoli, buf[:4*k])
+		v = v[k:]
+	}
+	return crc
+}
+
+func crcString(c uint32) string { return fmt.Sprintf("%08x", c) }
+
+// writeFile creates path through the fault seam, fills it and fsyncs it.
+func writeFile(path string, fill func(io.Writer) error) error {
+	f, err := createFile(path)
+	if err != nil {
+		return err
+	}
+	if err := fill(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeErr names the file and, for a full disk, says what to do.
+func writeErr(dir, file string, err error) error {
+	what := dir
+	if file != "" {
+		what = filepath.Join(dir, file)
+	}
+	if isNoSpace(err) {
+		return fmt.Errorf("write checkpoint %s: %w; the previous checkpoint there (if any) is intact; free disk space, set checkpoint.dir to a disk with more room, or lower checkpoint.keep_last", what, err)
+	}
+	return fmt.Errorf("write checkpoint %s: %w", what, err)
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Read loads the checkpoint in dir, verifying every checksum. A directory
+// left missing by a crash in the middle of a replace is recovered first.
+func Read(dir string) (*Checkpoint, error) {
+	return read(dir, nil, nil, true)
+}
+
+// ReadExpect is Read plus a check that model.safetensors and
+// optimizer.safetensors hold exactly the named tensors with the given shapes
+// (nil map: that file is not checked). Every mismatch is listed; nothing is
+// loaded when any is found.
+func ReadExpect(dir string, model, optimizer map[string][]int) (*Checkpoint, error) {
+	return read(dir, model, optimizer, true)
+}
+
+// Verify reads dir as Read does, checksums included, without keeping the
+// tensors (one tensor in memory at a time).
+func Verify(dir string) error {
+	_, err := read(dir, nil, nil, false)
+	return err
+}
+
+func read(dir string, wantModel, wantOptim map[string][]int, keep bool) (*Checkpoint, error) {
+	dir = filepath.Clean(dir)
+	recoverIn(filepath.Dir(dir), filepath.Base(dir))
+	fail := func(file string, format string, args ...any) error {
+		where := dir
+		if file != "" {
+			where = filepath.Join(dir, file)
+		}
+		return fmt.Errorf("read checkpoint %s: %s", where, fmt.Sprintf(format, args...))
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fail("", "no such checkpoint directory; check the path (a run's checkpoints are under <out>/checkpoints)")
+		}
+		return nil, fail("", "%v", err)
+	}
+	if !st.IsDir() {
+		return nil, fail("", "not a directory")
+	}
+	const damaged = "the file is damaged (interrupted copy or disk error); resume from another checkpoint"
+	open := func(name string) (*safetensors.File, error) {
+		f, err := safetensors.Open(filepath.Join(dir, name))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fail(name, "missing; the checkpoint is incomplete, resume from another one")
+			}
+			return nil, fail(name, "%v; %s", err, damaged)
+		}
+		if v := f.Metadata[metaVersion]; v != formatVersion {
+			f.Close()
+			return nil, fail(name, "metadata %s = %q, want %q: not a checkpoint written by this program's checkpoint format", metaVersion, v, formatVersion)
+		}
+		return f, nil
+	}
+	mf, err := open(ModelFile)
+	if err != nil {
+		return nil, err
+	}
+	defer mf.Close()
+	of, err := open(OptimizerFile)
+	if err != nil {
+		return nil, err
+	}
+	defer of.Close()
+	state, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fail(StateFile, "missing; the checkpoint is incomplete, resume from another one")
+		}
+		return nil, fail(StateFile, "%v", err)
+	}
+	if !json.Valid(state) {
+		var v any
+		jerr := json.Unmarshal(state, &v)
+		return nil, fail(StateFile, "not valid JSON (%v); %s", jerr, damaged)
+	}
+	if got, want := crcString(crc32.Checksum(state, castagnoli)), mf.Metadata[metaStateCRC]; got != want {
+		return nil, fail(StateFile, "checksum %s does not match %s's manifest (%s): the file was edited, damaged, or comes from another save", got, ModelFile, want)
+	}
+	if got, want := mf.Metadata[metaOptimCRC], of.Metadata[metaCRC]; got != want {
+		return nil, fail(OptimizerFile, "checksum %s does not match %s's manifest (%s): the file comes from another save", want, ModelFile, got)
+	}
+	var problems []string
+	problems = append(problems, expect(mf, ModelFile, wantModel)...)
+	problems = append(problems, expect(of, OptimizerFile, wantOptim)...)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("read checkpoint %s: checkpoint was written by a different model config; use a matching --config or start a new --out:\n  %s",
+			dir, strings.Join(problems, "\n  "))
+	}
+	ck := &Checkpoint{State: state}
+	if ck.Model, err = readTensors(mf, keep); err != nil {
+		return nil, fail(ModelFile, "%v; %s", err, damaged)
+	}
+	if ck.Optimizer, err = readTensors(of, keep); err != nil {
+		return nil, fail(OptimizerFile, "%v; %s", err, damaged)
+	}
+	if !keep {
+		return nil, nil
+	}
+	return ck, nil
+}
+
+// expect lists every difference between f's tensors and want.
+func expect(f *safetensors.File, file string, want map[string][]int) []string {
+	var out []string
+	for _, t := range f.Tensors() {
+		if t.DType != "F32" {
+			out = append(out, fmt.Sprintf("%s: tensor %q has dtype %s, want F32", file, t.Name, t.DType))
+		}
+	}
+	if want == nil {
+		return out
+	}
+	for _, t := range f.Tensors() {
+		shape, ok := want[t.Name]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("%s: unexpected tensor %q %v", file, t.Name, t.Shape))
+		case !slices.Equal(shape, t.Shape):
+			out = append(out, fmt.Sprintf("%s: tensor %q has shape %v, want %v", file, t.Name, t.Shape, shape))
+		}
+	}
+	var missing []string
+	for name := range want {
+		if _, ok := f.Info(name); !ok {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	for _, name := range missing {
+		out = append(out, fmt.Sprintf("%s: missing tensor %q %v", file, name, want[name]))
+	}
+	return out
+}
+
+// readTensors reads every tensor in data order and checks the file's CRC.
+func readTensors(f *safetensors.File, keep bool) ([]Tensor, error) {
+	var out []Tensor
+	var crc uint32
+	for _, info := range f.Tensors() {
+		data, shape, err := f.Float32(info.Name)
+		if err != nil {
+			return nil, err
+		}
+		crc = crcFloats(crc, data)
+		if keep {
+			out = append(out, Tensor{Name: info.Name, Shape: shape, Data: data})
+		}
+	}
+	if got, want := crcString(crc), f.Metadata[metaCRC]; got != want {
+		return nil, fmt.Errorf("tensor data checksum %s, manifest says %s", got, want)
+	}
+	return out, nil
+}
+
+// savedAt returns the save time recorded in dir's model file (zero if unreadable).
+func savedAt(dir string) time.Time {
+	f, err := safetensors.Open(filepath.Join(dir, ModelFile))
+	if err != nil {
+		return time.Time{}
+	}
+	defer f.Close()
+	t, _ := time.Parse(time.RFC3339Nano, f.Metadata[metaSavedAt])
+	return t
+}
+
+// EstimateBytes is the disk space ck takes once written (headers, data, state,
+// and a filesystem block of slack per file).
+func EstimateBytes(ck *Checkpoint) int64 {
+	var floats int64
+	var tensors int
+	names := 0
+	for _, ts := range [][]Tensor{ck.Model, ck.Optimizer} {
+		for _, t := range ts {
+			floats += int64(len(t.Data))
+			names += len(t.Name)
+			tensors++
+		}
+	}
+	return EstimateBytesFor(floats, tensors, names) + int64(len(ck.State))*2
+}
+
+// EstimateBytesFor estimates a checkpoint of floats float32 values spread over
+// tensors tensors whose names total nameBytes bytes, before any exist.
+func EstimateBytesFor(floats int64, tensors, nameBytes int) int64 {
+	const perTensor = 96 // header entry besides the name
+	const perFile = 4096 + 512
+	return 4*floats + int64(tensors*perTensor+nameBytes) + 3*perFile + 64<<10 // 64 KiB for state.json
+}
+
+// parseInt parses a non-negative decimal without sign or leading zeros.
+func parseInt(s string) (int, bool) {
+	if s == "" || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil
+}
