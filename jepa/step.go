@@ -49,14 +49,13 @@ type stepState struct {
 	used []bool
 }
 
+// levelState holds one level's buffers: pooled inputs, the loss gradient
+// and the backward scratch.
 type levelState struct {
-	gather, pred, tgt  tensor.Workspace // pooled inputs
-	predIn             *tensor.Tensor
-	grad, dpooled, tmp tensor.Workspace
-	scratch, dIn       tensor.Workspace
-	predOut            *tensor.Tensor
-	wtot               int
-	s                  int
+	gather, pred, tgt tensor.Workspace
+	grad, tmp         tensor.Workspace
+	scratch, dIn      tensor.Workspace
+	wtot, s           int
 }
 
 // ForwardBackward runs one H-JEPA step on img [B, C, H, W] with masks drawn
@@ -130,10 +129,8 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			predIn = poolWindows(b, &ls.gather, &ls.pred, st.p, mem, win, ls.wtot, lw.S)
 			tgtIn = poolWindows(b, &ls.gather, &ls.tgt, tsel, mem, win, ls.wtot, lw.S)
 		}
-		ls.predIn = predIn
 		pred := m.Heads[l].Forward(b, predIn)
 		tgt := m.TargetHeads[l].Forward(b, tgtIn)
-		ls.predOut = pred
 		n := ls.wtot * d
 		scale := float32(lc.Weights[l] / float64(n))
 		var g *tensor.Tensor

@@ -117,22 +117,21 @@ type trainer struct {
 	opt     *AdamW
 	sched   Schedules
 
-	train, val       data.Dataset
-	loader           *data.Loader
-	valLoader        *data.Loader
-	img              tensor.Workspace
-	stepsPerEpoch    int
-	accum            int
-	ckpt             *checkpoint.Manager
-	tb               *tfevents.Writer
-	metrics          *os.File
-	bar              *progress.Bar
-	step             int64
-	epoch            int
-	best             float64
-	lastStats        jepa.StepStats
-	summary          Summary
-	hostVals, hostTg []float32
+	train, val    data.Dataset
+	loader        *data.Loader
+	valLoader     *data.Loader
+	img           tensor.Workspace
+	stepsPerEpoch int
+	accum         int
+	ckpt          *checkpoint.Manager
+	tb            *tfevents.Writer
+	metrics       *os.File
+	bar           *progress.Bar
+	step          int64
+	epoch         int
+	best          float64
+	lastStats     jepa.StepStats
+	summary       Summary
 }
 
 // Run trains as the configuration says: the seven phases of DESIGN.md
