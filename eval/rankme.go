@@ -173,3 +173,28 @@ func PerDimStd(x []float32, n, d int) (DimStd, error) {
 	res.Mean /= float64(d)
 	return res, nil
 }
+
+// CenteredRankMe is RankMe of x with its column means removed. Mean-pooled
+// ViT features share a large common component (the fixed positions and the
+// final LayerNorm's bias), so the uncentred spectrum is dominated by one
+// direction at initialisation as much as after a collapse; only the centred
+// spectrum says how many directions actually tell images apart, which is
+// what the collapse monitor needs. A collapsed representation scores ~1.
+func CenteredRankMe(x []float32, n, d int) (float64, error) {
+	if n <= 0 || d <= 0 || len(x) != n*d {
+		return 0, fmt.Errorf("rankme: features have %d elements, want %d x %d", len(x), n, d)
+	}
+	mean := make([]float64, d)
+	for i := 0; i < n; i++ {
+		for j, v := range x[i*d : (i+1)*d] {
+			mean[j] += float64(v)
+		}
+	}
+	c := make([]float32, n*d)
+	for i := 0; i < n; i++ {
+		for j, v := range x[i*d : (i+1)*d] {
+			c[i*d+j] = float32(float64(v) - mean[j]/float64(n))
+		}
+	}
+	return RankMe(c, n, d)
+}

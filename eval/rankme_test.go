@@ -127,3 +127,28 @@ func TestPerDimStd(t *testing.T) {
 		t.Fatal("one row accepted")
 	}
 }
+
+// Rows that differ only by a shared offset have an uncentred rank near 1
+// but a centred rank equal to the dimension of their spread.
+func TestCenteredRankMe(t *testing.T) {
+	const n, d = 400, 6
+	x := make([]float32, n*d)
+	for i := 0; i < n; i++ {
+		for j := 0; j < d; j++ {
+			x[i*d+j] = 100 // shared offset
+		}
+		// Spread along dims 0..2 only, equal variance, uncorrelated.
+		x[i*d+i%3] += float32(1 - 2*((i/3)%2))
+	}
+	u, _ := RankMe(x, n, d)
+	c, err := CenteredRankMe(x, n, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u > 1.2 {
+		t.Errorf("uncentred RankMe %v, want ~1", u)
+	}
+	if c < 2.9 || c > 3.1 {
+		t.Errorf("centred RankMe %v, want ~3", c)
+	}
+}

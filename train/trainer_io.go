@@ -137,7 +137,7 @@ func (t *trainer) validate(ctx context.Context) error {
 		return nil
 	}
 	valLoss := lossSum / float64(n)
-	rank, err := eval.RankMe(feats, n, d)
+	rank, err := eval.CenteredRankMe(feats, n, d)
 	if err != nil {
 		return fmt.Errorf("validation RankMe: %w", err)
 	}

@@ -47,8 +47,9 @@ type EvalReport struct {
 	ProbeIters     int     `json:"linear_probe_iterations"`
 	KNNAccuracy    float64 `json:"knn_accuracy"`
 	KNNK           int     `json:"knn_k"`
-	RankMe         float64 `json:"rankme"`
+	RankMe         float64 `json:"rankme"` // on centred features (the collapse monitor)
 	RankMeFraction float64 `json:"rankme_fraction"`
+	RankMeRaw      float64 `json:"rankme_uncentered"` // Garrido et al.'s definition
 	FeatureStd     float64 `json:"feature_std"`
 	Seconds        float64 `json:"seconds"`
 }
@@ -110,7 +111,10 @@ evaluates the encoder at initialisation.`,
 				}
 				r.KNNAccuracy, r.KNNK = eval.Accuracy(kp, testFeat.Labels), k
 			}
-			if r.RankMe, err = eval.RankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
+			if r.RankMe, err = eval.CenteredRankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
+				return err
+			}
+			if r.RankMeRaw, err = eval.RankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
 				return err
 			}
 			r.RankMeFraction = r.RankMe / float64(testFeat.D)
