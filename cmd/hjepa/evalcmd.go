@@ -57,7 +57,7 @@ type EvalReport struct {
 func evalCmd() *cobra.Command {
 	var cf configFlags
 	var ck, out string
-	var noKNN bool
+	var noKNN, compareInit bool
 	c := &cobra.Command{
 		Use:   "eval",
 		Short: "Linear probe, kNN and RankMe of a checkpoint's target encoder",
@@ -68,66 +68,34 @@ temperature 0.07), and reports test accuracy and RankMe. --checkpoint init
 evaluates the encoder at initialisation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			start := time.Now()
 			cfg, err := cf.load(true)
 			if err != nil {
 				return err
 			}
-			dir := ck
-			if ck == "init" {
-				dir = ""
+			checkpoints := []string{ck}
+			if compareInit && ck != "init" {
+				checkpoints = []string{"init", ck}
 			}
-			b, m, err := loadModel(cfg, dir)
-			if err != nil {
-				return err
-			}
-			ev := cfg.Evaluation
-			trainFeat, testFeat, err := features(cmd, cfg, b, m)
-			if err != nil {
-				return err
-			}
-			r := EvalReport{Checkpoint: ck, Encoder: "target", TrainImages: trainFeat.N, TestImages: testFeat.N, Dim: trainFeat.D}
-			classes := 0
-			for _, l := range append(append([]int(nil), trainFeat.Labels...), testFeat.Labels...) {
-				classes = max(classes, l+1)
-			}
-			l2 := ev.ProbeL2
-			probe, rep, err := eval.FitProbe(trainFeat.X, trainFeat.Labels, trainFeat.D, classes,
-				eval.ProbeOptions{L2: l2, MaxIter: ev.ProbeMaxIter, Threads: cfg.Threads})
-			if err != nil {
-				return err
-			}
-			pred, err := probe.Predict(testFeat.X)
-			if err != nil {
-				return err
-			}
-			r.ProbeAccuracy, r.ProbeL2, r.ProbeIters = eval.Accuracy(pred, testFeat.Labels), rep.L2, rep.Iters
-			if !noKNN {
-				k := ev.KNNK
-				kp, err := eval.KNN(trainFeat.X, trainFeat.Labels, testFeat.X, trainFeat.D, classes,
-					eval.KNNOptions{K: k, T: ev.KNNTemp, Threads: cfg.Threads})
+			var reports []EvalReport
+			for _, c := range checkpoints {
+				r, err := evaluate(cmd, cfg, c, noKNN)
 				if err != nil {
 					return err
 				}
-				r.KNNAccuracy, r.KNNK = eval.Accuracy(kp, testFeat.Labels), k
+				fmt.Printf("%-10s linear probe %.2f%%  kNN %.2f%%  RankMe %.1f (%.2f of D=%d)  [%d train / %d test images, %s, %.0fs]\n",
+					label(c), 100*r.ProbeAccuracy, 100*r.KNNAccuracy, r.RankMe, r.RankMeFraction, r.Dim, r.TrainImages, r.TestImages, c, r.Seconds)
+				reports = append(reports, r)
 			}
-			if r.RankMe, err = eval.CenteredRankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
-				return err
+			if len(reports) == 2 {
+				fmt.Printf("trained - init: linear probe %+.2f points, kNN %+.2f points\n",
+					100*(reports[1].ProbeAccuracy-reports[0].ProbeAccuracy), 100*(reports[1].KNNAccuracy-reports[0].KNNAccuracy))
 			}
-			if r.RankMeRaw, err = eval.RankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
-				return err
-			}
-			r.RankMeFraction = r.RankMe / float64(testFeat.D)
-			std, err := eval.PerDimStd(testFeat.X, testFeat.N, testFeat.D)
-			if err != nil {
-				return err
-			}
-			r.FeatureStd = std.Mean
-			r.Seconds = time.Since(start).Seconds()
-			fmt.Printf("linear probe %.2f%%  kNN %.2f%%  RankMe %.1f (%.2f of D=%d)  [%d train / %d test images, %s]\n",
-				100*r.ProbeAccuracy, 100*r.KNNAccuracy, r.RankMe, r.RankMeFraction, r.Dim, r.TrainImages, r.TestImages, ck)
 			if out != "" {
-				js, _ := json.MarshalIndent(r, "", "  ")
+				var v any = reports[len(reports)-1]
+				if len(reports) == 2 {
+					v = map[string]EvalReport{"init": reports[0], "trained": reports[1]}
+				}
+				js, _ := json.MarshalIndent(v, "", "  ")
 				if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
 					return fmt.Errorf("write %s: %w", out, err)
 				}
@@ -139,6 +107,7 @@ evaluates the encoder at initialisation.`,
 	c.Flags().StringVar(&ck, "checkpoint", "", `checkpoint directory (e.g. results/checkpoints/checkpoint_latest), or "init"`)
 	c.Flags().StringVar(&out, "out", "", "also write the report as JSON to this file")
 	c.Flags().BoolVar(&noKNN, "no-knn", false, "skip the kNN classifier")
+	c.Flags().BoolVar(&compareInit, "compare-init", false, "also evaluate the encoder at initialisation (same seed) and print the difference")
 	_ = c.MarkFlagRequired("checkpoint")
 	return c
 }
@@ -256,4 +225,67 @@ func exportCmd() *cobra.Command {
 	c.Flags().BoolVar(&context, "context", false, "export the context encoder instead of the EMA target encoder")
 	_ = c.MarkFlagRequired("checkpoint")
 	return c
+}
+
+func label(ck string) string {
+	if ck == "init" {
+		return "init"
+	}
+	return "trained"
+}
+
+// evaluate extracts features with the encoder of checkpoint ck ("init": at
+// initialisation) and fits the probe and kNN.
+func evaluate(cmd *cobra.Command, cfg config.Config, ck string, noKNN bool) (EvalReport, error) {
+	start := time.Now()
+	dir := ck
+	if ck == "init" {
+		dir = ""
+	}
+	b, m, err := loadModel(cfg, dir)
+	if err != nil {
+		return EvalReport{}, err
+	}
+	ev := cfg.Evaluation
+	trainFeat, testFeat, err := features(cmd, cfg, b, m)
+	if err != nil {
+		return EvalReport{}, err
+	}
+	r := EvalReport{Checkpoint: ck, Encoder: "target", TrainImages: trainFeat.N, TestImages: testFeat.N, Dim: trainFeat.D}
+	classes := 0
+	for _, l := range append(append([]int(nil), trainFeat.Labels...), testFeat.Labels...) {
+		classes = max(classes, l+1)
+	}
+	probe, rep, err := eval.FitProbe(trainFeat.X, trainFeat.Labels, trainFeat.D, classes,
+		eval.ProbeOptions{L2: ev.ProbeL2, MaxIter: ev.ProbeMaxIter, Threads: cfg.Threads})
+	if err != nil {
+		return r, err
+	}
+	pred, err := probe.Predict(testFeat.X)
+	if err != nil {
+		return r, err
+	}
+	r.ProbeAccuracy, r.ProbeL2, r.ProbeIters = eval.Accuracy(pred, testFeat.Labels), rep.L2, rep.Iters
+	if !noKNN {
+		kp, err := eval.KNN(trainFeat.X, trainFeat.Labels, testFeat.X, trainFeat.D, classes,
+			eval.KNNOptions{K: ev.KNNK, T: ev.KNNTemp, Threads: cfg.Threads})
+		if err != nil {
+			return r, err
+		}
+		r.KNNAccuracy, r.KNNK = eval.Accuracy(kp, testFeat.Labels), ev.KNNK
+	}
+	if r.RankMe, err = eval.CenteredRankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
+		return r, err
+	}
+	if r.RankMeRaw, err = eval.RankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
+		return r, err
+	}
+	r.RankMeFraction = r.RankMe / float64(testFeat.D)
+	std, err := eval.PerDimStd(testFeat.X, testFeat.N, testFeat.D)
+	if err != nil {
+		return r, err
+	}
+	r.FeatureStd = std.Mean
+	r.Seconds = time.Since(start).Seconds()
+	return r, nil
 }
