@@ -132,6 +132,11 @@ type trainer struct {
 	best          float64
 	lastStats     jepa.StepStats
 	summary       Summary
+	// epochEnded defers the epoch-end work to the end of the step;
+	// stepStart is the loader position when the current step began.
+	epochEnded     bool
+	stepStart      data.LoaderState
+	stepStartEpoch int
 }
 
 // Run trains as the configuration says: the seven phases of DESIGN.md
@@ -329,12 +334,19 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			return t.interrupt()
 		}
 		started := time.Now()
+		t.stepStart, t.stepStartEpoch = t.loader.State(), t.epoch
 		t.model.Params.ZeroGrad(t.b)
 		var stats jepa.StepStats
 		for micro := 0; micro < t.accum; micro++ {
 			batch, err := t.nextBatch(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
+					// Put back the micro-batches this unfinished step took,
+					// so the checkpoint resumes exactly at the step.
+					if err := t.loader.Restore(t.stepStart); err != nil {
+						return nil, err
+					}
+					t.epoch, t.epochEnded = t.stepStartEpoch, false
 					return t.interrupt()
 				}
 				return nil, err
@@ -373,6 +385,9 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 				return nil, err
 			}
 		}
+		if err := t.endOfEpoch(ctx); err != nil {
+			return nil, err
+		}
 		if n := int64(cfg.Evaluation.EverySteps); n > 0 && t.step%n == 0 {
 			if err := t.validate(ctx); err != nil {
 				return nil, err
@@ -409,8 +424,9 @@ func accumulate(acc, s jepa.StepStats, n int) jepa.StepStats {
 	return acc
 }
 
-// nextBatch returns the next training batch, rolling over epochs (and
-// running the per-epoch validation and checkpoints at each boundary).
+// nextBatch returns the next training batch, rolling over epochs. The
+// epoch-end validation and checkpoint wait until the step in progress has
+// finished (endOfEpoch), so a checkpoint never holds half an accumulated step.
 func (t *trainer) nextBatch(ctx context.Context) (*data.Batch, error) {
 	for {
 		b, err := t.loader.Next(ctx)
@@ -422,17 +438,28 @@ func (t *trainer) nextBatch(ctx context.Context) (*data.Batch, error) {
 		}
 		t.epoch++
 		t.loader.SetEpoch(t.epoch)
-		if f := t.cfg.Evaluation.EvalFrequency; f > 0 && t.epoch%f == 0 && t.cfg.Evaluation.EverySteps == 0 {
-			if err := t.validate(ctx); err != nil {
-				return nil, err
-			}
-		}
-		if f := t.cfg.Checkpoint.SaveFrequency; f > 0 && t.epoch%f == 0 {
-			if err := t.save("epoch", t.epoch); err != nil {
-				return nil, err
-			}
+		t.epochEnded = true
+	}
+}
+
+// endOfEpoch runs the per-epoch validation and checkpoint after the step
+// during which an epoch ended.
+func (t *trainer) endOfEpoch(ctx context.Context) error {
+	if !t.epochEnded {
+		return nil
+	}
+	t.epochEnded = false
+	if f := t.cfg.Evaluation.EvalFrequency; f > 0 && t.epoch%f == 0 && t.cfg.Evaluation.EverySteps == 0 {
+		if err := t.validate(ctx); err != nil {
+			return err
 		}
 	}
+	if f := t.cfg.Checkpoint.SaveFrequency; f > 0 && t.epoch%f == 0 && t.step < int64(t.sched.Total) {
+		if err := t.save("epoch", t.epoch); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *trainer) upload(batch *data.Batch) *tensor.Tensor {
