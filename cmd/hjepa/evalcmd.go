@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,7 @@ import (
 )
 
 // loadModel builds the model of cfg and loads a checkpoint's weights into it
-// ("" keeps the initialisation: the baseline a trained encoder is compared to).
+// ("" or "init" keeps the initialisation: the baseline a trained encoder is compared to).
 func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, error) {
 	b, err := train.NewBackend(cfg.Device, cfg.Threads)
 	if err != nil {
@@ -27,7 +28,7 @@ func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, er
 	if err != nil {
 		return nil, nil, err
 	}
-	if ckDir != "" {
+	if ckDir != "" && ckDir != "init" {
 		if err := train.LoadWeights(b, m, ckDir); err != nil {
 			return nil, nil, err
 		}
@@ -176,7 +177,7 @@ func embedCmd() *cobra.Command {
 			for i, l := range f.Labels {
 				labels[i] = int64(l)
 			}
-			lp := out[:len(out)-len(".npy")] + ".labels.npy"
+			lp := strings.TrimSuffix(out, ".npy") + ".labels.npy"
 			if err := eval.WriteNPYInt64(lp, labels, []int{f.N}); err != nil {
 				return err
 			}
@@ -238,11 +239,7 @@ func label(ck string) string {
 // initialisation) and fits the probe and kNN.
 func evaluate(cmd *cobra.Command, cfg config.Config, ck string, noKNN bool) (EvalReport, error) {
 	start := time.Now()
-	dir := ck
-	if ck == "init" {
-		dir = ""
-	}
-	b, m, err := loadModel(cfg, dir)
+	b, m, err := loadModel(cfg, ck)
 	if err != nil {
 		return EvalReport{}, err
 	}
