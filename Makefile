@@ -6,7 +6,7 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build test test-race lint bench bench-deps golden deps demo
+.PHONY: all build test lint bench bench-deps golden deps demo
 
 all: build
 
@@ -36,7 +36,7 @@ demo: deps
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race -short ./tensor/...
+	$(GO) test -count=1 -race -short ./tensor/... ./data/... ./train/... ./eval/...
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
