@@ -85,7 +85,7 @@ func (r *Report) problem(path string, err error) {
 func DetectFormat(path string) (string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("dataset %q: %w", path, err)
+		return "", fmt.Errorf("dataset %q: %w; check the path, or fetch a dataset with 'hjepa data download NAME --dir DIR'", path, err)
 	}
 	if !st.IsDir() {
 		if strings.Contains(filepath.Base(path), "idx3") {

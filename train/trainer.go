@@ -135,6 +135,7 @@ type trainer struct {
 	// epochEnded defers the epoch-end work to the end of the step;
 	// stepStart is the loader position when the current step began.
 	epochEnded     bool
+	validatedAt    int64 // step of the last validation (-1: none)
 	stepStart      data.LoaderState
 	stepStartEpoch int
 }
@@ -168,7 +169,7 @@ func newTrainer(opts Options) (*trainer, error) {
 	if opts.Console == nil {
 		opts.Console = os.Stderr
 	}
-	t := &trainer{cfg: cfg, opts: opts, sync: opts.Sync, best: math.Inf(1), closeLog: func() {}}
+	t := &trainer{cfg: cfg, opts: opts, sync: opts.Sync, best: math.Inf(1), closeLog: func() {}, validatedAt: -1}
 	if t.sync == nil {
 		t.sync = LocalSync{}
 	}
@@ -209,7 +210,7 @@ func newTrainer(opts Options) (*trainer, error) {
 	// 2. Data.
 	var err error
 	if t.train, err = data.Open(cfg.Data, "train", cfg.Seed); err != nil {
-		return fail(fmt.Errorf("training data: %w", err))
+		return fail(fmt.Errorf("training data: %w; run 'hjepa data verify %s' to list every problem, then fix or re-download the files (or set data.path)", err, cfg.Data.Path))
 	}
 	if t.val, err = data.Open(cfg.Data, "val", cfg.Seed); err != nil {
 		t.log.Warn("no validation split; validation loss and collapse metrics use training images", zap.Error(err))
@@ -292,7 +293,8 @@ func newTrainer(opts Options) (*trainer, error) {
 			return fail(err)
 		}
 	} else if dir, ok, _, _ := t.ckpt.Latest(); ok {
-		t.log.Warn("output directory already holds checkpoints; starting a new run (pass --resume to continue it)", zap.String("checkpoint", dir))
+		// A new run would replace that run's checkpoint_latest.
+		return fail(fmt.Errorf("%s already holds a run's checkpoints (%s): pass --resume to continue it, or choose another --out (or checkpoint.dir)", t.ckpt.Dir, dir))
 	}
 
 	// Phase 6 sinks (rank 0 writes files).
@@ -399,9 +401,11 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			}
 		}
 	}
-	// 7. Completion.
-	if err := t.validate(ctx); err != nil {
-		return nil, err
+	// 7. Completion (the final validation unless the loop just ran it).
+	if t.validatedAt != t.step {
+		if err := t.validate(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := t.save("", 0); err != nil {
 		return nil, err
@@ -434,7 +438,7 @@ func (t *trainer) nextBatch(ctx context.Context) (*data.Batch, error) {
 			return b, nil
 		}
 		if !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("training data: %w", err)
+			return nil, fmt.Errorf("training data: %w; run 'hjepa data verify %s' to list every unreadable file, then fix or re-download them", err, t.cfg.Data.Path)
 		}
 		t.epoch++
 		t.loader.SetEpoch(t.epoch)

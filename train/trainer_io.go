@@ -136,6 +136,7 @@ func (t *trainer) validate(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
+	t.validatedAt = t.step
 	valLoss := lossSum / float64(n)
 	rank, err := eval.CenteredRankMe(feats, n, d)
 	if err != nil {

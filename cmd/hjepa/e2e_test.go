@@ -305,7 +305,13 @@ func TestResumeAfterSIGKILLIsExact(t *testing.T) {
 		// recovers on the next read; --resume must cope either way.
 		t.Logf("no readable %s right after the kill", latest)
 	}
-	t.Logf("killed run B; latest checkpoint at step %d (ok=%v)", k, ok)
+	var logged int64
+	for _, row := range readMetrics(t, filepath.Join(b, "metrics.jsonl")) {
+		if row.isTrain() {
+			logged = max(logged, row.step())
+		}
+	}
+	t.Logf("killed run B after step %d was logged; latest checkpoint at step %d (ok=%v); the resumed run must redo steps %d..%d", logged, k, ok, k+1, logged)
 
 	resumed := mustSucceed(t, root, append(trainArgs(b, setsB...), "--resume")...)
 	if !strings.Contains(resumed.stderr, "resumed") {
@@ -513,4 +519,25 @@ func TestCollapseAlarmFires(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFinalValidationNotDuplicated: when the last step is also a validation
+// step (evaluation.every_steps divides training.max_steps), the run
+// validates once there, not twice: metrics.jsonl holds one validation row
+// per step, as it holds one training row per step.
+func TestFinalValidationNotDuplicated(t *testing.T) {
+	root := t.TempDir()
+	out := filepath.Join(root, "run")
+	mustSucceed(t, root, trainArgs(out, "training.max_steps=20", "evaluation.every_steps=10", "threads=1")...)
+	seen := map[int64]int{}
+	for _, row := range readMetrics(t, filepath.Join(out, "metrics.jsonl")) {
+		if row.isVal() {
+			seen[row.step()]++
+		}
+	}
+	for _, s := range []int64{10, 20} {
+		if seen[s] != 1 {
+			t.Errorf("step %d has %d validation rows in metrics.jsonl, want 1", s, seen[s])
+		}
+	}
 }
