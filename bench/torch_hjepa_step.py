@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""PyTorch eager baseline for bench/hjepa_step.go: one full H-JEPA training
+step of the fmnist-tiny config on the CPU, in one process per thread count.
+
+    /usr/bin/python3 bench/torch_hjepa_step.py --masks FILE.json --threads N
+
+The model is the official I-JEPA code (tools/golden/ijepa_vit.py): context
+encoder VisionTransformer(28, patch 2, 1 channel, width 192, depth 6, heads 3),
+its deepcopy as the target encoder (no grad), VisionTransformerPredictor
+(width 96, depth 4, heads 3), plus H-JEPA's per-level heads (Linear(D, D) +
+LayerNorm) for 3 levels with EMA target-side copies. One step is, as
+I-JEPA's train.py and jepa/step.go + train/trainer.go:
+
+    optimizer.zero_grad()
+    targets: F.layer_norm(target_encoder(imgs)) at the target indices (no grad)
+    predictions: predictor(encoder(imgs, ctx), ctx, targets)
+    level l: 2^l x 2^l windows tiling each target block from its top-left,
+        averaged; predictions through heads[l], targets through
+        target_heads[l]; smooth_l1 (beta 1) mean; loss = sum w_l * loss_l
+    loss.backward()
+    (clip_grad 0: no clipping)
+    AdamW step (two groups: no weight decay on biases and 1-D params)
+    EMA of the target encoder and heads under torch.no_grad()
+
+The masks come from the Go side (jepa.MultiBlockMasker, a JSON list with one
+object per iteration: B, Nc, Nt, BlockH, BlockW, Context [B*Nc], Targets
+[NumTargets*B*Nt], row m*B+i being block m of image i), so both sides time the
+same masks. Images are random; mask tensors are built before timing. Every
+mask set is stepped once untimed (warm-up), then once timed.
+
+Prints one line:  RESULT what=hjepa_step threads=<n> ms_median=<m> ms_min=<m> iters=<k>
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "golden"))
+import ijepa_vit as V  # noqa: E402
+
+
+class Head(nn.Module):
+    """One hierarchy level's projection: Linear(D, D) then LayerNorm(D)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x):
+        return self.norm(self.proj(x))
+
+
+def pool_windows(x, bh, bw, s):
+    """x [R, bh*bw, D] (row-major blocks) -> [R*floor(bh/s)*floor(bw/s), D]:
+    the mean over s x s windows tiling each block from its top-left corner."""
+    if s == 1:
+        return x.reshape(-1, x.size(-1))
+    r, d = x.size(0), x.size(-1)
+    wh, ww = bh // s, bw // s
+    x = x.reshape(r, bh, bw, d)[:, :wh * s, :ww * s]
+    return x.reshape(r, wh, s, ww, s, d).mean(dim=(2, 4)).reshape(-1, d)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--masks", required=True, help="JSON masks written by bench/hjepa_step.go")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dim", type=int, default=192)
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--pred-dim", type=int, default=96)
+    ap.add_argument("--pred-depth", type=int, default=4)
+    ap.add_argument("--pred-heads", type=int, default=3)
+    ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.5, 0.25])
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--wd", type=float, default=0.04)
+    ap.add_argument("--ema", type=float, default=0.998)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    with open(args.masks) as f:
+        steps = json.load(f)
+    if not steps:
+        sys.exit(f"{args.masks}: no mask sets")
+    batch = []
+    for s in steps:
+        b, nc, nt = s["B"], s["Nc"], s["Nt"]
+        ctx = torch.tensor(s["Context"], dtype=torch.int64).reshape(b, nc)
+        tgt = torch.tensor(s["Targets"], dtype=torch.int64).reshape(-1, b, nt)
+        batch.append((ctx, list(tgt.unbind(0)), s["BlockH"], s["BlockW"]))
+    bs = steps[0]["B"]
+    levels = len(args.weights)
+
+    encoder = V.VisionTransformer(28, 2, 1, args.dim, args.depth, args.heads)
+    predictor = V.VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
+                                             args.pred_depth, args.pred_heads)
+    heads = nn.ModuleList([Head(args.dim) for _ in range(levels)])
+    with torch.no_grad():
+        for mod in (encoder, predictor, heads):
+            for n, p in mod.named_parameters():
+                if not p.requires_grad:
+                    continue
+                if p.dim() > 1:
+                    nn.init.trunc_normal_(p, std=0.02)
+                elif "norm" in n and n.endswith("weight"):
+                    p.fill_(1)
+                else:
+                    p.zero_()
+    target_encoder = copy.deepcopy(encoder)
+    target_heads = copy.deepcopy(heads)
+    for p in list(target_encoder.parameters()) + list(target_heads.parameters()):
+        p.requires_grad = False
+
+    # I-JEPA's init_opt: weights with decay, biases and 1-D parameters without.
+    named = [(n, p) for mod in (encoder, predictor, heads) for n, p in mod.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([
+        {"params": [p for n, p in named if "bias" not in n and p.dim() != 1]},
+        {"params": [p for n, p in named if "bias" in n or p.dim() == 1], "WD_exclude": True, "weight_decay": 0},
+    ], betas=(0.9, 0.999), eps=1e-8)
+    ema_pairs = list(zip(encoder.parameters(), target_encoder.parameters())) + \
+        list(zip(heads.parameters(), target_heads.parameters()))
+
+    imgs = torch.randn(bs, 1, 28, 28)
+
+    def step(ctx, tgts, bh, bw):
+        for g in optimizer.param_groups:  # the schedulers' per-step update
+            g["lr"] = args.lr
+            if not g.get("WD_exclude", False):
+                g["weight_decay"] = args.wd
+        optimizer.zero_grad()
+        with torch.no_grad():
+            h = target_encoder(imgs)
+            h = F.layer_norm(h, (h.size(-1),))
+            h = V.apply_masks(h, tgts)  # [M*B, Nt, D]
+        z = encoder(imgs, ctx)
+        p = predictor(z, ctx, tgts)  # [M*B, Nt, D]
+        loss = 0.0
+        for lvl, w in enumerate(args.weights):
+            s = 1 << lvl
+            if bh < s or bw < s:
+                continue  # no window at this level: contributes 0
+            with torch.no_grad():
+                t = target_heads[lvl](pool_windows(h, bh, bw, s))
+            loss = loss + w * F.smooth_l1_loss(heads[lvl](pool_windows(p, bh, bw, s)), t)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            m = args.ema
+            for q, k in ema_pairs:
+                k.data.mul_(m).add_((1.0 - m) * q.detach().data)
+        return loss
+
+    times = []
+    for i, (ctx, tgts, bh, bw) in enumerate(batch + batch):
+        t0 = time.perf_counter()
+        step(ctx, tgts, bh, bw)
+        t1 = time.perf_counter()
+        if i >= len(batch):
+            times.append((t1 - t0) * 1e3)
+    print(f"RESULT what=hjepa_step threads={args.threads} ms_median={statistics.median(times):.3f} "
+          f"ms_min={min(times):.3f} iters={len(times)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
