@@ -13,6 +13,12 @@ type Workspace struct {
 func (w *Workspace) Get(b Backend, shape ...int) *Tensor {
 	n := numel(shape)
 	if w.storage == nil || w.storage.Numel() < n {
+		// A quarter of headroom: masks change the context length every
+		// step, and growing by exactly what one step needs would reallocate
+		// (and page-fault) on each new maximum.
+		if w.storage != nil {
+			n = max(n, w.storage.Numel()+w.storage.Numel()/4)
+		}
 		w.storage = b.New(Float32, n)
 	}
 	return w.storage.View(0, shape...)
