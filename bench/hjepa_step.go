@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -189,36 +186,17 @@ func hjepaStepOurs(s *hjepaStepSetup, threads int) (float64, error) {
 	return times[0], nil
 }
 
-var hjepaTorchResult = regexp.MustCompile(`RESULT what=hjepa_step threads=(\d+) ms_median=([0-9.]+) ms_min=([0-9.]+)`)
-
 // hjepaStepTorch runs bench/torch_hjepa_step.py on the same masks and
 // returns its fastest step in milliseconds.
 func hjepaStepTorch(s *hjepaStepSetup, threads int) (float64, error) {
-	script, err := benchRepoFile(filepath.Join("bench", "torch_hjepa_step.py"))
-	if err != nil {
-		return 0, err
-	}
 	c := s.cfg
 	t := c.Training
-	cmd := exec.Command("/usr/bin/python3", script, "--threads", strconv.Itoa(threads),
+	median, best, err := runTorch(filepath.Join("bench", "torch_hjepa_step.py"), "--threads", strconv.Itoa(threads),
 		"--masks", s.masksFile,
 		"--lr", strconv.FormatFloat(t.LR, 'g', -1, 64), "--wd", strconv.FormatFloat(t.WeightDecay, 'g', -1, 64),
 		"--ema", strconv.FormatFloat(c.Model.EMA.Momentum, 'g', -1, 64))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %v: %s (PyTorch 1.13 CPU comes from Debian's python3-torch: make bench-deps)",
-			cmd, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	mt := hjepaTorchResult.FindSubmatch(out)
-	if mt == nil {
-		return 0, fmt.Errorf("%s: no RESULT line in output %q", cmd, out)
-	}
-	median, _ := strconv.ParseFloat(string(mt[2]), 64)
-	best, err := strconv.ParseFloat(string(mt[3]), 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: bad ms_min %q", cmd, mt[3])
+		return 0, err
 	}
 	fmt.Fprintf(os.Stderr, "hjepa_step torch threads=%d ms_median=%.1f ms_min=%.1f\n", threads, median, best)
 	return best, nil

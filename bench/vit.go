@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -158,50 +154,15 @@ func vitOurs(c vitCase, threads int) (float64, error) {
 	return times[0], nil
 }
 
-var torchResult = regexp.MustCompile(`RESULT what=\S+ threads=(\d+) ms_median=([0-9.]+) ms_min=([0-9.]+)`)
-
 // vitTorch runs bench/torch_vit.py and returns its fastest iteration in
 // milliseconds.
 func vitTorch(c vitCase, threads int) (float64, error) {
-	script, err := torchViTScript()
+	median, best, err := runTorch(filepath.Join("bench", "torch_vit.py"), "--what", c.what, "--threads", strconv.Itoa(threads),
+		"--batch", strconv.Itoa(vitBatch), "--dim", strconv.Itoa(vitDim), "--heads", strconv.Itoa(vitHeads),
+		"--depth", strconv.Itoa(vitDepth), "--warmup", strconv.Itoa(c.warmup), "--iters", strconv.Itoa(c.iters))
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command("/usr/bin/python3", script, "--what", c.what, "--threads", strconv.Itoa(threads),
-		"--batch", strconv.Itoa(vitBatch), "--dim", strconv.Itoa(vitDim), "--heads", strconv.Itoa(vitHeads),
-		"--depth", strconv.Itoa(vitDepth), "--warmup", strconv.Itoa(c.warmup), "--iters", strconv.Itoa(c.iters))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return 0, fmt.Errorf("%s: %v: %s (PyTorch 1.13 CPU comes from Debian's python3-torch: make bench-deps)",
-			cmd, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	m := torchResult.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("%s: no RESULT line in output %q", cmd, out)
-	}
-	median, _ := strconv.ParseFloat(string(m[2]), 64)
-	best, err := strconv.ParseFloat(string(m[3]), 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: bad ms_min %q", cmd, m[3])
-	}
 	fmt.Fprintf(os.Stderr, "vit %s torch threads=%d ms_median=%.1f ms_min=%.1f\n", c.what, threads, median, best)
 	return best, nil
-}
-
-// torchViTScript finds bench/torch_vit.py: beside this source file (go run
-// from anywhere in the checkout) or under the working directory.
-func torchViTScript() (string, error) {
-	var candidates []string
-	if _, file, _, ok := runtime.Caller(0); ok {
-		candidates = append(candidates, filepath.Join(filepath.Dir(file), "torch_vit.py"))
-	}
-	candidates = append(candidates, filepath.Join("bench", "torch_vit.py"))
-	for _, p := range candidates {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("bench/torch_vit.py not found (looked in %v); run from the repository root", candidates)
 }
