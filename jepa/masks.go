@@ -110,6 +110,13 @@ func (m *MultiBlockMasker) Config() MaskConfig { return m.cfg }
 // of the targets (relaxing one target's constraint after every 20 failed
 // draws); index lists truncated to the batch minimum.
 func (m *MultiBlockMasker) Sample(step int64, b int) *Masks {
+	out, _ := m.sample(step, b)
+	return out
+}
+
+// sample is Sample that also returns each image's context list before
+// truncation (for tests).
+func (m *MultiBlockMasker) sample(step int64, b int) (*Masks, [][]int32) {
 	c := m.cfg
 	r := &hostRand{rng: tensor.RNG{Seed: m.seed ^ (uint64(step)+1)*0x9E3779B97F4A7C15}}
 	th, tw := m.blockSize(r, c.TargetScale, c.TargetAspect)
@@ -145,7 +152,7 @@ func (m *MultiBlockMasker) Sample(step int64, b int) *Masks {
 	for l := range out.Levels {
 		out.Levels[l] = levelWindows(1<<l, th, tw, len(targets))
 	}
-	return out
+	return out, contexts
 }
 
 // blockSize is I-JEPA's _sample_block_size: one uniform drives both the
