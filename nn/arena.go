@@ -14,6 +14,7 @@ package nn
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -217,7 +218,7 @@ func (a *Arena) SameLayout(prefixA string, o *Arena, prefixB string) error {
 	}
 	for i := range pa {
 		x, y := pa[i], pbs[i]
-		if x.Name[len(prefixA):] != y.Name[len(prefixB):] || x.Offset-offA != y.Offset-offB || !equalInts(x.Shape, y.Shape) {
+		if x.Name[len(prefixA):] != y.Name[len(prefixB):] || x.Offset-offA != y.Offset-offB || !slices.Equal(x.Shape, y.Shape) {
 			return fmt.Errorf("nn: layouts differ at %q %v (+%d) vs %q %v (+%d)", x.Name, x.Shape, x.Offset-offA, y.Name, y.Shape, y.Offset-offB)
 		}
 	}
@@ -240,16 +241,4 @@ func (a *Arena) ZeroGrad(b tensor.Backend) {
 	if a.n > 0 {
 		b.Fill(a.Grads, 0)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,7 @@ func TestArenaLayoutReverseAndContiguous(t *testing.T) {
 		if p.Offset != off {
 			t.Errorf("%s at offset %d, want %d", p.Name, p.Offset, off)
 		}
-		if p.W.Offset() != a.Values.Offset()+off || p.G.Offset() != a.Grads.Offset()+off || !equalInts(p.W.Shape(), p.Shape) {
+		if p.W.Offset() != a.Values.Offset()+off || p.G.Offset() != a.Grads.Offset()+off || !slices.Equal(p.W.Shape(), p.Shape) {
 			t.Errorf("%s views at %d/%d shape %v", p.Name, p.W.Offset(), p.G.Offset(), p.W.Shape())
 		}
 		if p.W.Storage() != a.Values.Storage() || p.G.Storage() != a.Grads.Storage() {
@@ -158,7 +159,7 @@ func TestArenaScopes(t *testing.T) {
 		if p.Name != "encoder."+n {
 			t.Fatalf("encoder parameter %d is %s, want encoder.%s", i, p.Name, n)
 		}
-		if s, ok := shapes[n]; ok && !equalInts(p.Shape, s) {
+		if s, ok := shapes[n]; ok && !slices.Equal(p.Shape, s) {
 			t.Errorf("%s shape %v, want %v", p.Name, p.Shape, s)
 		}
 	}
@@ -168,7 +169,7 @@ func TestArenaScopes(t *testing.T) {
 			t.Errorf("missing predictor.%s", n)
 		}
 	}
-	if s := a.Lookup("predictor.mask_token").Shape; !equalInts(s, []int{1, 1, 4}) {
+	if s := a.Lookup("predictor.mask_token").Shape; !slices.Equal(s, []int{1, 1, 4}) {
 		t.Errorf("mask_token shape %v", s)
 	}
 	for _, p := range ps {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -502,7 +503,7 @@ func TestPredictorGradients(t *testing.T) {
 				ctx32 := randNormal(rng, bs*nc*cfg.EmbedDim, 1)
 				ctx := upload(b, ctx32, bs, nc, cfg.EmbedDim)
 				y := pred.Forward(b, ctx, uploadIdx(b, ctxIdx), uploadIdx(b, tgtIdx))
-				if want := []int{len(tgtIdx), 3, cfg.EmbedDim}; !equalInts(y.Shape(), want) {
+				if want := []int{len(tgtIdx), 3, cfg.EmbedDim}; !slices.Equal(y.Shape(), want) {
 					t.Fatalf("output shape %v, want %v", y.Shape(), want)
 				}
 				y32 := download(b, y)

@@ -5,6 +5,7 @@ package tensor
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -138,7 +139,7 @@ func (t *Tensor) DType() DType     { return t.storage.DType() }
 func (t *Tensor) String() string {
 	return fmt.Sprintf("Tensor(%s, %s, %v)", t.DType(), t.Device(), t.shape)
 }
-func (t *Tensor) SameShape(u *Tensor) bool { return equalShape(t.shape, u.shape) }
+func (t *Tensor) SameShape(u *Tensor) bool { return slices.Equal(t.shape, u.shape) }
 
 // Rows is the product of all dimensions but the last: a [B, N, D] tensor is
 // B*N rows of D.
@@ -197,7 +198,7 @@ func (t *Tensor) I32() []int32 {
 // MustShape panics with name and both shapes when t is not of the given shape;
 // kernels use it to reject mismatched arguments early.
 func (t *Tensor) MustShape(name string, shape ...int) {
-	if !equalShape(t.shape, shape) {
+	if !slices.Equal(t.shape, shape) {
 		panic(fmt.Sprintf("tensor: %s has shape %v, want %v", name, t.shape, shape))
 	}
 }
@@ -223,15 +224,3 @@ func numel(shape []int) int {
 }
 
 func cloneShape(s []int) []int { return append([]int(nil), s...) }
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -6,8 +6,8 @@ import (
 	"github.com/hjepa-go/hjepa/tensor"
 )
 
-// SmoothL1Loss and MSELoss reduce over the same fixed block partition as Sum,
-// so the loss is bitwise identical for any thread count.
+// SmoothL1Loss and MSELoss reduce over Sum's fixed block partition, so the
+// loss is bitwise identical for any thread count.
 
 func (b *Backend) SmoothL1Loss(grad, pred, target *tensor.Tensor, beta, gradScale float32) float64 {
 	if !(beta > 0) {
@@ -57,8 +57,7 @@ func (b *Backend) MSELoss(grad, pred, target *tensor.Tensor, gradScale float32) 
 	})
 }
 
-// lossReduce runs an elementwise loss over fixed blocks of sumBlock elements,
-// each block's partial sum in its own slot, combined in block order.
+// lossReduce runs an elementwise loss over Sum's fixed blocks.
 func (b *Backend) lossReduce(name string, grad, pred, target *tensor.Tensor, block func(g, p, t []float32) float64) float64 {
 	mustSameNumel(name, "pred", pred, "target", target)
 	ps, ts := pred.F32(), target.F32()
@@ -67,26 +66,11 @@ func (b *Backend) lossReduce(name string, grad, pred, target *tensor.Tensor, blo
 		mustSameNumel(name, "grad", grad, "pred", pred)
 		gs = grad.F32()
 	}
-	nb := (len(ps) + sumBlock - 1) / sumBlock
-	if nb == 0 {
-		return 0
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	part := b.partialBuf(nb)
-	b.pool.For(nb, max(1, elemGrain/sumBlock), func(_, lo, hi int) {
-		for blk := lo; blk < hi; blk++ {
-			s, e := blk*sumBlock, min(len(ps), (blk+1)*sumBlock)
-			var g []float32
-			if gs != nil {
-				g = gs[s:e]
-			}
-			part[blk] = block(g, ps[s:e], ts[s:e])
+	return b.blockReduce(len(ps), func(lo, hi int) float64 {
+		var g []float32
+		if gs != nil {
+			g = gs[lo:hi]
 		}
+		return block(g, ps[lo:hi], ts[lo:hi])
 	})
-	var total float64
-	for _, p := range part {
-		total += p
-	}
-	return total
 }

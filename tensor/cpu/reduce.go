@@ -29,7 +29,20 @@ func (b *Backend) SumSquares(x *tensor.Tensor) float64 {
 }
 
 func (b *Backend) blockSum(xs []float32, squares bool) float64 {
-	nb := (len(xs) + sumBlock - 1) / sumBlock
+	return b.blockReduce(len(xs), func(lo, hi int) float64 {
+		if squares {
+			return sumSquares64(xs[lo:hi])
+		}
+		return sum64(xs[lo:hi])
+	})
+}
+
+// blockReduce splits [0, n) into the fixed blocks of sumBlock elements,
+// reduces each block with fn (which may also write elementwise outputs for
+// its range) into its own slot, and adds the slots in block order: the
+// result does not depend on the thread count.
+func (b *Backend) blockReduce(n int, fn func(lo, hi int) float64) float64 {
+	nb := (n + sumBlock - 1) / sumBlock
 	if nb == 0 {
 		return 0
 	}
@@ -38,12 +51,7 @@ func (b *Backend) blockSum(xs []float32, squares bool) float64 {
 	part := b.partialBuf(nb)
 	b.pool.For(nb, max(1, elemGrain/sumBlock), func(_, lo, hi int) {
 		for blk := lo; blk < hi; blk++ {
-			s := xs[blk*sumBlock : min(len(xs), (blk+1)*sumBlock)]
-			if squares {
-				part[blk] = sumSquares64(s)
-			} else {
-				part[blk] = sum64(s)
-			}
+			part[blk] = fn(blk*sumBlock, min(n, (blk+1)*sumBlock))
 		}
 	})
 	var total float64
