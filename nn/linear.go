@@ -39,10 +39,11 @@ func (l *Linear) ForwardInto(b tensor.Backend, y, x *tensor.Tensor) {
 		panic("nn: Linear " + l.W.Name + ": x " + tensor.ShapeString(x.Shape()) + " -> y " + tensor.ShapeString(y.Shape()))
 	}
 	l.x = x
-	b.Gemm(tensor.GemmArgs{TransB: true, M: x.Rows(), N: l.Out, K: l.In, Alpha: 1, A: x, B: l.W.W, C: y})
+	g := tensor.GemmArgs{TransB: true, M: x.Rows(), N: l.Out, K: l.In, Alpha: 1, A: x, B: l.W.W, C: y}
 	if l.B != nil {
-		b.AddRowVector(y, l.B.W)
+		g.Bias = l.B.W // added as C is written, not in a pass of its own
 	}
+	b.Gemm(g)
 }
 
 // Backward accumulates dW += dy^T x and db += sum_rows dy, and overwrites

@@ -129,14 +129,17 @@ type Backend interface {
 
 // GemmArgs describes a (strided-batched) row-major GEMM
 //
-//	C_b = Alpha * op(A_b) @ op(B_b) + Beta * C_b,  b in [0, Batch)
+//	C_b = Alpha * op(A_b) @ op(B_b) + Bias + Beta * C_b,  b in [0, Batch)
 //
 // op(A_b) is [M, K]: A_b is stored [M, K] with row stride Lda, or [K, M] when
 // TransA. op(B_b) is [K, N]: B_b is [K, N], or [N, K] when TransB. C_b is
 // [M, N] with row stride Ldc. A_b starts StrideA elements after A_{b-1}, etc.
 // A zero Lda/Ldb/Ldc means densely packed; a zero Batch means 1. A Linear
 // layer's forward (y = x W^T) is Gemm{TransB: true, M: rows, N: out, K: in}.
-// With Beta == 0, C is not read (NaNs in C do not propagate).
+// With Beta == 0, C is not read (NaNs in C do not propagate). Bias, when not
+// nil, holds N values added to every row of every C_b: a Linear layer's bias,
+// which a backend adds as the tile of C is written (the CPU micro-kernel's
+// epilogue, cuBLASLt's bias epilogue) instead of in a pass of its own.
 type GemmArgs struct {
 	TransA, TransB bool
 	M, N, K        int
@@ -147,6 +150,7 @@ type GemmArgs struct {
 	StrideB        int
 	StrideC        int
 	Batch          int
+	Bias           *Tensor
 }
 
 // Normalize fills in the defaults (packed leading dimensions, Batch 1) and
@@ -196,6 +200,9 @@ func (g GemmArgs) Normalize() (GemmArgs, error) {
 	}
 	if err := check("C", g.C, g.M, g.N, g.Ldc, g.StrideC); err != nil {
 		return g, err
+	}
+	if g.Bias != nil && g.Bias.Numel() != g.N {
+		return g, fmt.Errorf("gemm: bias has %d elements, want N=%d", g.Bias.Numel(), g.N)
 	}
 	return g, nil
 }

@@ -7,10 +7,11 @@ import (
 	"github.com/hjepa-go/hjepa/tensor"
 )
 
-// testGemm covers every transpose, beta in {0, 0.5}, batch in {1, 3} and
-// packed or padded leading dimensions. C elements outside the matrices must
-// be left alone; with beta == 0 the old C (NaN here) must not propagate.
-// Tolerance: relative L2 1e-5 per case (float32 accumulation over K <= 29).
+// testGemm covers every transpose, beta in {0, 0.5}, batch in {1, 3},
+// packed or padded leading dimensions, with and without a bias row. C
+// elements outside the matrices must be left alone; with beta == 0 the old C
+// (NaN here) must not propagate. Tolerance: relative L2 1e-5 per case
+// (float32 accumulation over K <= 29).
 func testGemm(t *testing.T, b tensor.Backend) {
 	r := newRand(1)
 	type mnk struct{ m, n, k int }
@@ -21,7 +22,9 @@ func testGemm(t *testing.T, b tensor.Backend) {
 				for _, beta := range []float32{0, 0.5} {
 					for _, batch := range []int{1, 3} {
 						for _, pad := range []int{0, 3} {
-							gemmCase(t, b, r, sz.m, sz.n, sz.k, ta, tb, 1.25, beta, batch, pad)
+							for _, bias := range []bool{false, true} {
+								gemmCase(t, b, r, sz.m, sz.n, sz.k, ta, tb, 1.25, beta, batch, pad, bias)
+							}
 						}
 					}
 				}
@@ -30,7 +33,7 @@ func testGemm(t *testing.T, b tensor.Backend) {
 	}
 }
 
-func gemmCase(t *testing.T, b tensor.Backend, r interface{ NormFloat64() float64 }, m, n, k int, ta, tb bool, alpha, beta float32, batch, pad int) {
+func gemmCase(t *testing.T, b tensor.Backend, r interface{ NormFloat64() float64 }, m, n, k int, ta, tb bool, alpha, beta float32, batch, pad int, withBias bool) {
 	t.Helper()
 	rowsA, colsA := m, k
 	if ta {
@@ -52,6 +55,10 @@ func gemmCase(t *testing.T, b tensor.Backend, r interface{ NormFloat64() float64
 	av := fill((batch-1)*sA + (rowsA-1)*lda + colsA)
 	bv := fill((batch-1)*sB + (rowsB-1)*ldb + colsB)
 	cv := fill((batch-1)*sC + (m-1)*ldc + n)
+	var biasv []float32
+	if withBias {
+		biasv = fill(n)
+	}
 	inC := make([]bool, len(cv))
 	for bt := 0; bt < batch; bt++ {
 		for i := 0; i < m; i++ {
@@ -88,6 +95,9 @@ func gemmCase(t *testing.T, b tensor.Backend, r interface{ NormFloat64() float64
 				if beta != 0 {
 					w += float64(beta) * float64(cv[c])
 				}
+				if withBias {
+					w += float64(biasv[j])
+				}
 				want[c] = w
 			}
 		}
@@ -100,9 +110,12 @@ func gemmCase(t *testing.T, b tensor.Backend, r interface{ NormFloat64() float64
 		g.Lda, g.Ldb, g.Ldc = lda, ldb, ldc
 		g.StrideA, g.StrideB, g.StrideC = sA, sB, sC
 	}
+	if withBias {
+		g.Bias = upload(b, biasv, n)
+	}
 	b.Gemm(g)
 	got := download(b, C)
-	what := name("gemm m=%d n=%d k=%d transA=%v transB=%v beta=%v batch=%d pad=%d", m, n, k, ta, tb, beta, batch, pad)
+	what := name("gemm m=%d n=%d k=%d transA=%v transB=%v beta=%v batch=%d pad=%d bias=%v", m, n, k, ta, tb, beta, batch, pad, withBias)
 	var gotIn []float32
 	var wantIn []float64
 	for i := range got {

@@ -213,6 +213,7 @@ func testShapeChecks(t *testing.T, b tensor.Backend) {
 	mustPanic(t, "AttentionForward lse", func() { b.AttentionForward(f(1, 2, 8), f(1, 2, 3), f(1, 2, 24), 2, 1) })
 	mustPanic(t, "Gather", func() { b.Gather(f(2, 3), f(4, 3), b.New(tensor.Int32, 3)) })
 	mustPanic(t, "Gemm", func() { b.Gemm(tensor.GemmArgs{M: 2, N: 2, K: 2, A: f(3), B: f(4), C: f(4), Alpha: 1}) })
+	mustPanic(t, "Gemm bias length", func() { b.Gemm(tensor.GemmArgs{M: 2, N: 2, K: 2, A: f(4), B: f(4), C: f(4), Alpha: 1, Bias: f(3)}) })
 	mustPanic(t, "AdamW", func() { b.AdamW(f(3), f(3), f(2), f(3), tensor.AdamWStep{Step: 1}) })
 	mustPanic(t, "Patchify", func() { b.Patchify(f(1, 4, 4), f(1, 1, 4, 5), 2) })
 }

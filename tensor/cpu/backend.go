@@ -135,8 +135,12 @@ func (b *Backend) Gemm(g tensor.GemmArgs) {
 		return
 	}
 	c := g.C.F32()
+	var bias []float32
+	if g.Bias != nil {
+		bias = g.Bias.F32()
+	}
 	if g.K == 0 {
-		// op(A) @ op(B) is zero; only the Beta*C term remains.
+		// op(A) @ op(B) is zero; only Bias + Beta*C remains.
 		for bt := 0; bt < g.Batch; bt++ {
 			for i := 0; i < g.M; i++ {
 				row := c[bt*g.StrideC+i*g.Ldc:][:g.N]
@@ -146,14 +150,17 @@ func (b *Backend) Gemm(g tensor.GemmArgs) {
 					} else {
 						row[j] *= g.Beta
 					}
+					if bias != nil {
+						row[j] += bias[j]
+					}
 				}
 			}
 		}
 		return
 	}
-	b.eng.SgemmBatched(g.TransA, g.TransB, g.M, g.N, g.K, g.Alpha,
+	b.eng.SgemmBatchedBias(g.TransA, g.TransB, g.M, g.N, g.K, g.Alpha,
 		g.A.F32(), g.Lda, g.StrideA, g.B.F32(), g.Ldb, g.StrideB,
-		g.Beta, c, g.Ldc, g.StrideC, g.Batch)
+		g.Beta, c, g.Ldc, g.StrideC, g.Batch, bias)
 }
 
 // mustNumel panics unless t holds n elements.

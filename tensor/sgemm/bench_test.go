@@ -15,7 +15,7 @@ func BenchmarkMicroKernel(b *testing.B) {
 			pa, pb := alignedFloats(mk.mr*k), alignedFloats(mk.nr*k)
 			c := alignedFloats(mk.mr * mk.nr)
 			for b.Loop() {
-				mk.run(k, &pa[0], &pb[0], &c[0], mk.nr, 1, 1)
+				mk.run(k, &pa[0], &pb[0], &c[0], mk.nr, 1, 1, nil)
 			}
 			b.ReportMetric(2*float64(mk.mr*mk.nr*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})

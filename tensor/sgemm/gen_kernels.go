@@ -7,7 +7,8 @@
 // vector). Each step p loads one NR-wide row of the packed B panel into NR/W
 // registers, broadcasts each of the MR packed A values in turn and FMAs it
 // into that row's accumulators. The k loop is unrolled by 4. The epilogue
-// scales by alpha and, unless beta is +-0 (C not read then), adds beta*C.
+// scales by alpha, adds the NR-float bias row when bias is not nil and, unless
+// beta is +-0 (C not read then), adds beta*C.
 package main
 
 import (
@@ -52,9 +53,9 @@ func (s kernelSpec) generate() string {
 	e("")
 	e("#include \"textflag.h\"")
 	e("")
-	e("// func %s(k int, a, b, c *float32, ldc int, alpha, beta float32)", s.name)
+	e("// func %s(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)", s.name)
 	e("// %dx%d tile: row i accumulates in %s(%d*i)..%s(%d*i+%d).", s.mr, nr, s.reg, s.vecs, s.reg, s.vecs, s.vecs-1)
-	e("TEXT ·%s(SB), NOSPLIT, $0-48", s.name)
+	e("TEXT ·%s(SB), NOSPLIT, $0-56", s.name)
 	e("\tMOVQ k+0(FP), CX")
 	e("\tMOVQ a+8(FP), AX")
 	e("\tMOVQ b+16(FP), BX")
@@ -112,6 +113,19 @@ func (s kernelSpec) generate() string {
 	for i := 0; i < acc; i++ {
 		e("\tVMULPS %s, %s, %s", alpha, r(i), r(i))
 	}
+	// The B row registers are free now: they hold the bias row.
+	e("\tMOVQ bias+48(FP), R9")
+	e("\tTESTQ R9, R9")
+	e("\tJZ nobias")
+	for v := 0; v < s.vecs; v++ {
+		e("\tVMOVUPS %d(R9), %s", v*vb, breg(v))
+	}
+	for i := 0; i < s.mr; i++ {
+		for v := 0; v < s.vecs; v++ {
+			e("\tVADDPS %s, %s, %s", breg(v), r(i*s.vecs+v), r(i*s.vecs+v))
+		}
+	}
+	e("nobias:")
 	e("\tMOVL beta+44(FP), R9")
 	e("\tANDL $0x7fffffff, R9")
 	e("\tJZ store")

@@ -4,9 +4,9 @@
 
 #include "textflag.h"
 
-// func kernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
+// func kernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
 // 6x16 tile: row i accumulates in Y(2*i)..Y(2*i+1).
-TEXT ·kernelAVX2(SB), NOSPLIT, $0-48
+TEXT ·kernelAVX2(SB), NOSPLIT, $0-56
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -174,6 +174,24 @@ epilogue:
 	VMULPS Y14, Y9, Y9
 	VMULPS Y14, Y10, Y10
 	VMULPS Y14, Y11, Y11
+	MOVQ bias+48(FP), R9
+	TESTQ R9, R9
+	JZ nobias
+	VMOVUPS 0(R9), Y12
+	VMOVUPS 32(R9), Y13
+	VADDPS Y12, Y0, Y0
+	VADDPS Y13, Y1, Y1
+	VADDPS Y12, Y2, Y2
+	VADDPS Y13, Y3, Y3
+	VADDPS Y12, Y4, Y4
+	VADDPS Y13, Y5, Y5
+	VADDPS Y12, Y6, Y6
+	VADDPS Y13, Y7, Y7
+	VADDPS Y12, Y8, Y8
+	VADDPS Y13, Y9, Y9
+	VADDPS Y12, Y10, Y10
+	VADDPS Y13, Y11, Y11
+nobias:
 	MOVL beta+44(FP), R9
 	ANDL $0x7fffffff, R9
 	JZ store

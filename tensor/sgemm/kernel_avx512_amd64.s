@@ -4,9 +4,9 @@
 
 #include "textflag.h"
 
-// func kernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+// func kernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
 // 12x32 tile: row i accumulates in Z(2*i)..Z(2*i+1).
-TEXT ·kernelAVX512(SB), NOSPLIT, $0-48
+TEXT ·kernelAVX512(SB), NOSPLIT, $0-56
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -306,6 +306,36 @@ epilogue:
 	VMULPS Z26, Z21, Z21
 	VMULPS Z26, Z22, Z22
 	VMULPS Z26, Z23, Z23
+	MOVQ bias+48(FP), R9
+	TESTQ R9, R9
+	JZ nobias
+	VMOVUPS 0(R9), Z24
+	VMOVUPS 64(R9), Z25
+	VADDPS Z24, Z0, Z0
+	VADDPS Z25, Z1, Z1
+	VADDPS Z24, Z2, Z2
+	VADDPS Z25, Z3, Z3
+	VADDPS Z24, Z4, Z4
+	VADDPS Z25, Z5, Z5
+	VADDPS Z24, Z6, Z6
+	VADDPS Z25, Z7, Z7
+	VADDPS Z24, Z8, Z8
+	VADDPS Z25, Z9, Z9
+	VADDPS Z24, Z10, Z10
+	VADDPS Z25, Z11, Z11
+	VADDPS Z24, Z12, Z12
+	VADDPS Z25, Z13, Z13
+	VADDPS Z24, Z14, Z14
+	VADDPS Z25, Z15, Z15
+	VADDPS Z24, Z16, Z16
+	VADDPS Z25, Z17, Z17
+	VADDPS Z24, Z18, Z18
+	VADDPS Z25, Z19, Z19
+	VADDPS Z24, Z20, Z20
+	VADDPS Z25, Z21, Z21
+	VADDPS Z24, Z22, Z22
+	VADDPS Z25, Z23, Z23
+nobias:
 	MOVL beta+44(FP), R9
 	ANDL $0x7fffffff, R9
 	JZ store

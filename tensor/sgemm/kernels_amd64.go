@@ -10,10 +10,10 @@ import "golang.org/x/sys/cpu"
 // register state, so these checks cover OS support too.
 
 //go:noescape
-func kernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func kernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
 
 //go:noescape
-func kernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func kernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
 
 // avx512Kernel is a 12x32 tile: 24 zmm accumulators (12 rows x 2 vectors),
 // two B vectors and rotating A broadcasts. The 32-wide B panel, kc deep, is

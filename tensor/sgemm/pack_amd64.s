@@ -4,6 +4,10 @@
 
 // func packA12Asm(kc int, src *float32, lda int, dst *float32)
 // dst[p*12+r] = src[r*lda+p] for r < 12, p < kc.
+//
+// Four columns at a time: each group of four rows is loaded as four 4-float
+// vectors and transposed in registers (unpck ps then pd), so a step moves 12
+// vectors instead of 48 scalars; the last kc%4 columns go one at a time.
 TEXT ·packA12Asm(SB), NOSPLIT, $0-32
 	MOVQ kc+0(FP), CX
 	MOVQ src+8(FP), SI
@@ -16,6 +20,67 @@ TEXT ·packA12Asm(SB), NOSPLIT, $0-32
 	ADDQ R8, R11          // row 6
 	LEAQ (R11)(R8*2), R12
 	ADDQ R8, R12          // row 9
+	CMPQ CX, $4
+	JLT tail
+quad:
+	VMOVUPS (SI), X0
+	VMOVUPS (SI)(R8*1), X1
+	VMOVUPS (SI)(R8*2), X2
+	VMOVUPS (R10), X3
+	VUNPCKLPS X1, X0, X4 // r0c0 r1c0 r0c1 r1c1
+	VUNPCKLPS X3, X2, X5 // r2c0 r3c0 r2c1 r3c1
+	VUNPCKHPS X1, X0, X6 // r0c2 r1c2 r0c3 r1c3
+	VUNPCKHPS X3, X2, X7 // r2c2 r3c2 r2c3 r3c3
+	VUNPCKLPD X5, X4, X0 // column 0 of the four rows
+	VUNPCKHPD X5, X4, X1
+	VUNPCKLPD X7, X6, X2
+	VUNPCKHPD X7, X6, X3
+	VMOVUPS X0, 0(DI)
+	VMOVUPS X1, 48(DI)
+	VMOVUPS X2, 96(DI)
+	VMOVUPS X3, 144(DI)
+	VMOVUPS (R10)(R8*1), X0
+	VMOVUPS (R10)(R8*2), X1
+	VMOVUPS (R11), X2
+	VMOVUPS (R11)(R8*1), X3
+	VUNPCKLPS X1, X0, X4 // r0c0 r1c0 r0c1 r1c1
+	VUNPCKLPS X3, X2, X5 // r2c0 r3c0 r2c1 r3c1
+	VUNPCKHPS X1, X0, X6 // r0c2 r1c2 r0c3 r1c3
+	VUNPCKHPS X3, X2, X7 // r2c2 r3c2 r2c3 r3c3
+	VUNPCKLPD X5, X4, X0 // column 0 of the four rows
+	VUNPCKHPD X5, X4, X1
+	VUNPCKLPD X7, X6, X2
+	VUNPCKHPD X7, X6, X3
+	VMOVUPS X0, 16(DI)
+	VMOVUPS X1, 64(DI)
+	VMOVUPS X2, 112(DI)
+	VMOVUPS X3, 160(DI)
+	VMOVUPS (R11)(R8*2), X0
+	VMOVUPS (R12), X1
+	VMOVUPS (R12)(R8*1), X2
+	VMOVUPS (R12)(R8*2), X3
+	VUNPCKLPS X1, X0, X4 // r0c0 r1c0 r0c1 r1c1
+	VUNPCKLPS X3, X2, X5 // r2c0 r3c0 r2c1 r3c1
+	VUNPCKHPS X1, X0, X6 // r0c2 r1c2 r0c3 r1c3
+	VUNPCKHPS X3, X2, X7 // r2c2 r3c2 r2c3 r3c3
+	VUNPCKLPD X5, X4, X0 // column 0 of the four rows
+	VUNPCKHPD X5, X4, X1
+	VUNPCKLPD X7, X6, X2
+	VUNPCKHPD X7, X6, X3
+	VMOVUPS X0, 32(DI)
+	VMOVUPS X1, 80(DI)
+	VMOVUPS X2, 128(DI)
+	VMOVUPS X3, 176(DI)
+	ADDQ $16, SI
+	ADDQ $16, R10
+	ADDQ $16, R11
+	ADDQ $16, R12
+	ADDQ $192, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE quad
+	VZEROUPPER
+tail:
 	TESTQ CX, CX
 	JZ done
 loop:

@@ -5,7 +5,10 @@
 // All matrices are row-major. C = alpha*op(A)@op(B) + beta*C, op(A) is [m, k]
 // (A stored [m, k] with row stride lda, or [k, m] when transA), op(B) is [k, n]
 // (B stored [k, n] with row stride ldb, or [n, k] when transB), C is [m, n]
-// with row stride ldc. With beta == 0, C is not read.
+// with row stride ldc. With beta == 0, C is not read. SgemmBatchedBias also
+// adds a bias row to every row of C: C = (alpha*op(A)@op(B) + bias) + beta*C,
+// in the micro-kernel's epilogue, so a Linear layer's bias costs no pass of
+// its own over C.
 //
 // The structure is GotoBLAS/BLIS's: for each NC-column block of C and each
 // KC-deep slice of the product, op(B) is packed into NR-column panels (shared
@@ -43,14 +46,14 @@ func Available() []Kernel {
 }
 
 // microKernel computes one MR x NR tile of C from packed panels:
-// C[0:mr, 0:nr] (row stride ldc) = alpha * Apanel^T @ Bpanel + beta * C, where
-// Apanel is k groups of mr floats and Bpanel k groups of nr floats. With
-// beta == 0 the kernel must not read C.
+// C[0:mr, 0:nr] (row stride ldc) = (alpha * Apanel^T @ Bpanel + bias) + beta * C,
+// where Apanel is k groups of mr floats, Bpanel k groups of nr floats and
+// bias nil or nr floats. With beta == 0 the kernel must not read C.
 type microKernel struct {
 	name       Kernel
 	mr, nr     int
 	kc, mc, nc int // cache blocking: kc deep, mc rows (multiple of mr), nc columns (multiple of nr)
-	run        func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+	run        func(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
 }
 
 // workerBufs is one worker's packing buffers, grown on first use and reused.
@@ -113,8 +116,17 @@ const parallelFlops = 1 << 21
 // SgemmBatched computes batch GEMMs whose matrices start stride elements apart,
 // using every worker of the pool.
 func (e *Engine) SgemmBatched(transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int) {
+	e.SgemmBatchedBias(transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch, nil)
+}
+
+// SgemmBatchedBias is SgemmBatched that also adds bias (nil, or n floats) to
+// every row of every C.
+func (e *Engine) SgemmBatchedBias(transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int, bias []float32) {
 	if batch <= 0 || m <= 0 || n <= 0 {
 		return
+	}
+	if bias != nil && len(bias) < n {
+		panic(fmt.Sprintf("sgemm: bias has %d elements, needs %d", len(bias), n))
 	}
 	p := e.pool.Size()
 	flops := 2 * float64(m) * float64(n) * float64(k)
@@ -123,13 +135,13 @@ func (e *Engine) SgemmBatched(transA, transB bool, m, n, k int, alpha float32, a
 	if p == 1 || flops < parallelFlops || batch >= 4*p || batch%p == 0 {
 		e.pool.For(batch, 1, func(w, lo, hi int) {
 			for i := lo; i < hi; i++ {
-				e.SgemmSerial(w, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+				e.serial(w, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc, bias)
 			}
 		})
 		return
 	}
 	for i := 0; i < batch; i++ {
-		e.parallelGemm(transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+		e.parallelGemm(transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc, bias)
 	}
 }
 
@@ -137,12 +149,17 @@ func (e *Engine) SgemmBatched(transA, transB bool, m, n, k int, alpha float32, a
 // packing buffers. Kernels that are already inside a pool.For loop (attention,
 // one head per worker) call it with their worker number. It never uses the pool.
 func (e *Engine) SgemmSerial(w int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	e.serial(w, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+}
+
+// serial is SgemmSerial with an optional bias row (n floats).
+func (e *Engine) serial(w int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, bias []float32) {
 	if m <= 0 || n <= 0 {
 		return
 	}
 	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if k <= 0 || alpha == 0 {
-		scaleC(m, n, beta, c, ldc)
+		scaleC(m, n, beta, c, ldc, bias)
 		return
 	}
 	mk := &e.mk
@@ -151,16 +168,17 @@ func (e *Engine) SgemmSerial(w int, transA, transB bool, m, n, k int, alpha floa
 		nc := min(mk.nc, n-jc)
 		for pc := 0; pc < k; pc += mk.kc {
 			kc := min(mk.kc, k-pc)
-			bet := beta
+			// The first k block applies beta and the bias; later ones add on.
+			bet, bs := beta, biasAt(bias, jc)
 			if pc > 0 {
-				bet = 1
+				bet, bs = 1, nil
 			}
 			pb := growAligned(&wb.packB, kc*roundUp(nc, mk.nr))
 			packB(transB, b, ldb, pc, kc, jc, nc, mk.nr, pb)
 			for ic := 0; ic < m; ic += mk.mc {
 				mc := min(mk.mc, m-ic)
 				packA(transA, a, lda, ic, mc, pc, kc, mk.mr, wb.packA)
-				e.macroKernel(wb, mc, nc, kc, alpha, bet, wb.packA, pb, c[ic*ldc+jc:], ldc)
+				e.macroKernel(wb, mc, nc, kc, alpha, bet, wb.packA, pb, c[ic*ldc+jc:], ldc, bs)
 			}
 		}
 	}
@@ -176,10 +194,10 @@ const parallelBudget = 1 << 21
 // is small), pack their own op(A) blocks, and share the packed op(B) of the
 // whole column block: whoever first needs a B panel packs it, and the others
 // wait for its ready flag, so no barrier is needed inside the loop.
-func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, bias []float32) {
 	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if k <= 0 || alpha == 0 {
-		scaleC(m, n, beta, c, ldc)
+		scaleC(m, n, beta, c, ldc, bias)
 		return
 	}
 	mk := &e.mk
@@ -227,9 +245,9 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 				j1 := min(jp1*mk.nr, nc)
 				for pc := 0; pc < k; pc += mk.kc {
 					kc := min(mk.kc, k-pc)
-					bet := beta
+					bet, bs := beta, biasAt(bias, jc+j0)
 					if pc > 0 {
-						bet = 1
+						bet, bs = 1, nil
 					}
 					pb := pbAll[pc*nPanels*mk.nr:]
 					panelLen := kc * mk.nr
@@ -252,7 +270,7 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 								runtime.Gosched()
 							}
 						}
-						e.macroKernel(wb, mc, j1-j0, kc, alpha, bet, wb.packA, pb[jp0*panelLen:], c[ic*ldc+jc+j0:], ldc)
+						e.macroKernel(wb, mc, j1-j0, kc, alpha, bet, wb.packA, pb[jp0*panelLen:], c[ic*ldc+jc+j0:], ldc, bs)
 					}
 				}
 			}
@@ -262,25 +280,38 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 
 // macroKernel runs the micro-kernel over an mc x nc block of C from packed
 // op(A) (mc rows in MR panels) and op(B) (nc columns in NR panels), both kc deep.
-// The B panel stays in L1 while the A panels stream from L2.
-func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32, pa, pb []float32, c []float32, ldc int) {
+// The B panel stays in L1 while the A panels stream from L2. bias is nil or
+// holds (at least) nc floats for the columns of this block.
+func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32, pa, pb []float32, c []float32, ldc int, bias []float32) {
 	mk := &e.mk
 	mr, nr := mk.mr, mk.nr
 	tile := wb.tile
 	for jr := 0; jr < nc; jr += nr {
 		nrr := min(nr, nc-jr)
 		bp := &pb[(jr/nr)*kc*nr]
+		var bv *float32
+		if bias != nil && nrr == nr {
+			bv = &bias[jr : jr+nr][0]
+		}
 		for ir := 0; ir < mc; ir += mr {
 			mrr := min(mr, mc-ir)
 			ap := &pa[(ir/mr)*kc*mr]
 			if mrr == mr && nrr == nr {
-				mk.run(kc, ap, bp, &c[ir*ldc+jr], ldc, alpha, beta)
+				mk.run(kc, ap, bp, &c[ir*ldc+jr], ldc, alpha, beta, bv)
 				continue
 			}
-			mk.run(kc, ap, bp, &tile[0], nr, alpha, 0)
+			// Edge tile: the kernel writes a full tile into the scratch
+			// (the bias too when it has nr columns here; otherwise it is
+			// added below, so the kernel never reads past its end).
+			mk.run(kc, ap, bp, &tile[0], nr, alpha, 0, bv)
 			for i := 0; i < mrr; i++ {
 				crow := c[(ir+i)*ldc+jr : (ir+i)*ldc+jr+nrr]
 				trow := tile[i*nr : i*nr+nrr]
+				if bias != nil && bv == nil {
+					for j, bj := range bias[jr : jr+nrr] {
+						trow[j] += bj
+					}
+				}
 				if beta == 0 {
 					copy(crow, trow)
 				} else {
@@ -293,8 +324,17 @@ func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32
 	}
 }
 
-// scaleC sets C = beta*C (C = 0 when beta == 0, without reading C).
-func scaleC(m, n int, beta float32, c []float32, ldc int) {
+// biasAt is bias from column j on (nil stays nil).
+func biasAt(bias []float32, j int) []float32 {
+	if bias == nil {
+		return nil
+	}
+	return bias[j:]
+}
+
+// scaleC sets C = bias + beta*C (C = bias when beta == 0, without reading C);
+// bias may be nil.
+func scaleC(m, n int, beta float32, c []float32, ldc int, bias []float32) {
 	for i := 0; i < m; i++ {
 		row := c[i*ldc : i*ldc+n]
 		if beta == 0 {
@@ -302,6 +342,11 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 		} else if beta != 1 {
 			for j := range row {
 				row[j] *= beta
+			}
+		}
+		if bias != nil {
+			for j, bj := range bias[:n] {
+				row[j] += bj
 			}
 		}
 	}

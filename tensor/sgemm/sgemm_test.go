@@ -60,9 +60,10 @@ func randFloats(rng *rand.Rand, n int) []float32 {
 }
 
 // check compares got (C after the GEMM) with a float64 reference computed from
-// a, b and c0 (C before), elementwise within a tolerance scaled by
-// |alpha|*sum|a||b| + |beta*c0|. Padding columns of C must be untouched.
-func check(t *testing.T, g gemmCase, a []float32, lda int, b []float32, ldb int, c0, got []float32, ldc int) {
+// a, b, c0 (C before) and bias (nil, or one value per column added to every
+// row), elementwise within a tolerance scaled by |alpha|*sum|a||b| +
+// |beta*c0| + |bias|. Padding columns of C must be untouched.
+func check(t *testing.T, g gemmCase, a []float32, lda int, b []float32, ldb int, c0, got []float32, ldc int, bias []float32) {
 	t.Helper()
 	const eps = 1.0 / (1 << 23)
 	tol := eps * (4*math.Sqrt(float64(g.k)) + 16)
@@ -97,6 +98,10 @@ func check(t *testing.T, g gemmCase, a []float32, lda int, b []float32, ldb int,
 			if g.beta != 0 {
 				want += float64(g.beta) * float64(c0[idx])
 				mag += math.Abs(float64(g.beta) * float64(c0[idx]))
+			}
+			if bias != nil {
+				want += float64(bias[j])
+				mag += math.Abs(float64(bias[j]))
 			}
 			if d := math.Abs(float64(got[idx]) - want); !(d <= tol*mag+1e-30) {
 				if bad++; bad <= 5 {
@@ -174,16 +179,26 @@ func TestSgemm(t *testing.T) {
 				for ci, g := range cases {
 					a, lda, b, ldb, c, ldc := g.operands(rng)
 					c0 := append([]float32(nil), c...)
+					// Every other case adds a bias row (cycling with the entry
+					// points, so each path runs with and without one).
+					var bias []float32
+					if ci%2 == 1 {
+						bias = randFloats(rng, g.n)
+					}
 					// Alternate the entry points: they must agree.
 					switch ci % 3 {
 					case 0:
-						e.Sgemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
+						if bias == nil {
+							e.Sgemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
+						} else {
+							e.SgemmBatchedBias(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, 0, b, ldb, 0, g.beta, c, ldc, 0, 1, bias)
+						}
 					case 1:
-						e.parallelGemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
+						e.parallelGemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc, bias)
 					default:
-						e.SgemmSerial(workers-1, g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
+						e.serial(workers-1, g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc, bias)
 					}
-					check(t, g, a, lda, b, ldb, c0, c, ldc)
+					check(t, g, a, lda, b, ldb, c0, c, ldc, bias)
 				}
 			})
 		}
@@ -234,9 +249,13 @@ func TestSgemmBatched(t *testing.T) {
 						for _, c := range cs {
 							c0s = append(c0s, append([]float32(nil), c...))
 						}
-						e.SgemmBatched(g.transA, g.transB, g.m, g.n, g.k, g.alpha, fa, lda, sa, fb, ldb, sb, g.beta, fc, ldc, sc, batch)
+						var bias []float32
+						if batch%2 == 1 {
+							bias = randFloats(rng, g.n)
+						}
+						e.SgemmBatchedBias(g.transA, g.transB, g.m, g.n, g.k, g.alpha, fa, lda, sa, fb, ldb, sb, g.beta, fc, ldc, sc, batch, bias)
 						for i := range batch {
-							check(t, g, as[i], lda, bs[i], ldb, c0s[i], fc[i*sc:i*sc+len(cs[i])], ldc)
+							check(t, g, as[i], lda, bs[i], ldb, c0s[i], fc[i*sc:i*sc+len(cs[i])], ldc, bias)
 						}
 					}
 				})
@@ -259,7 +278,7 @@ func TestThreadIndependence(t *testing.T) {
 			for _, path := range []int{0, 1} {
 				got := append([]float32(nil), c...)
 				if path == 0 {
-					e.parallelGemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, got, ldc)
+					e.parallelGemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, got, ldc, nil)
 				} else {
 					e.SgemmSerial(workers-1, g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, got, ldc)
 				}
