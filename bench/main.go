@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime/pprof"
 )
 
 // Result is one BENCH line.
@@ -36,7 +37,19 @@ func register(b Bench) { benches = append(benches, b) }
 
 func main() {
 	run := flag.String("run", ".", "regular expression selecting benchmark names")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (Go side only) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: -cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	re, err := regexp.Compile(*run)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: -run %q: %v\n", *run, err)
@@ -63,6 +76,7 @@ func main() {
 		}
 	}
 	if failed {
+		pprof.StopCPUProfile() // os.Exit skips the deferred stop
 		os.Exit(1)
 	}
 }
