@@ -402,6 +402,8 @@ func TestValidateBadValues(t *testing.T) {
 		{"encoder size suffix", func(c *Config) { c.Data.ImageSize = 96 }, "model.encoder_type", "drop the _224 suffix"},
 		{"crop scale", func(c *Config) { c.Data.Augmentation.CropScale = []float64{0.3, 1.1} }, "data.augmentation.crop_scale", "(0, 1]"},
 		{"vicreg weight", func(c *Config) { c.Loss.VICReg.Weight = -1 }, "loss.vicreg.weight", ">= 0"},
+		{"vicreg tokens", func(c *Config) { c.Loss.VICReg.TokensPerImage = -2 }, "loss.vicreg.tokens_per_image", "0 or more"},
+		{"patch init std", func(c *Config) { c.Model.PatchEmbedInitStd = -0.1 }, "model.patch_embed_init_std", ">= 0"},
 		{"context masks", func(c *Config) { c.Masking.NumContextMasks = 2 }, "masking.num_context_masks", "only 1"},
 		{"log level", func(c *Config) { c.Logging.Level = "verbose" }, "logging.level", "debug, info"},
 		{"collapse rank", func(c *Config) { c.Evaluation.CollapseRank = 2 }, "evaluation.collapse_rank", "[0, 1]"},

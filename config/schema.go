@@ -42,6 +42,10 @@ type Model struct {
 	Predictor      Predictor `mapstructure:"predictor" yaml:"predictor" json:"predictor"`
 	EMA            EMA       `mapstructure:"ema" yaml:"ema" json:"ema"`
 	InitStd        float64   `mapstructure:"init_std" yaml:"init_std" json:"init_std"`
+	// PatchEmbedInitStd is the patch embedding's init std (0: init_std, as
+	// I-JEPA). With few pixels per patch (fan-in patch^2 * channels) 0.02
+	// leaves the patch content ~1% of the fixed sin-cos positions' variance.
+	PatchEmbedInitStd float64 `mapstructure:"patch_embed_init_std" yaml:"patch_embed_init_std" json:"patch_embed_init_std"`
 }
 
 // Predictor is the narrow ViT that predicts target features.
@@ -144,6 +148,10 @@ type VICReg struct {
 	Weight          float64 `mapstructure:"weight" yaml:"weight" json:"weight"`
 	VarianceCoeff   float64 `mapstructure:"variance_coeff" yaml:"variance_coeff" json:"variance_coeff"`
 	CovarianceCoeff float64 `mapstructure:"covariance_coeff" yaml:"covariance_coeff" json:"covariance_coeff"`
+	// TokensPerImage chooses the samples: 0 takes one per image (the mean of
+	// its context embeddings); K > 0 takes K context token embeddings per
+	// image, evenly spaced along its context list.
+	TokensPerImage int `mapstructure:"tokens_per_image" yaml:"tokens_per_image" json:"tokens_per_image"`
 }
 
 // Checkpoint says where and when checkpoints are written.

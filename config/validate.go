@@ -172,6 +172,7 @@ func (c Config) validateModel(ck *checker) {
 	ck.nonNegativeF("model.mlp_ratio", m.MLPRatio)
 	ck.positive("model.num_hierarchies", m.NumHierarchies)
 	ck.positiveF("model.init_std", m.InitStd)
+	ck.nonNegativeF("model.patch_embed_init_std", m.PatchEmbedInitStd)
 
 	e, err := c.Encoder()
 	if err != nil {
@@ -360,6 +361,7 @@ func (c Config) validateLoss(ck *checker) {
 	ck.nonNegativeF("loss.vicreg.weight", l.VICReg.Weight)
 	ck.nonNegativeF("loss.vicreg.variance_coeff", l.VICReg.VarianceCoeff)
 	ck.nonNegativeF("loss.vicreg.covariance_coeff", l.VICReg.CovarianceCoeff)
+	ck.nonNegative("loss.vicreg.tokens_per_image", l.VICReg.TokensPerImage)
 }
 
 func (c Config) validateRest(ck *checker) {

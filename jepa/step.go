@@ -13,9 +13,13 @@ type LossConfig struct {
 	Type string
 	// Weights w_l per level; len == Levels.
 	Weights []float64
-	// VICRegWeight scales the VICReg term on per-image pooled context
-	// embeddings (0: off); VarianceCoeff and CovarianceCoeff weigh its parts.
+	// VICRegWeight scales the VICReg term (0: off); VarianceCoeff and
+	// CovarianceCoeff weigh its parts.
 	VICRegWeight, VarianceCoeff, CovarianceCoeff float64
+	// VICRegTokens picks VICReg's samples: 0, one per image, the mean of its
+	// context embeddings; K > 0, K context token embeddings per image (evenly
+	// spaced along its context list), B*K samples in all.
+	VICRegTokens int
 }
 
 // StepStats are the losses of one forward pass.
@@ -43,6 +47,9 @@ type stepState struct {
 	ones                    tensor.Workspace
 	pooled, dpooled         tensor.Workspace
 	hostPooled              []float32
+	vicRows                 intWorkspace // token mode: the sampled rows of z [B*Nc, D]
+	vicSel, vicGrad         tensor.Workspace
+	hostSel                 []float32
 
 	// saved by forward for backward
 	p    *tensor.Tensor // predictor output [T, D]
@@ -149,9 +156,9 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 
 	var vicGrad []float32
 	if lc.VICRegWeight > 0 {
-		pooled := m.meanTokens(b, z)
+		x, n := m.vicregSamples(b, z, lc.VICRegTokens)
 		var v float64
-		v, vicGrad = VICReg(pooled, bs, d, lc.VarianceCoeff, lc.CovarianceCoeff)
+		v, vicGrad = VICReg(x, n, d, lc.VarianceCoeff, lc.CovarianceCoeff)
 		stats.VICReg = lc.VICRegWeight * v
 		stats.Loss += stats.VICReg
 		for i := range vicGrad {
@@ -190,7 +197,13 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 	dz := st.dz.Get(b, bs, masks.Nc, d)
 	m.Predictor.Backward(b, dz, dp.Reshape(bt, nt, d))
 	if vicGrad != nil {
-		m.addTokenBroadcast(b, dz, vicGrad)
+		if lc.VICRegTokens > 0 {
+			g := st.vicGrad.Get(b, len(vicGrad)/d, d)
+			b.Upload(g, vicGrad)
+			b.ScatterAdd(dz.Reshape(bs*masks.Nc, d), g, st.vicRows.t)
+		} else {
+			m.addTokenBroadcast(b, dz, vicGrad)
+		}
 	}
 	m.Encoder.Backward(b, dz)
 	return stats, nil
@@ -231,6 +244,34 @@ func (m *Model) meanTokens(b tensor.Backend, x *tensor.Tensor) []float32 {
 	host := st.hostPooled[:bs*d]
 	b.Download(host, pooled)
 	return host
+}
+
+// vicregSamples returns VICReg's samples from the context embeddings z
+// [B, Nc, D] on the host, [n, D]: with k == 0 each image's mean embedding
+// (n = B); with k > 0, min(k, Nc) tokens per image at context positions
+// j*Nc/k (n = B*min(k, Nc)), whose rows of z it keeps for the backward.
+func (m *Model) vicregSamples(b tensor.Backend, z *tensor.Tensor, k int) ([]float32, int) {
+	if k <= 0 {
+		return m.meanTokens(b, z), z.Dim(0)
+	}
+	st := &m.step
+	bs, nc, d := z.Dim(0), z.Dim(1), z.Dim(2)
+	k = min(k, nc)
+	rows := st.vicRows.host(bs * k)
+	for i := 0; i < bs; i++ {
+		for j := 0; j < k; j++ {
+			rows[i*k+j] = int32(i*nc + j*nc/k)
+		}
+	}
+	idx := st.vicRows.upload(b, rows, bs*k)
+	sel := st.vicSel.Get(b, bs*k, d)
+	b.Gather(sel, z.Reshape(bs*nc, d), idx)
+	if cap(st.hostSel) < bs*k*d {
+		st.hostSel = make([]float32, bs*k*d)
+	}
+	host := st.hostSel[:bs*k*d]
+	b.Download(host, sel)
+	return host, bs * k
 }
 
 // addTokenBroadcast adds g_b / N to every token row of dx_b [B, N, D], the

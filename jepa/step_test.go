@@ -48,7 +48,11 @@ func randImages(b tensor.Backend, n int, seed uint64) *tensor.Tensor {
 // are large enough to rise above rounding, and the check is on g.v).
 func TestStepGradientDirectional(t *testing.T) {
 	for _, lossType := range []string{"mse", "smoothl1"} {
-		for _, vic := range []float64{0, 0.5} {
+		for _, vc := range []struct {
+			w      float64
+			tokens int
+		}{{0, 0}, {0.5, 0}, {0.5, 5}} {
+			vic := vc.w
 			b := cpu.New(2)
 			m := tinyModel(t, b, 3)
 			masker, err := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
@@ -60,7 +64,7 @@ func TestStepGradientDirectional(t *testing.T) {
 			const bs = 3
 			img := randImages(b, bs, 9)
 			masks := masker.Sample(0, bs)
-			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1}
+			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1, VICRegTokens: vc.tokens}
 			m.Params.ZeroGrad(b)
 			st, err := m.ForwardBackward(b, img, masks, lc, true)
 			if err != nil {
@@ -98,7 +102,7 @@ func TestStepGradientDirectional(t *testing.T) {
 				fd := (loss(1) - loss(-1)) / (2 * eps)
 				b.Upload(m.Params.Values, theta)
 				if rel := math.Abs(fd-gv) / math.Max(math.Abs(gv), 1e-3); rel > 2e-2 {
-					t.Errorf("%s vicreg=%v trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, trial, fd, gv, rel)
+					t.Errorf("%s vicreg=%v tokens=%d trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, trial, fd, gv, rel)
 				}
 			}
 		}

@@ -227,7 +227,8 @@ func TestSinCos2D(t *testing.T) {
 
 func TestInitStatistics(t *testing.T) {
 	b := cpu.New(2)
-	cfg := ViTConfig{ImgSize: 32, PatchSize: 4, InChans: 3, Dim: 64, Depth: 3, Heads: 2, MLPRatio: 4, Eps: 1e-6, InitStd: 0.02}
+	cfg := ViTConfig{ImgSize: 32, PatchSize: 4, InChans: 3, Dim: 64, Depth: 3, Heads: 2, MLPRatio: 4, Eps: 1e-6, InitStd: 0.02,
+		PatchInitStd: 0.25}
 	pcfg := PredictorConfig{GridSize: 8, EmbedDim: 64, Dim: 64, Depth: 2, Heads: 2, MLPRatio: 4, Eps: 1e-6, InitStd: 0.02}
 	pb := NewBuilder()
 	enc, _ := NewEncoder(pb.Scope("encoder."), cfg)
@@ -262,6 +263,9 @@ func TestInitStatistics(t *testing.T) {
 			}
 		default:
 			wantStd := 0.02
+			if strings.HasPrefix(p.Name, "encoder.patch_embed.") {
+				wantStd = 0.25
+			}
 			if strings.HasSuffix(name, "attn.proj.weight") || strings.HasSuffix(name, "mlp.fc2.weight") {
 				layer := int(name[strings.Index(name, "blocks.")+7]-'0') + 1
 				wantStd /= math.Sqrt(2 * float64(layer))

@@ -17,6 +17,8 @@ type ViTConfig struct {
 	MLPRatio  float64 // MLP hidden width is int(Dim*MLPRatio), as in Python
 	Eps       float32 // LayerNorm epsilon (1e-6)
 	InitStd   float32 // trunc_normal std of weights (0.02)
+	// PatchInitStd is the patch embedding's trunc_normal std (0: InitStd).
+	PatchInitStd float32
 }
 
 // GridSize is the number of patches along each side.

@@ -182,7 +182,11 @@ func (e *Encoder) Backward(b tensor.Backend, dy *tensor.Tensor) {
 // and bias 0, and attn.proj / mlp.fc2 weights of block i divided by
 // sqrt(2*(i+1)). Draws come from rng in declaration order.
 func (e *Encoder) Init(b tensor.Backend, rng *tensor.RNG) {
-	e.Patch.Proj.init(b, rng, e.Cfg.InitStd)
+	ps := e.Cfg.InitStd
+	if e.Cfg.PatchInitStd > 0 {
+		ps = e.Cfg.PatchInitStd
+	}
+	e.Patch.Proj.init(b, rng, ps)
 	for i, blk := range e.Blocks {
 		blk.init(b, rng, e.Cfg.InitStd, i+1)
 	}

@@ -24,7 +24,8 @@ func ModelConfig(c config.Config) (jepa.ModelConfig, error) {
 		std = 0.02
 	}
 	enc := nn.ViTConfig{ImgSize: e.ImageSize, PatchSize: e.PatchSize, InChans: e.Channels, Dim: e.EmbedDim,
-		Depth: e.Depth, Heads: e.NumHeads, MLPRatio: e.MLPRatio, Eps: 1e-6, InitStd: std}
+		Depth: e.Depth, Heads: e.NumHeads, MLPRatio: e.MLPRatio, Eps: 1e-6, InitStd: std,
+		PatchInitStd: float32(c.Model.PatchEmbedInitStd)}
 	p := c.Model.Predictor
 	pred := nn.PredictorConfig{GridSize: enc.GridSize(), EmbedDim: enc.Dim, Dim: p.EmbedDim, Depth: p.Depth,
 		Heads: p.NumHeads, MLPRatio: p.MLPRatio, Eps: 1e-6, InitStd: std}
@@ -51,7 +52,8 @@ func MaskConfig(c config.Config, mc jepa.ModelConfig) jepa.MaskConfig {
 func LossConfig(c config.Config) jepa.LossConfig {
 	l := c.Loss
 	return jepa.LossConfig{Type: l.Type, Weights: l.HierarchyWeights, VICRegWeight: l.VICReg.Weight,
-		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff}
+		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff,
+		VICRegTokens: l.VICReg.TokensPerImage}
 }
 
 // NewBackend opens the compute device named by device ("auto", "cpu",
