@@ -152,6 +152,11 @@ type VICReg struct {
 	// its context embeddings); K > 0 takes K context token embeddings per
 	// image, evenly spaced along its context list.
 	TokensPerImage int `mapstructure:"tokens_per_image" yaml:"tokens_per_image" json:"tokens_per_image"`
+	// InvarianceCoeff weighs VICReg's invariance term (mean squared
+	// difference) between each image's mean context embedding and the EMA
+	// target encoder's mean embedding of the whole image (0: off; needs
+	// tokens_per_image 0).
+	InvarianceCoeff float64 `mapstructure:"invariance_coeff" yaml:"invariance_coeff" json:"invariance_coeff"`
 }
 
 // Checkpoint says where and when checkpoints are written.

@@ -20,6 +20,11 @@ type LossConfig struct {
 	// context embeddings; K > 0, K context token embeddings per image (evenly
 	// spaced along its context list), B*K samples in all.
 	VICRegTokens int
+	// InvarianceCoeff (with VICRegTokens 0) adds VICReg's invariance term:
+	// the mean squared difference between each image's mean context
+	// embedding and the target encoder's mean embedding of the whole image
+	// (no gradient to the target side).
+	InvarianceCoeff float64
 }
 
 // StepStats are the losses of one forward pass.
@@ -50,6 +55,7 @@ type stepState struct {
 	vicRows                 intWorkspace // token mode: the sampled rows of z [B*Nc, D]
 	vicSel, vicGrad         tensor.Workspace
 	hostSel                 []float32
+	hostTarget              []float32 // pooled target embeddings for the invariance term
 
 	// saved by forward for backward
 	p    *tensor.Tensor // predictor output [T, D]
@@ -156,9 +162,24 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 
 	var vicGrad []float32
 	if lc.VICRegWeight > 0 {
+		var tgtPooled []float32
+		if lc.InvarianceCoeff > 0 && lc.VICRegTokens == 0 {
+			st.hostTarget = append(st.hostTarget[:0], m.meanTokens(b, h)...)
+			tgtPooled = st.hostTarget
+		}
 		x, n := m.vicregSamples(b, z, lc.VICRegTokens)
 		var v float64
 		v, vicGrad = VICReg(x, n, d, lc.VarianceCoeff, lc.CovarianceCoeff)
+		if tgtPooled != nil {
+			var inv float64
+			g := 2 * lc.InvarianceCoeff / float64(n*d)
+			for i, xi := range x {
+				diff := float64(xi) - float64(tgtPooled[i])
+				inv += diff * diff
+				vicGrad[i] += float32(g * diff)
+			}
+			v += lc.InvarianceCoeff * inv / float64(n*d)
+		}
 		stats.VICReg = lc.VICRegWeight * v
 		stats.Loss += stats.VICReg
 		for i := range vicGrad {

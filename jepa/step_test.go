@@ -51,7 +51,8 @@ func TestStepGradientDirectional(t *testing.T) {
 		for _, vc := range []struct {
 			w      float64
 			tokens int
-		}{{0, 0}, {0.5, 0}, {0.5, 5}} {
+			inv    float64
+		}{{0, 0, 0}, {0.5, 0, 0}, {0.5, 5, 0}, {0.5, 0, 3}} {
 			vic := vc.w
 			b := cpu.New(2)
 			m := tinyModel(t, b, 3)
@@ -64,7 +65,7 @@ func TestStepGradientDirectional(t *testing.T) {
 			const bs = 3
 			img := randImages(b, bs, 9)
 			masks := masker.Sample(0, bs)
-			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1, VICRegTokens: vc.tokens}
+			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1, VICRegTokens: vc.tokens, InvarianceCoeff: vc.inv}
 			m.Params.ZeroGrad(b)
 			st, err := m.ForwardBackward(b, img, masks, lc, true)
 			if err != nil {

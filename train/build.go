@@ -53,7 +53,7 @@ func LossConfig(c config.Config) jepa.LossConfig {
 	l := c.Loss
 	return jepa.LossConfig{Type: l.Type, Weights: l.HierarchyWeights, VICRegWeight: l.VICReg.Weight,
 		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff,
-		VICRegTokens: l.VICReg.TokensPerImage}
+		VICRegTokens: l.VICReg.TokensPerImage, InvarianceCoeff: l.VICReg.InvarianceCoeff}
 }
 
 // NewBackend opens the compute device named by device ("auto", "cpu",
