@@ -404,6 +404,7 @@ func TestValidateBadValues(t *testing.T) {
 		{"vicreg weight", func(c *Config) { c.Loss.VICReg.Weight = -1 }, "loss.vicreg.weight", ">= 0"},
 		{"vicreg tokens", func(c *Config) { c.Loss.VICReg.TokensPerImage = -2 }, "loss.vicreg.tokens_per_image", "0 or more"},
 		{"patch init std", func(c *Config) { c.Model.PatchEmbedInitStd = -0.1 }, "model.patch_embed_init_std", ">= 0"},
+		{"probe l2", func(c *Config) { c.Evaluation.ProbeL2 = -0.5 }, "evaluation.probe_l2", "-1 to select it"},
 		{"invariance with tokens", func(c *Config) { c.Loss.VICReg.InvarianceCoeff = 1; c.Loss.VICReg.TokensPerImage = 4 }, "loss.vicreg.invariance_coeff", "tokens_per_image 0"},
 		{"context masks", func(c *Config) { c.Masking.NumContextMasks = 2 }, "masking.num_context_masks", "only 1"},
 		{"log level", func(c *Config) { c.Logging.Level = "verbose" }, "logging.level", "debug, info"},

@@ -148,8 +148,11 @@ func Default() Config {
 			KNNK:         20,
 			KNNTemp:      0.07,
 			// L2 penalty λ of the probe (mean cross-entropy + λ/2·||W||²) on
-			// standardised features.
-			ProbeL2:      1e-4,
+			// standardised features: -1 selects it from 1e-1..1e-6 by the
+			// accuracy on a held-out tenth of the training images, then
+			// refits on all of them (a fixed 1e-4 under-regularises a 5k
+			// probe: 79.8% against 82.4% selected, same features).
+			ProbeL2:      -1,
 			ProbeMaxIter: 1000,
 			TrainLimit:   0,
 			TestLimit:    0,

@@ -203,6 +203,8 @@ type Evaluation struct {
 	CollapseRank float64 `mapstructure:"collapse_rank" yaml:"collapse_rank" json:"collapse_rank"`
 	KNNK         int     `mapstructure:"knn_k" yaml:"knn_k" json:"knn_k"`
 	KNNTemp      float64 `mapstructure:"knn_temperature" yaml:"knn_temperature" json:"knn_temperature"`
+	// ProbeL2 is the probe's L2 penalty; -1 selects it from
+	// 1e-1..1e-6 by accuracy on a held-out tenth of the training images.
 	ProbeL2      float64 `mapstructure:"probe_l2" yaml:"probe_l2" json:"probe_l2"`
 	ProbeMaxIter int     `mapstructure:"probe_max_iter" yaml:"probe_max_iter" json:"probe_max_iter"`
 	// TrainLimit/TestLimit bound the images used by the probe (0: all).

@@ -393,7 +393,9 @@ func (c Config) validateRest(ck *checker) {
 	ck.unit("evaluation.collapse_rank", e.CollapseRank)
 	ck.positive("evaluation.knn_k", e.KNNK)
 	ck.positiveF("evaluation.knn_temperature", e.KNNTemp)
-	ck.nonNegativeF("evaluation.probe_l2", e.ProbeL2)
+	if e.ProbeL2 < 0 && e.ProbeL2 != -1 {
+		ck.add("evaluation.probe_l2", "is %v; use a penalty >= 0, or -1 to select it on a held-out tenth of the training images", e.ProbeL2)
+	}
 	ck.positive("evaluation.probe_max_iter", e.ProbeMaxIter)
 	ck.nonNegative("evaluation.train_limit", e.TrainLimit)
 	ck.nonNegative("evaluation.test_limit", e.TestLimit)

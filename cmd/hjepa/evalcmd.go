@@ -83,8 +83,12 @@ evaluates the encoder at initialisation.`,
 				if err != nil {
 					return err
 				}
-				fmt.Printf("%-10s linear probe %.2f%%  kNN %.2f%%  RankMe %.1f (%.2f of D=%d)  [%d train / %d test images, %s, %.0fs]\n",
-					label(c), 100*r.ProbeAccuracy, 100*r.KNNAccuracy, r.RankMe, r.RankMeFraction, r.Dim, r.TrainImages, r.TestImages, c, r.Seconds)
+				knn := fmt.Sprintf("%.2f%%", 100*r.KNNAccuracy)
+				if noKNN {
+					knn = "skipped"
+				}
+				fmt.Printf("%-10s linear probe %.2f%% (L2 %g)  kNN %s  RankMe %.1f (%.2f of D=%d; uncentred %.1f)  [%d train / %d test images, %s, %.0fs]\n",
+					label(c), 100*r.ProbeAccuracy, r.ProbeL2, knn, r.RankMe, r.RankMeFraction, r.Dim, r.RankMeRaw, r.TrainImages, r.TestImages, c, r.Seconds)
 				reports = append(reports, r)
 			}
 			if len(reports) == 2 {
