@@ -20,7 +20,7 @@ build: deps
 # that ends within 15 minutes on 2 cores, then the linear probe (60k train /
 # 10k test images) of the trained target encoder beside the same encoder at
 # initialisation. DEMO_STEPS, DEMO_OUT and DEMO_SET (extra --set flags) tune it.
-DEMO_STEPS ?= 500
+DEMO_STEPS ?= 450
 DEMO_OUT   ?= results/demo
 DEMO_SET   ?=
 FMNIST     := /usr/share/datasets/fashion-mnist
