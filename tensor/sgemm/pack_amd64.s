@@ -2,6 +2,25 @@
 
 #include "textflag.h"
 
+// TRANSPOSE4_STORE(off) transposes the 4x4 block of floats in X0..X3 (one
+// row each; X4..X7 scratch) and stores its columns at off(DI), off+48(DI),
+// off+96(DI) and off+144(DI): rows 4g..4g+3 of four consecutive packed columns.
+// unpcklps/unpckhps interleave row pairs (r0c0 r1c0 r0c1 r1c1, ...), then
+// unpcklpd/unpckhpd join the pairs' halves into whole columns.
+#define TRANSPOSE4_STORE(off) \
+	VUNPCKLPS X1, X0, X4 \
+	VUNPCKLPS X3, X2, X5 \
+	VUNPCKHPS X1, X0, X6 \
+	VUNPCKHPS X3, X2, X7 \
+	VUNPCKLPD X5, X4, X0 \
+	VUNPCKHPD X5, X4, X1 \
+	VUNPCKLPD X7, X6, X2 \
+	VUNPCKHPD X7, X6, X3 \
+	VMOVUPS X0, off(DI) \
+	VMOVUPS X1, off+48(DI) \
+	VMOVUPS X2, off+96(DI) \
+	VMOVUPS X3, off+144(DI)
+
 // func packA12Asm(kc int, src *float32, lda int, dst *float32)
 // dst[p*12+r] = src[r*lda+p] for r < 12, p < kc.
 //
@@ -27,50 +46,17 @@ quad:
 	VMOVUPS (SI)(R8*1), X1
 	VMOVUPS (SI)(R8*2), X2
 	VMOVUPS (R10), X3
-	VUNPCKLPS X1, X0, X4 // r0c0 r1c0 r0c1 r1c1
-	VUNPCKLPS X3, X2, X5 // r2c0 r3c0 r2c1 r3c1
-	VUNPCKHPS X1, X0, X6 // r0c2 r1c2 r0c3 r1c3
-	VUNPCKHPS X3, X2, X7 // r2c2 r3c2 r2c3 r3c3
-	VUNPCKLPD X5, X4, X0 // column 0 of the four rows
-	VUNPCKHPD X5, X4, X1
-	VUNPCKLPD X7, X6, X2
-	VUNPCKHPD X7, X6, X3
-	VMOVUPS X0, 0(DI)
-	VMOVUPS X1, 48(DI)
-	VMOVUPS X2, 96(DI)
-	VMOVUPS X3, 144(DI)
+	TRANSPOSE4_STORE(0)
 	VMOVUPS (R10)(R8*1), X0
 	VMOVUPS (R10)(R8*2), X1
 	VMOVUPS (R11), X2
 	VMOVUPS (R11)(R8*1), X3
-	VUNPCKLPS X1, X0, X4 // r0c0 r1c0 r0c1 r1c1
-	VUNPCKLPS X3, X2, X5 // r2c0 r3c0 r2c1 r3c1
-	VUNPCKHPS X1, X0, X6 // r0c2 r1c2 r0c3 r1c3
-	VUNPCKHPS X3, X2, X7 // r2c2 r3c2 r2c3 r3c3
-	VUNPCKLPD X5, X4, X0 // column 0 of the four rows
-	VUNPCKHPD X5, X4, X1
-	VUNPCKLPD X7, X6, X2
-	VUNPCKHPD X7, X6, X3
-	VMOVUPS X0, 16(DI)
-	VMOVUPS X1, 64(DI)
-	VMOVUPS X2, 112(DI)
-	VMOVUPS X3, 160(DI)
+	TRANSPOSE4_STORE(16)
 	VMOVUPS (R11)(R8*2), X0
 	VMOVUPS (R12), X1
 	VMOVUPS (R12)(R8*1), X2
 	VMOVUPS (R12)(R8*2), X3
-	VUNPCKLPS X1, X0, X4 // r0c0 r1c0 r0c1 r1c1
-	VUNPCKLPS X3, X2, X5 // r2c0 r3c0 r2c1 r3c1
-	VUNPCKHPS X1, X0, X6 // r0c2 r1c2 r0c3 r1c3
-	VUNPCKHPS X3, X2, X7 // r2c2 r3c2 r2c3 r3c3
-	VUNPCKLPD X5, X4, X0 // column 0 of the four rows
-	VUNPCKHPD X5, X4, X1
-	VUNPCKLPD X7, X6, X2
-	VUNPCKHPD X7, X6, X3
-	VMOVUPS X0, 32(DI)
-	VMOVUPS X1, 80(DI)
-	VMOVUPS X2, 128(DI)
-	VMOVUPS X3, 176(DI)
+	TRANSPOSE4_STORE(32)
 	ADDQ $16, SI
 	ADDQ $16, R10
 	ADDQ $16, R11
