@@ -1,6 +1,9 @@
 package tensor
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Backend is the set of kernels the H-JEPA model needs, implemented once per
 // device (tensor/cpu, cuda). Every kernel takes tensors that live on the
@@ -211,4 +214,29 @@ func (g GemmArgs) Normalize() (GemmArgs, error) {
 type AdamWStep struct {
 	LR, Beta1, Beta2, Eps, WeightDecay float32
 	Step                               int
+}
+
+// AdamWFactors are one step's scalars, formed in float64 as Python forms
+// them in torch.optim.AdamW and rounded to float32. Every backend applies
+// them in float32, in this order, so backends agree bit for bit:
+//
+//	p = p*Decay;  m = m*Beta1 + OneMinusBeta1*g;  v = v*Beta2 + OneMinusBeta2*g*g
+//	p = p - StepSize*(m / (float32(sqrt(v))/BC2Sqrt + Eps))
+type AdamWFactors struct {
+	Decay, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, StepSize, BC2Sqrt, Eps float32
+}
+
+// Factors computes the step's scalars.
+func (h AdamWStep) Factors() AdamWFactors {
+	lr, b1, b2 := float64(h.LR), float64(h.Beta1), float64(h.Beta2)
+	return AdamWFactors{
+		Decay:         float32(1 - lr*float64(h.WeightDecay)),
+		Beta1:         h.Beta1,
+		Beta2:         h.Beta2,
+		OneMinusBeta1: float32(1 - b1),
+		OneMinusBeta2: float32(1 - b2),
+		StepSize:      float32(lr / (1 - math.Pow(b1, float64(h.Step)))),
+		BC2Sqrt:       float32(math.Sqrt(1 - math.Pow(b2, float64(h.Step)))),
+		Eps:           h.Eps,
+	}
 }

@@ -7,7 +7,8 @@ import (
 )
 
 // AdamW takes one step as torch.optim.AdamW (single-tensor path): the scalar
-// factors are formed in float64 as Python does, then applied in float32.
+// factors (tensor.AdamWStep.Factors) are formed in float64 as Python does,
+// then applied in float32.
 func (b *Backend) AdamW(p, g, m, v *tensor.Tensor, h tensor.AdamWStep) {
 	n := p.Numel()
 	mustNumel("AdamW", "g", g, n)
@@ -16,15 +17,9 @@ func (b *Backend) AdamW(p, g, m, v *tensor.Tensor, h tensor.AdamWStep) {
 	if h.Step < 1 {
 		panic("cpu: AdamW: Step is 1-based")
 	}
-	lr, b1, b2 := float64(h.LR), float64(h.Beta1), float64(h.Beta2)
-	decay := float32(1 - lr*float64(h.WeightDecay))
-	beta1, beta2 := h.Beta1, h.Beta2
-	omb1, omb2 := float32(1-b1), float32(1-b2)
-	bc1 := 1 - math.Pow(b1, float64(h.Step))
-	bc2 := 1 - math.Pow(b2, float64(h.Step))
-	stepSize := float32(lr / bc1)
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	eps := h.Eps
+	f := h.Factors()
+	decay, beta1, beta2, omb1, omb2 := f.Decay, f.Beta1, f.Beta2, f.OneMinusBeta1, f.OneMinusBeta2
+	stepSize, bc2Sqrt, eps := f.StepSize, f.BC2Sqrt, f.Eps
 	ps, gs, ms, vs := p.F32(), g.F32(), m.F32(), v.F32()
 	b.forElems(n, func(lo, hi int) {
 		pp, gg, mm, vv := ps[lo:hi], gs[lo:hi], ms[lo:hi], vs[lo:hi]
