@@ -23,6 +23,9 @@ type Config struct {
 	Device string `mapstructure:"device" yaml:"device" json:"device"`
 	// Threads is the CPU backend's worker count (0: all cores).
 	Threads int `mapstructure:"threads" yaml:"threads" json:"threads"`
+	// AllowTF32 lets the CUDA backend's GEMMs round their inputs to TF32 on
+	// tensor cores (torch.backends.cuda.matmul.allow_tf32); off: exact FP32.
+	AllowTF32 bool `mapstructure:"allow_tf32" yaml:"allow_tf32" json:"allow_tf32"`
 }
 
 // Model describes the context/target encoder, predictor, hierarchy and EMA.

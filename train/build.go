@@ -1,11 +1,14 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/cuda"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/nn"
 	"github.com/hjepa-go/hjepa/tensor"
@@ -56,19 +59,50 @@ func LossConfig(c config.Config) jepa.LossConfig {
 		VICRegTokens: l.VICReg.TokensPerImage, InvarianceCoeff: l.VICReg.InvarianceCoeff}
 }
 
-// NewBackend opens the compute device named by device ("auto", "cpu",
-// "cuda", "cuda:K") with threads CPU workers (0: all cores).
-func NewBackend(device string, threads int) (tensor.Backend, error) {
-	switch {
-	case device == "" || device == "auto" || device == "cpu":
-		if threads <= 0 {
-			threads = runtime.GOMAXPROCS(0)
-		}
-		return cpu.New(threads), nil
-	case strings.HasPrefix(device, "cuda"):
-		return nil, fmt.Errorf("device %q: the CUDA backend is not built yet (see issue 5); use --device cpu", device)
+// NewBackend opens the compute device named by c.Device: "cpu" (c.Threads
+// workers, 0: all cores), "cuda" or "cuda:K" (an error says why when the GPU
+// cannot be used), or "auto": the first GPU when one is usable, else the CPU,
+// and then fallback says why in one line for the caller to log.
+func NewBackend(c config.Config) (b tensor.Backend, fallback string, err error) {
+	threads := c.Threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
 	}
-	return nil, fmt.Errorf("device %q: want auto, cpu, cuda or cuda:K", device)
+	switch device := c.Device; {
+	case device == "" || device == "cpu":
+		return cpu.New(threads), "", nil
+	case device == "auto":
+		gb, err := cuda.Open(0, cuda.Options{TF32: c.AllowTF32})
+		if errors.Is(err, cuda.ErrNoDriver) || errors.Is(err, cuda.ErrNoDevice) {
+			return cpu.New(threads), fmt.Sprintf("device auto: %v; using the CPU", firstClause(err)), nil
+		}
+		if err != nil {
+			return cpu.New(threads), fmt.Sprintf("device auto: the GPU is not usable (%v); using the CPU", err), nil
+		}
+		return gb, "", nil
+	case device == "cuda" || strings.HasPrefix(device, "cuda:"):
+		ordinal := 0
+		if k, ok := strings.CutPrefix(device, "cuda:"); ok {
+			n, err := strconv.Atoi(k)
+			if err != nil || n < 0 {
+				return nil, "", fmt.Errorf("device %q: want cuda:K with K a GPU index", device)
+			}
+			ordinal = n
+		}
+		gb, err := cuda.Open(ordinal, cuda.Options{TF32: c.AllowTF32})
+		if err != nil {
+			return nil, "", fmt.Errorf("device %s: %w (use --device cpu to train on the CPU)", device, err)
+		}
+		return gb, "", nil
+	}
+	return nil, "", fmt.Errorf("device %q: want auto, cpu, cuda or cuda:K", c.Device)
+}
+
+// firstClause is an error's text up to its first ';' (the part that says
+// what is missing, without the advice).
+func firstClause(err error) string {
+	s, _, _ := strings.Cut(err.Error(), ";")
+	return s
 }
 
 // NewInitialModel builds the model of c on b, initialised from c.Seed as

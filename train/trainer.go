@@ -196,10 +196,13 @@ func newTrainer(opts Options) (*trainer, error) {
 	}
 	t.b = opts.Backend
 	if t.b == nil {
-		b, err := NewBackend(cfg.Device, cfg.Threads)
+		b, fallback, err := NewBackend(cfg)
 		if err != nil {
 			t.closeLog()
 			return nil, err
+		}
+		if fallback != "" {
+			t.log.Info(fallback)
 		}
 		t.b = b
 	}

@@ -20,9 +20,12 @@ import (
 // loadModel builds the model of cfg and loads a checkpoint's weights into it
 // ("" or "init" keeps the initialisation: the baseline a trained encoder is compared to).
 func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, error) {
-	b, err := train.NewBackend(cfg.Device, cfg.Threads)
+	b, fallback, err := train.NewBackend(cfg)
 	if err != nil {
 		return nil, nil, err
+	}
+	if fallback != "" {
+		fmt.Fprintln(os.Stderr, fallback)
 	}
 	m, err := train.NewInitialModel(b, cfg)
 	if err != nil {

@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd())
+	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd(), devicesCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hjepa:", err)
 		os.Exit(1)
