@@ -6,7 +6,7 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build test lint bench bench-deps golden deps demo
+.PHONY: all build test lint bench bench-deps golden deps demo gpu-build
 
 all: build
 
@@ -36,7 +36,7 @@ demo: deps
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race -short ./tensor/... ./data/... ./train/... ./eval/...
+	$(GO) test -count=1 -race -short ./tensor/... ./data/... ./train/... ./eval/... ./cuda/...
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
@@ -55,3 +55,26 @@ bench: deps bench-deps
 # Regenerate the PyTorch golden fixtures (needs python3-torch; CI does not).
 golden: bench-deps
 	/usr/bin/python3 tools/golden/make_fixtures.py --out nn/testdata/golden
+
+# GPU checks (issue 5). A GPU machine needs no Go: build static binaries here,
+# copy the checkout with bin/gpu there and run tools/gpu-check.sh from its root.
+gpu-build:
+	mkdir -p bin/gpu
+	CGO_ENABLED=0 $(GO) test -c -o bin/gpu/cuda.test ./cuda
+	CGO_ENABLED=0 $(GO) build -o bin/gpu/bench ./bench
+	CGO_ENABLED=0 $(GO) build -o bin/gpu/hjepa ./cmd/hjepa
+
+# The CUDA kernels' PTX (cuda/kernels/hjepa.ptx), committed because CI and
+# users have no nvcc: regenerate it after every change to hjepa.cu (a test
+# fails while it is stale). Installs Debian's nvidia-cuda-toolkit (contrib,
+# non-free) when nvcc is missing.
+.PHONY: ptx
+NVCC ?= nvcc
+ptx:
+	@command -v $(NVCC) >/dev/null 2>&1 || { \
+	  [ -f /etc/apt/sources.list.d/contrib-nonfree.sources ] || grep -qs 'contrib.*non-free\|non-free.*contrib' /etc/apt/sources.list || \
+	    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | \
+	    $(SUDO) tee /etc/apt/sources.list.d/contrib-nonfree.sources >/dev/null; \
+	  $(SUDO) $(APT_GET) update -qq && $(SUDO) $(APT_GET) install -y -qq nvidia-cuda-toolkit; }
+	cd cuda/kernels && $(NVCC) -ptx -arch=compute_80 -O3 -std=c++17 -o hjepa.ptx.tmp hjepa.cu && \
+	  { echo "// source-sha256: $$(sha256sum hjepa.cu | cut -d' ' -f1)"; cat hjepa.ptx.tmp; } > hjepa.ptx && rm hjepa.ptx.tmp

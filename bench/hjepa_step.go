@@ -57,10 +57,11 @@ type hjepaStepMasks struct {
 	Targets        []int32 // [NumTargets*B, Nt], row m*B+i = block m of image i
 }
 
-// hjepaStepSetup is what both sides share: the config and the masks of
-// every iteration.
+// hjepaStepSetup is what both sides share: the config, the batch size and
+// the masks of every iteration.
 type hjepaStepSetup struct {
 	cfg       config.Config
+	batch     int
 	masks     []*jepa.Masks
 	masksFile string
 }
@@ -69,7 +70,7 @@ func runHJEPAStep(want func(string) bool, report func(Result)) error {
 	if !want(hjepaStepName) {
 		return nil
 	}
-	s, err := newHJEPAStepSetup()
+	s, err := newHJEPAStepSetup(filepath.Join("configs", "fmnist-tiny.yaml"), nil, hjepaStepBatch)
 	if err != nil {
 		return err
 	}
@@ -77,7 +78,9 @@ func runHJEPAStep(want func(string) bool, report func(Result)) error {
 	ours, base := math.Inf(1), math.Inf(1)
 	for range hjepaStepRounds {
 		for _, th := range vitThreads {
-			ms, err := hjepaStepOurs(s, th)
+			b := cpu.New(th)
+			ms, err := hjepaStepOurs(s, b, fmt.Sprintf("threads=%d", th))
+			b.Close()
 			if err != nil {
 				return fmt.Errorf("%s: %w", hjepaStepName, err)
 			}
@@ -95,14 +98,15 @@ func runHJEPAStep(want func(string) bool, report func(Result)) error {
 	return nil
 }
 
-// newHJEPAStepSetup loads configs/fmnist-tiny.yaml, draws the masks of every
-// iteration as the trainer does and writes them for the script.
-func newHJEPAStepSetup() (*hjepaStepSetup, error) {
-	path, err := benchRepoFile(filepath.Join("configs", "fmnist-tiny.yaml"))
+// newHJEPAStepSetup loads a config (a path from the repository root, with
+// --set overrides), draws the masks of every iteration for batch images as
+// the trainer does and writes them for the script.
+func newHJEPAStepSetup(configRel string, sets []string, batch int) (*hjepaStepSetup, error) {
+	path, err := benchRepoFile(configRel)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config.Load(config.LoadOptions{ConfigFile: path})
+	cfg, err := config.Load(config.LoadOptions{ConfigFile: path, Sets: sets})
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +118,10 @@ func newHJEPAStepSetup() (*hjepaStepSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &hjepaStepSetup{cfg: cfg}
+	s := &hjepaStepSetup{cfg: cfg, batch: batch}
 	var out []hjepaStepMasks
 	for i := range hjepaStepIters {
-		m := masker.Sample(int64(i), hjepaStepBatch)
+		m := masker.Sample(int64(i), batch)
 		s.masks = append(s.masks, m)
 		out = append(out, hjepaStepMasks{B: m.B, Nc: m.Nc, Nt: m.Nt, BlockH: m.BlockH, BlockW: m.BlockW,
 			Context: m.Context, Targets: m.Targets})
@@ -138,11 +142,9 @@ func newHJEPAStepSetup() (*hjepaStepSetup, error) {
 	return s, nil
 }
 
-// hjepaStepOurs times the trainer's step on cpu.New(threads) and returns the
-// fastest iteration in milliseconds.
-func hjepaStepOurs(s *hjepaStepSetup, threads int) (float64, error) {
-	b := cpu.New(threads)
-	defer b.Close()
+// hjepaStepOurs times the trainer's step on b and returns the fastest
+// iteration in milliseconds; label goes into the stderr summary.
+func hjepaStepOurs(s *hjepaStepSetup, b tensor.Backend, label string) (float64, error) {
 	cfg := s.cfg
 	mc, err := train.ModelConfig(cfg)
 	if err != nil {
@@ -155,7 +157,7 @@ func hjepaStepOurs(s *hjepaStepSetup, threads int) (float64, error) {
 	rng := tensor.NewRNG(uint64(cfg.Seed))
 	m.Init(b, rng)
 	e := mc.Encoder
-	img := b.New(tensor.Float32, hjepaStepBatch, e.InChans, e.ImgSize, e.ImgSize)
+	img := b.New(tensor.Float32, s.batch, e.InChans, e.ImgSize, e.ImgSize)
 	b.RandNormal(img, rng, 0, 1)
 	loss := train.LossConfig(cfg)
 	t := cfg.Training
@@ -181,25 +183,40 @@ func hjepaStepOurs(s *hjepaStepSetup, threads int) (float64, error) {
 		}
 	}
 	slices.Sort(times)
-	fmt.Fprintf(os.Stderr, "hjepa_step ours threads=%d ms_median=%.1f ms_min=%.1f iters=%d\n",
-		threads, times[len(times)/2], times[0], len(times))
+	fmt.Fprintf(os.Stderr, "hjepa_step ours %s ms_median=%.1f ms_min=%.1f iters=%d\n",
+		label, times[len(times)/2], times[0], len(times))
 	return times[0], nil
 }
 
-// hjepaStepTorch runs bench/torch_hjepa_step.py on the same masks and
-// returns its fastest step in milliseconds.
+// hjepaStepTorch runs bench/torch_hjepa_step.py on the same masks under
+// Debian's CPU PyTorch and returns its fastest step in milliseconds.
 func hjepaStepTorch(s *hjepaStepSetup, threads int) (float64, error) {
-	c := s.cfg
-	t := c.Training
-	median, best, err := runTorch(filepath.Join("bench", "torch_hjepa_step.py"), "--threads", strconv.Itoa(threads),
-		"--masks", s.masksFile,
-		"--lr", strconv.FormatFloat(t.LR, 'g', -1, 64), "--wd", strconv.FormatFloat(t.WeightDecay, 'g', -1, 64),
-		"--ema", strconv.FormatFloat(c.Model.EMA.Momentum, 'g', -1, 64))
+	median, best, err := runTorch(filepath.Join("bench", "torch_hjepa_step.py"), hjepaStepTorchArgs(s, "--threads", strconv.Itoa(threads))...)
 	if err != nil {
 		return 0, err
 	}
 	fmt.Fprintf(os.Stderr, "hjepa_step torch threads=%d ms_median=%.1f ms_min=%.1f\n", threads, median, best)
 	return best, nil
+}
+
+// hjepaStepTorchArgs are the script's arguments describing s's model, masks
+// and hyperparameters, followed by extra.
+func hjepaStepTorchArgs(s *hjepaStepSetup, extra ...string) []string {
+	c := s.cfg
+	t := c.Training
+	mc, _ := train.ModelConfig(c) // checked in newHJEPAStepSetup
+	e, p := mc.Encoder, mc.Predictor
+	itoa := strconv.Itoa
+	ftoa := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	args := []string{"--masks", s.masksFile,
+		"--img-size", itoa(e.ImgSize), "--patch", itoa(e.PatchSize), "--channels", itoa(e.InChans),
+		"--dim", itoa(e.Dim), "--depth", itoa(e.Depth), "--heads", itoa(e.Heads),
+		"--pred-dim", itoa(p.Dim), "--pred-depth", itoa(p.Depth), "--pred-heads", itoa(p.Heads),
+		"--lr", ftoa(t.LR), "--wd", ftoa(t.WeightDecay), "--ema", ftoa(c.Model.EMA.Momentum), "--weights"}
+	for _, w := range c.Loss.HierarchyWeights {
+		args = append(args, ftoa(w))
+	}
+	return append(args, extra...)
 }
 
 // benchRepoFile finds rel (a path from the repository root) relative to this

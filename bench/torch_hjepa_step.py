@@ -74,6 +74,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--masks", required=True, help="JSON masks written by bench/hjepa_step.go")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (then steps are timed with torch.cuda.synchronize)")
+    ap.add_argument("--img-size", type=int, default=28)
+    ap.add_argument("--patch", type=int, default=2)
+    ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--dim", type=int, default=192)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--heads", type=int, default=3)
@@ -87,6 +91,15 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        # FP32 as ours (allow_tf32 false is also PyTorch >= 1.12's default for matmul).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     with open(args.masks) as f:
         steps = json.load(f)
@@ -95,13 +108,13 @@ def main():
     batch = []
     for s in steps:
         b, nc, nt = s["B"], s["Nc"], s["Nt"]
-        ctx = torch.tensor(s["Context"], dtype=torch.int64).reshape(b, nc)
-        tgt = torch.tensor(s["Targets"], dtype=torch.int64).reshape(-1, b, nt)
+        ctx = torch.tensor(s["Context"], dtype=torch.int64).reshape(b, nc).to(dev)
+        tgt = torch.tensor(s["Targets"], dtype=torch.int64).reshape(-1, b, nt).to(dev)
         batch.append((ctx, list(tgt.unbind(0)), s["BlockH"], s["BlockW"]))
     bs = steps[0]["B"]
     levels = len(args.weights)
 
-    encoder = V.VisionTransformer(28, 2, 1, args.dim, args.depth, args.heads)
+    encoder = V.VisionTransformer(args.img_size, args.patch, args.channels, args.dim, args.depth, args.heads)
     predictor = V.VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
                                              args.pred_depth, args.pred_heads)
     heads = nn.ModuleList([Head(args.dim) for _ in range(levels)])
@@ -116,6 +129,8 @@ def main():
                     p.fill_(1)
                 else:
                     p.zero_()
+    for mod in (encoder, predictor, heads):
+        mod.to(dev)
     target_encoder = copy.deepcopy(encoder)
     target_heads = copy.deepcopy(heads)
     for p in list(target_encoder.parameters()) + list(target_heads.parameters()):
@@ -130,7 +145,7 @@ def main():
     ema_pairs = list(zip(encoder.parameters(), target_encoder.parameters())) + \
         list(zip(heads.parameters(), target_heads.parameters()))
 
-    imgs = torch.randn(bs, 1, 28, 28)
+    imgs = torch.randn(bs, args.channels, args.img_size, args.img_size, device=dev)
 
     def step(ctx, tgts, bh, bw):
         for g in optimizer.param_groups:  # the schedulers' per-step update
@@ -162,8 +177,10 @@ def main():
 
     times = []
     for i, (ctx, tgts, bh, bw) in enumerate(batch + batch):
+        sync()
         t0 = time.perf_counter()
         step(ctx, tgts, bh, bw)
+        sync()
         t1 = time.perf_counter()
         if i >= len(batch):
             times.append((t1 - t0) * 1e3)
