@@ -90,6 +90,18 @@ func (b *Backend) Close() error {
 	return ferr
 }
 
+// DeviceMemory reports the device's free and total bytes (tensor.DeviceMemory)
+// when the driver can tell (the real one can; the emulator cannot).
+func (b *Backend) DeviceMemory() (free, total uint64, err error) {
+	mi, ok := b.d.(interface {
+		MemInfo() (free, total uint64, err error)
+	})
+	if !ok {
+		return 0, 0, fmt.Errorf("cuda: %s does not report its memory", b.d.Name())
+	}
+	return mi.MemInfo()
+}
+
 func (b *Backend) Name() string { return fmt.Sprintf("cuda:%d (%s)", b.ordinal, b.d.Name()) }
 
 func (b *Backend) Device() tensor.Device { return tensor.Device{Type: tensor.CUDA, Index: b.ordinal} }

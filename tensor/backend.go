@@ -130,6 +130,12 @@ type Backend interface {
 	TruncNormal(t *Tensor, rng *RNG, mean, std, lo, hi float32)
 }
 
+// DeviceMemory is implemented by backends whose device has memory of its own
+// (CUDA): the free and total bytes, for resource checks before training.
+type DeviceMemory interface {
+	DeviceMemory() (free, total uint64, err error)
+}
+
 // GemmArgs describes a (strided-batched) row-major GEMM
 //
 //	C_b = Alpha * op(A_b) @ op(B_b) + Bias + Beta * C_b,  b in [0, Batch)

@@ -109,6 +109,9 @@ type trainer struct {
 	log      *zap.Logger
 	closeLog func()
 	sync     GradSync
+	// closeBackend releases a backend the trainer opened itself (a GPU's
+	// memory and context); nil when the caller passed one in Options.
+	closeBackend func()
 
 	model   *jepa.Model
 	masker  *jepa.MultiBlockMasker
@@ -205,6 +208,7 @@ func newTrainer(opts Options) (*trainer, error) {
 			t.log.Info(fallback)
 		}
 		t.b = b
+		t.closeBackend = func() { closeBackend(b) }
 	}
 	t.log.Info("device", zap.String("backend", t.b.Name()), zap.Int("rank", rank), zap.Int("world_size", t.sync.WorldSize()))
 
@@ -325,7 +329,20 @@ func (t *trainer) close() {
 	if t.metrics != nil {
 		_ = t.metrics.Close()
 	}
+	if t.closeBackend != nil {
+		t.closeBackend()
+	}
 	t.closeLog()
+}
+
+// closeBackend stops a backend's workers or frees its device.
+func closeBackend(b tensor.Backend) {
+	switch c := b.(type) {
+	case interface{ Close() }:
+		c.Close()
+	case interface{ Close() error }:
+		_ = c.Close()
+	}
 }
 
 // loop is phase 5 and 7.

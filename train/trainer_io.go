@@ -20,6 +20,7 @@ import (
 
 	"github.com/hjepa-go/hjepa/eval"
 	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
 	"github.com/hjepa-go/hjepa/train/plot"
 	"github.com/hjepa-go/hjepa/train/progress"
@@ -430,7 +431,13 @@ func (t *trainer) preflight(mc jepa.ModelConfig) error {
 	tokens := b*np*2 + int64(c.Masking.NumMasks)*b*np // target pass, context pass, predictor sequences
 	act := tokens * int64(24*e.Dim) * 4 * int64(max(e.Depth, p.Depth))
 	need := 4*(4*trained+2*target) + act
-	if avail, ok := memAvailable(); ok && need > avail {
+	if dm, ok := t.b.(tensor.DeviceMemory); ok {
+		// Parameters, moments and activations live on the device.
+		if free, _, err := dm.DeviceMemory(); err == nil && uint64(need) > free {
+			problems = append(problems, fmt.Sprintf("training needs about %s of %s memory but %s is free: lower data.batch_size or use a smaller model.encoder_type",
+				human(need), t.b.Device(), human(int64(free))))
+		}
+	} else if avail, ok := memAvailable(); ok && need > avail {
 		problems = append(problems, fmt.Sprintf("training needs about %s of memory but %s is available: lower data.batch_size or use a smaller model.encoder_type",
 			human(need), human(avail)))
 	}
