@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"unsafe"
 
 	"github.com/hjepa-go/hjepa/cuda/kernels"
@@ -74,6 +75,7 @@ func OpenDriver(ordinal int, o Options) (Driver, error) {
 		d.Close()
 		return nil, err
 	}
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return fail(err)
 	}
@@ -128,14 +130,25 @@ func (d *deviceDriver) loadModule(ptx string) error {
 }
 
 // current makes the device's context current on this OS thread. Goroutines
-// move between threads, so every entry point calls it (a thread-local store).
+// move between threads, so every entry point first pins its goroutine to its
+// thread (lockThread) and then calls current (a thread-local store): without
+// the pin the scheduler could move the goroutine between cuCtxSetCurrent and
+// the call that needs the context.
 func (d *deviceDriver) current() error {
 	return d.cu.check("cuCtxSetCurrent", d.cu.cuCtxSetCurrent(d.ctx))
+}
+
+// lockThread pins the calling goroutine to its OS thread until the returned
+// function runs (use: defer lockThread()()). Pins nest.
+func lockThread() func() {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
 }
 
 func (d *deviceDriver) Name() string { return d.name }
 
 func (d *deviceDriver) Alloc(bytes int) (DevicePtr, error) {
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return 0, err
 	}
@@ -145,6 +158,7 @@ func (d *deviceDriver) Alloc(bytes int) (DevicePtr, error) {
 }
 
 func (d *deviceDriver) Free(p DevicePtr) error {
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -155,6 +169,7 @@ func (d *deviceDriver) Memset32(p DevicePtr, v uint32, n int) error {
 	if n == 0 {
 		return nil
 	}
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -167,6 +182,7 @@ func (d *deviceDriver) CopyHtoD(dst DevicePtr, src unsafe.Pointer, bytes int) er
 	if bytes == 0 {
 		return nil
 	}
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -174,6 +190,7 @@ func (d *deviceDriver) CopyHtoD(dst DevicePtr, src unsafe.Pointer, bytes int) er
 }
 
 func (d *deviceDriver) CopyDtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error {
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -189,6 +206,7 @@ func (d *deviceDriver) CopyDtoD(dst, src DevicePtr, bytes int) error {
 	if bytes == 0 {
 		return nil
 	}
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -214,6 +232,7 @@ func (d *deviceDriver) function(name string) (uintptr, error) {
 // addresses as cuLaunchKernel's kernelParams; the driver copies the values
 // before it returns.
 func (d *deviceDriver) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...any) error {
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -269,6 +288,7 @@ func (d *deviceDriver) Sgemm(p SgemmParams) error {
 	if p.Batch <= 0 || p.M == 0 || p.N == 0 {
 		return nil
 	}
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -323,6 +343,7 @@ func (d *deviceDriver) Sgemm(p SgemmParams) error {
 }
 
 func (d *deviceDriver) Sync() error {
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return err
 	}
@@ -331,6 +352,7 @@ func (d *deviceDriver) Sync() error {
 
 // MemInfo returns the device's free and total memory in bytes.
 func (d *deviceDriver) MemInfo() (free, total uint64, err error) {
+	defer lockThread()()
 	if err := d.current(); err != nil {
 		return 0, 0, err
 	}
@@ -342,6 +364,7 @@ func (d *deviceDriver) Close() error {
 	if d.ctx == 0 {
 		return nil
 	}
+	defer lockThread()()
 	_ = d.current()
 	if d.stream != 0 {
 		d.cu.cuStreamSynchronize(d.stream)
