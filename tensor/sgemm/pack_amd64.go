@@ -9,6 +9,9 @@ package sgemm
 func packA12Asm(kc int, src *float32, lda int, dst *float32)
 
 //go:noescape
+func packAT12Asm(kc int, src *float32, lda int, dst *float32)
+
+//go:noescape
 func packB32Asm(kc int, src *float32, ldb int, dst *float32)
 
 //go:noescape
@@ -23,6 +26,17 @@ func packAPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
 	_ = a[(i+11)*lda+p0+kc-1] // the bounds the assembly relies on
 	_ = panel[kc*12-1]
 	packA12Asm(kc, &a[i*lda+p0], lda, &panel[0])
+}
+
+// packATPanel12 packs one full 12-row panel of transposed A (stored [k, m]):
+// columns i..i+11 of rows p0..p0+kc, each a contiguous run of 12 floats.
+func packATPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
+	if kc == 0 {
+		return
+	}
+	_ = a[(p0+kc-1)*lda+i+11] // the bounds the assembly relies on
+	_ = panel[kc*12-1]
+	packAT12Asm(kc, &a[p0*lda+i], lda, &panel[0])
 }
 
 // packBRows copies kc rows of nr (32 or 16) floats, ldb apart from b[off:],

@@ -153,3 +153,27 @@ loop:
 	VZEROUPPER
 done:
 	RET
+
+// func packAT12Asm(kc int, src *float32, lda int, dst *float32)
+// dst[p*12+r] = src[p*lda+r] for r < 12, p < kc: a panel of transposed A,
+// whose columns are contiguous runs of 12 floats lda apart.
+TEXT ·packAT12Asm(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ done
+loop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), X1
+	VMOVUPS Y0, (DI)
+	VMOVUPS X1, 32(DI)
+	ADDQ R8, SI
+	ADDQ $48, DI
+	DECQ CX
+	JNZ loop
+	VZEROUPPER
+done:
+	RET

@@ -35,6 +35,14 @@ func packAPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
 	}
 }
 
+// packATPanel12 packs one full 12-row panel of transposed A (stored [k, m]):
+// columns i..i+11 of rows p0..p0+kc, each a contiguous run of 12 floats.
+func packATPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
+	for p := 0; p < kc; p++ {
+		copy(panel[p*12:p*12+12], a[(p0+p)*lda+i:(p0+p)*lda+i+12])
+	}
+}
+
 // packBRows copies kc rows of nr floats, ldb apart from b[off:], into panel
 // with the assembly loop where there is one; here there is none.
 func packBRows(b []float32, off, ldb, kc, nr int, panel []float32) bool { return false }
