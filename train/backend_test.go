@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/hjepa-go/hjepa/config"
-	"github.com/hjepa-go/hjepa/cuda"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/cpu"
 )
@@ -16,7 +15,7 @@ import (
 func TestNewBackendDevice(t *testing.T) {
 	c := config.Default()
 	c.Threads = 1
-	_, gpuErr := cuda.Open(0, cuda.Options{})
+	_, gpuErr := openGPU(0, false)
 
 	c.Device = "auto"
 	b, fallback, err := NewBackend(c)

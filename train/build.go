@@ -1,14 +1,12 @@
 package train
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/hjepa-go/hjepa/config"
-	"github.com/hjepa-go/hjepa/cuda"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/nn"
 	"github.com/hjepa-go/hjepa/tensor"
@@ -72,8 +70,8 @@ func NewBackend(c config.Config) (b tensor.Backend, fallback string, err error) 
 	case device == "" || device == "cpu":
 		return cpu.New(threads), "", nil
 	case device == "auto":
-		gb, err := cuda.Open(0, cuda.Options{TF32: c.AllowTF32})
-		if errors.Is(err, cuda.ErrNoDriver) || errors.Is(err, cuda.ErrNoDevice) {
+		gb, err := openGPU(0, c.AllowTF32)
+		if noGPU(err) {
 			return cpu.New(threads), fmt.Sprintf("device auto: %v; using the CPU", firstClause(err)), nil
 		}
 		if err != nil {
@@ -89,7 +87,7 @@ func NewBackend(c config.Config) (b tensor.Backend, fallback string, err error) 
 			}
 			ordinal = n
 		}
-		gb, err := cuda.Open(ordinal, cuda.Options{TF32: c.AllowTF32})
+		gb, err := openGPU(ordinal, c.AllowTF32)
 		if err != nil {
 			return nil, "", fmt.Errorf("device %s: %w (use --device cpu to train on the CPU)", device, err)
 		}

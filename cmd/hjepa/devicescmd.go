@@ -1,40 +1,17 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/spf13/cobra"
-
-	"github.com/hjepa-go/hjepa/cuda"
 )
 
-// devicesCmd lists the GPUs `--device cuda:K` can name, as NVML (cgo
-// builds) or the CUDA driver (static builds) reports them.
+// devicesCmd lists the GPUs `--device cuda:K` can name.
 func devicesCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "devices",
 		Short: "List the NVIDIA GPUs this machine offers (name, UUID, memory, compute capability)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			d, err := cuda.Discover()
-			if err != nil {
-				if errors.Is(err, cuda.ErrNoDriver) {
-					fmt.Fprintf(out, "no NVIDIA driver on this machine: training runs on the CPU (--device cpu)\n(%v)\n", err)
-					return nil
-				}
-				return err
-			}
-			if len(d.Devices) == 0 {
-				fmt.Fprintf(out, "no GPU visible (%s, driver %s): training runs on the CPU\n", d.Source, d.Driver)
-				return nil
-			}
-			fmt.Fprintf(out, "%d GPU(s) via %s, driver %s:\n", len(d.Devices), d.Source, d.Driver)
-			for _, dev := range d.Devices {
-				fmt.Fprintf(out, "  %s\n", dev)
-			}
-			return nil
+			return listDevices(cmd.OutOrStdout())
 		},
 	}
 }
