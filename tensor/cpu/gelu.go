@@ -36,7 +36,7 @@ func geluForward(out, x []float32) {
 
 func geluBackward(dx, dout, x []float32) {
 	dx, dout = dx[:len(x)], dout[:len(x)]
-	if n := len(x) &^ 3; useAVX2 && n > 0 {
+	if n := len(x) &^ 7; useAVX2 && n > 0 {
 		geluBwdAVX2(&dx[0], &dout[0], &x[0], n)
 		dx, dout, x = dx[n:], dout[n:], x[n:]
 	}

@@ -7,8 +7,8 @@ import "golang.org/x/sys/cpu"
 //go:generate python3 math_amd64_gen.py
 
 // useAVX2 selects the AVX2+FMA loops in math_amd64.s (generated; the erf and
-// exp schemes are those of erff and expf, evaluated 4 (float64) or 8
-// (float32) lanes at a time).
+// exp schemes are those of erff and expf, evaluated 8 float32 lanes at a
+// time).
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
 // geluFwdAVX2 processes n elements, n a multiple of 8.
@@ -16,7 +16,7 @@ var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //go:noescape
 func geluFwdAVX2(out, x *float32, n int)
 
-// geluBwdAVX2 processes n elements, n a multiple of 4.
+// geluBwdAVX2 processes n elements, n a multiple of 8.
 //
 //go:noescape
 func geluBwdAVX2(dx, dout, x *float32, n int)

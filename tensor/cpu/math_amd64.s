@@ -4,166 +4,6 @@
 
 #include "textflag.h"
 
-DATA erfa0<>+0(SB)/8, $0xbf907b7a82ed1713
-DATA erfa0<>+8(SB)/8, $0xbf907b7a82ed1713
-DATA erfa0<>+16(SB)/8, $0xbf907b7a82ed1713
-DATA erfa0<>+24(SB)/8, $0xbf907b7a82ed1713
-GLOBL erfa0<>(SB), RODATA|NOPTR, $32
-DATA erfa1<>+0(SB)/8, $0xbf68343eb19d459e
-DATA erfa1<>+8(SB)/8, $0xbf68343eb19d459e
-DATA erfa1<>+16(SB)/8, $0xbf68343eb19d459e
-DATA erfa1<>+24(SB)/8, $0xbf68343eb19d459e
-GLOBL erfa1<>(SB), RODATA|NOPTR, $32
-DATA erfa2<>+0(SB)/8, $0xbf48158c5c2ce6a4
-DATA erfa2<>+8(SB)/8, $0xbf48158c5c2ce6a4
-DATA erfa2<>+16(SB)/8, $0xbf48158c5c2ce6a4
-DATA erfa2<>+24(SB)/8, $0xbf48158c5c2ce6a4
-GLOBL erfa2<>(SB), RODATA|NOPTR, $32
-DATA erfa3<>+0(SB)/8, $0xbf0dd85a4dc426e3
-DATA erfa3<>+8(SB)/8, $0xbf0dd85a4dc426e3
-DATA erfa3<>+16(SB)/8, $0xbf0dd85a4dc426e3
-DATA erfa3<>+24(SB)/8, $0xbf0dd85a4dc426e3
-GLOBL erfa3<>(SB), RODATA|NOPTR, $32
-DATA erfa4<>+0(SB)/8, $0xbec19fea2baa463b
-DATA erfa4<>+8(SB)/8, $0xbec19fea2baa463b
-DATA erfa4<>+16(SB)/8, $0xbec19fea2baa463b
-DATA erfa4<>+24(SB)/8, $0xbec19fea2baa463b
-GLOBL erfa4<>(SB), RODATA|NOPTR, $32
-DATA erfa5<>+0(SB)/8, $0x3e5dbffdb951fff6
-DATA erfa5<>+8(SB)/8, $0x3e5dbffdb951fff6
-DATA erfa5<>+16(SB)/8, $0x3e5dbffdb951fff6
-DATA erfa5<>+24(SB)/8, $0x3e5dbffdb951fff6
-GLOBL erfa5<>(SB), RODATA|NOPTR, $32
-DATA erfa6<>+0(SB)/8, $0xbdf2bbe1536358b7
-DATA erfa6<>+8(SB)/8, $0xbdf2bbe1536358b7
-DATA erfa6<>+16(SB)/8, $0xbdf2bbe1536358b7
-DATA erfa6<>+24(SB)/8, $0xbdf2bbe1536358b7
-GLOBL erfa6<>(SB), RODATA|NOPTR, $32
-DATA erfb0<>+0(SB)/8, $0xbf8d36d4ddb1cdc3
-DATA erfb0<>+8(SB)/8, $0xbf8d36d4ddb1cdc3
-DATA erfb0<>+16(SB)/8, $0xbf8d36d4ddb1cdc3
-DATA erfb0<>+24(SB)/8, $0xbf8d36d4ddb1cdc3
-GLOBL erfb0<>(SB), RODATA|NOPTR, $32
-DATA erfb1<>+0(SB)/8, $0xbf7e337efa2c2f02
-DATA erfb1<>+8(SB)/8, $0xbf7e337efa2c2f02
-DATA erfb1<>+16(SB)/8, $0xbf7e337efa2c2f02
-DATA erfb1<>+24(SB)/8, $0xbf7e337efa2c2f02
-GLOBL erfb1<>(SB), RODATA|NOPTR, $32
-DATA erfb2<>+0(SB)/8, $0xbf5b9249b4778fb8
-DATA erfb2<>+8(SB)/8, $0xbf5b9249b4778fb8
-DATA erfb2<>+16(SB)/8, $0xbf5b9249b4778fb8
-DATA erfb2<>+24(SB)/8, $0xbf5b9249b4778fb8
-GLOBL erfb2<>(SB), RODATA|NOPTR, $32
-DATA erfb3<>+0(SB)/8, $0xbf2bf7a52db09376
-DATA erfb3<>+8(SB)/8, $0xbf2bf7a52db09376
-DATA erfb3<>+16(SB)/8, $0xbf2bf7a52db09376
-DATA erfb3<>+24(SB)/8, $0xbf2bf7a52db09376
-GLOBL erfb3<>(SB), RODATA|NOPTR, $32
-DATA erfb4<>+0(SB)/8, $0xbeee8c19abb84b81
-DATA erfb4<>+8(SB)/8, $0xbeee8c19abb84b81
-DATA erfb4<>+16(SB)/8, $0xbeee8c19abb84b81
-DATA erfb4<>+24(SB)/8, $0xbeee8c19abb84b81
-GLOBL erfb4<>(SB), RODATA|NOPTR, $32
-DATA dfour<>+0(SB)/8, $0x4010000000000000
-DATA dfour<>+8(SB)/8, $0x4010000000000000
-DATA dfour<>+16(SB)/8, $0x4010000000000000
-DATA dfour<>+24(SB)/8, $0x4010000000000000
-GLOBL dfour<>(SB), RODATA|NOPTR, $32
-DATA dmfour<>+0(SB)/8, $0xc010000000000000
-DATA dmfour<>+8(SB)/8, $0xc010000000000000
-DATA dmfour<>+16(SB)/8, $0xc010000000000000
-DATA dmfour<>+24(SB)/8, $0xc010000000000000
-GLOBL dmfour<>(SB), RODATA|NOPTR, $32
-DATA dinvsqrt2<>+0(SB)/8, $0x3fe6a09e667f3bcd
-DATA dinvsqrt2<>+8(SB)/8, $0x3fe6a09e667f3bcd
-DATA dinvsqrt2<>+16(SB)/8, $0x3fe6a09e667f3bcd
-DATA dinvsqrt2<>+24(SB)/8, $0x3fe6a09e667f3bcd
-GLOBL dinvsqrt2<>(SB), RODATA|NOPTR, $32
-DATA done<>+0(SB)/8, $0x3ff0000000000000
-DATA done<>+8(SB)/8, $0x3ff0000000000000
-DATA done<>+16(SB)/8, $0x3ff0000000000000
-DATA done<>+24(SB)/8, $0x3ff0000000000000
-GLOBL done<>(SB), RODATA|NOPTR, $32
-DATA dhalf<>+0(SB)/8, $0x3fe0000000000000
-DATA dhalf<>+8(SB)/8, $0x3fe0000000000000
-DATA dhalf<>+16(SB)/8, $0x3fe0000000000000
-DATA dhalf<>+24(SB)/8, $0x3fe0000000000000
-GLOBL dhalf<>(SB), RODATA|NOPTR, $32
-DATA dmhalf<>+0(SB)/8, $0xbfe0000000000000
-DATA dmhalf<>+8(SB)/8, $0xbfe0000000000000
-DATA dmhalf<>+16(SB)/8, $0xbfe0000000000000
-DATA dmhalf<>+24(SB)/8, $0xbfe0000000000000
-GLOBL dmhalf<>(SB), RODATA|NOPTR, $32
-DATA dinvsqrt2pi<>+0(SB)/8, $0x3fd9884533d43651
-DATA dinvsqrt2pi<>+8(SB)/8, $0x3fd9884533d43651
-DATA dinvsqrt2pi<>+16(SB)/8, $0x3fd9884533d43651
-DATA dinvsqrt2pi<>+24(SB)/8, $0x3fd9884533d43651
-GLOBL dinvsqrt2pi<>(SB), RODATA|NOPTR, $32
-DATA dlog2e<>+0(SB)/8, $0x3ff71547652b82fe
-DATA dlog2e<>+8(SB)/8, $0x3ff71547652b82fe
-DATA dlog2e<>+16(SB)/8, $0x3ff71547652b82fe
-DATA dlog2e<>+24(SB)/8, $0x3ff71547652b82fe
-GLOBL dlog2e<>(SB), RODATA|NOPTR, $32
-DATA dln2hi<>+0(SB)/8, $0x3fe62e42fee00000
-DATA dln2hi<>+8(SB)/8, $0x3fe62e42fee00000
-DATA dln2hi<>+16(SB)/8, $0x3fe62e42fee00000
-DATA dln2hi<>+24(SB)/8, $0x3fe62e42fee00000
-GLOBL dln2hi<>(SB), RODATA|NOPTR, $32
-DATA dln2lo<>+0(SB)/8, $0x3dea39ef35793c76
-DATA dln2lo<>+8(SB)/8, $0x3dea39ef35793c76
-DATA dln2lo<>+16(SB)/8, $0x3dea39ef35793c76
-DATA dln2lo<>+24(SB)/8, $0x3dea39ef35793c76
-GLOBL dln2lo<>(SB), RODATA|NOPTR, $32
-DATA dmagic<>+0(SB)/8, $0x4338000000000000
-DATA dmagic<>+8(SB)/8, $0x4338000000000000
-DATA dmagic<>+16(SB)/8, $0x4338000000000000
-DATA dmagic<>+24(SB)/8, $0x4338000000000000
-GLOBL dmagic<>(SB), RODATA|NOPTR, $32
-DATA dexpmin<>+0(SB)/8, $0xc085e00000000000
-DATA dexpmin<>+8(SB)/8, $0xc085e00000000000
-DATA dexpmin<>+16(SB)/8, $0xc085e00000000000
-DATA dexpmin<>+24(SB)/8, $0xc085e00000000000
-GLOBL dexpmin<>(SB), RODATA|NOPTR, $32
-DATA dexpc2<>+0(SB)/8, $0x3fe0000000000000
-DATA dexpc2<>+8(SB)/8, $0x3fe0000000000000
-DATA dexpc2<>+16(SB)/8, $0x3fe0000000000000
-DATA dexpc2<>+24(SB)/8, $0x3fe0000000000000
-GLOBL dexpc2<>(SB), RODATA|NOPTR, $32
-DATA dexpc3<>+0(SB)/8, $0x3fc5555555555555
-DATA dexpc3<>+8(SB)/8, $0x3fc5555555555555
-DATA dexpc3<>+16(SB)/8, $0x3fc5555555555555
-DATA dexpc3<>+24(SB)/8, $0x3fc5555555555555
-GLOBL dexpc3<>(SB), RODATA|NOPTR, $32
-DATA dexpc4<>+0(SB)/8, $0x3fa5555555555555
-DATA dexpc4<>+8(SB)/8, $0x3fa5555555555555
-DATA dexpc4<>+16(SB)/8, $0x3fa5555555555555
-DATA dexpc4<>+24(SB)/8, $0x3fa5555555555555
-GLOBL dexpc4<>(SB), RODATA|NOPTR, $32
-DATA dexpc5<>+0(SB)/8, $0x3f81111111111111
-DATA dexpc5<>+8(SB)/8, $0x3f81111111111111
-DATA dexpc5<>+16(SB)/8, $0x3f81111111111111
-DATA dexpc5<>+24(SB)/8, $0x3f81111111111111
-GLOBL dexpc5<>(SB), RODATA|NOPTR, $32
-DATA dexpc6<>+0(SB)/8, $0x3f56c16c16c16c17
-DATA dexpc6<>+8(SB)/8, $0x3f56c16c16c16c17
-DATA dexpc6<>+16(SB)/8, $0x3f56c16c16c16c17
-DATA dexpc6<>+24(SB)/8, $0x3f56c16c16c16c17
-GLOBL dexpc6<>(SB), RODATA|NOPTR, $32
-DATA dexpc7<>+0(SB)/8, $0x3f2a01a01a01a01a
-DATA dexpc7<>+8(SB)/8, $0x3f2a01a01a01a01a
-DATA dexpc7<>+16(SB)/8, $0x3f2a01a01a01a01a
-DATA dexpc7<>+24(SB)/8, $0x3f2a01a01a01a01a
-GLOBL dexpc7<>(SB), RODATA|NOPTR, $32
-DATA dexpc8<>+0(SB)/8, $0x3efa01a01a01a01a
-DATA dexpc8<>+8(SB)/8, $0x3efa01a01a01a01a
-DATA dexpc8<>+16(SB)/8, $0x3efa01a01a01a01a
-DATA dexpc8<>+24(SB)/8, $0x3efa01a01a01a01a
-GLOBL dexpc8<>(SB), RODATA|NOPTR, $32
-DATA dexpc9<>+0(SB)/8, $0x3ec71de3a556c734
-DATA dexpc9<>+8(SB)/8, $0x3ec71de3a556c734
-DATA dexpc9<>+16(SB)/8, $0x3ec71de3a556c734
-DATA dexpc9<>+24(SB)/8, $0x3ec71de3a556c734
-GLOBL dexpc9<>(SB), RODATA|NOPTR, $32
 DATA flog2e<>+0(SB)/4, $0x3fb8aa3b
 DATA flog2e<>+4(SB)/4, $0x3fb8aa3b
 DATA flog2e<>+8(SB)/4, $0x3fb8aa3b
@@ -263,6 +103,168 @@ DATA fp5<>+20(SB)/4, $0x3f000000
 DATA fp5<>+24(SB)/4, $0x3f000000
 DATA fp5<>+28(SB)/4, $0x3f000000
 GLOBL fp5<>(SB), RODATA|NOPTR, $32
+DATA fera0<>+0(SB)/4, $0xbc83dbd4
+DATA fera0<>+4(SB)/4, $0xbc83dbd4
+DATA fera0<>+8(SB)/4, $0xbc83dbd4
+DATA fera0<>+12(SB)/4, $0xbc83dbd4
+DATA fera0<>+16(SB)/4, $0xbc83dbd4
+DATA fera0<>+20(SB)/4, $0xbc83dbd4
+DATA fera0<>+24(SB)/4, $0xbc83dbd4
+DATA fera0<>+28(SB)/4, $0xbc83dbd4
+GLOBL fera0<>(SB), RODATA|NOPTR, $32
+DATA fera1<>+0(SB)/4, $0xbb41a1f6
+DATA fera1<>+4(SB)/4, $0xbb41a1f6
+DATA fera1<>+8(SB)/4, $0xbb41a1f6
+DATA fera1<>+12(SB)/4, $0xbb41a1f6
+DATA fera1<>+16(SB)/4, $0xbb41a1f6
+DATA fera1<>+20(SB)/4, $0xbb41a1f6
+DATA fera1<>+24(SB)/4, $0xbb41a1f6
+DATA fera1<>+28(SB)/4, $0xbb41a1f6
+GLOBL fera1<>(SB), RODATA|NOPTR, $32
+DATA fera2<>+0(SB)/4, $0xba40ac63
+DATA fera2<>+4(SB)/4, $0xba40ac63
+DATA fera2<>+8(SB)/4, $0xba40ac63
+DATA fera2<>+12(SB)/4, $0xba40ac63
+DATA fera2<>+16(SB)/4, $0xba40ac63
+DATA fera2<>+20(SB)/4, $0xba40ac63
+DATA fera2<>+24(SB)/4, $0xba40ac63
+DATA fera2<>+28(SB)/4, $0xba40ac63
+GLOBL fera2<>(SB), RODATA|NOPTR, $32
+DATA fera3<>+0(SB)/4, $0xb86ec2d2
+DATA fera3<>+4(SB)/4, $0xb86ec2d2
+DATA fera3<>+8(SB)/4, $0xb86ec2d2
+DATA fera3<>+12(SB)/4, $0xb86ec2d2
+DATA fera3<>+16(SB)/4, $0xb86ec2d2
+DATA fera3<>+20(SB)/4, $0xb86ec2d2
+DATA fera3<>+24(SB)/4, $0xb86ec2d2
+DATA fera3<>+28(SB)/4, $0xb86ec2d2
+GLOBL fera3<>(SB), RODATA|NOPTR, $32
+DATA fera4<>+0(SB)/4, $0xb60cff51
+DATA fera4<>+4(SB)/4, $0xb60cff51
+DATA fera4<>+8(SB)/4, $0xb60cff51
+DATA fera4<>+12(SB)/4, $0xb60cff51
+DATA fera4<>+16(SB)/4, $0xb60cff51
+DATA fera4<>+20(SB)/4, $0xb60cff51
+DATA fera4<>+24(SB)/4, $0xb60cff51
+DATA fera4<>+28(SB)/4, $0xb60cff51
+GLOBL fera4<>(SB), RODATA|NOPTR, $32
+DATA fera5<>+0(SB)/4, $0x32edffee
+DATA fera5<>+4(SB)/4, $0x32edffee
+DATA fera5<>+8(SB)/4, $0x32edffee
+DATA fera5<>+12(SB)/4, $0x32edffee
+DATA fera5<>+16(SB)/4, $0x32edffee
+DATA fera5<>+20(SB)/4, $0x32edffee
+DATA fera5<>+24(SB)/4, $0x32edffee
+DATA fera5<>+28(SB)/4, $0x32edffee
+GLOBL fera5<>(SB), RODATA|NOPTR, $32
+DATA fera6<>+0(SB)/4, $0xaf95df0b
+DATA fera6<>+4(SB)/4, $0xaf95df0b
+DATA fera6<>+8(SB)/4, $0xaf95df0b
+DATA fera6<>+12(SB)/4, $0xaf95df0b
+DATA fera6<>+16(SB)/4, $0xaf95df0b
+DATA fera6<>+20(SB)/4, $0xaf95df0b
+DATA fera6<>+24(SB)/4, $0xaf95df0b
+DATA fera6<>+28(SB)/4, $0xaf95df0b
+GLOBL fera6<>(SB), RODATA|NOPTR, $32
+DATA ferb0<>+0(SB)/4, $0xbc69b6a7
+DATA ferb0<>+4(SB)/4, $0xbc69b6a7
+DATA ferb0<>+8(SB)/4, $0xbc69b6a7
+DATA ferb0<>+12(SB)/4, $0xbc69b6a7
+DATA ferb0<>+16(SB)/4, $0xbc69b6a7
+DATA ferb0<>+20(SB)/4, $0xbc69b6a7
+DATA ferb0<>+24(SB)/4, $0xbc69b6a7
+DATA ferb0<>+28(SB)/4, $0xbc69b6a7
+GLOBL ferb0<>(SB), RODATA|NOPTR, $32
+DATA ferb1<>+0(SB)/4, $0xbbf19bf8
+DATA ferb1<>+4(SB)/4, $0xbbf19bf8
+DATA ferb1<>+8(SB)/4, $0xbbf19bf8
+DATA ferb1<>+12(SB)/4, $0xbbf19bf8
+DATA ferb1<>+16(SB)/4, $0xbbf19bf8
+DATA ferb1<>+20(SB)/4, $0xbbf19bf8
+DATA ferb1<>+24(SB)/4, $0xbbf19bf8
+DATA ferb1<>+28(SB)/4, $0xbbf19bf8
+GLOBL ferb1<>(SB), RODATA|NOPTR, $32
+DATA ferb2<>+0(SB)/4, $0xbadc924e
+DATA ferb2<>+4(SB)/4, $0xbadc924e
+DATA ferb2<>+8(SB)/4, $0xbadc924e
+DATA ferb2<>+12(SB)/4, $0xbadc924e
+DATA ferb2<>+16(SB)/4, $0xbadc924e
+DATA ferb2<>+20(SB)/4, $0xbadc924e
+DATA ferb2<>+24(SB)/4, $0xbadc924e
+DATA ferb2<>+28(SB)/4, $0xbadc924e
+GLOBL ferb2<>(SB), RODATA|NOPTR, $32
+DATA ferb3<>+0(SB)/4, $0xb95fbd29
+DATA ferb3<>+4(SB)/4, $0xb95fbd29
+DATA ferb3<>+8(SB)/4, $0xb95fbd29
+DATA ferb3<>+12(SB)/4, $0xb95fbd29
+DATA ferb3<>+16(SB)/4, $0xb95fbd29
+DATA ferb3<>+20(SB)/4, $0xb95fbd29
+DATA ferb3<>+24(SB)/4, $0xb95fbd29
+DATA ferb3<>+28(SB)/4, $0xb95fbd29
+GLOBL ferb3<>(SB), RODATA|NOPTR, $32
+DATA ferb4<>+0(SB)/4, $0xb77460cd
+DATA ferb4<>+4(SB)/4, $0xb77460cd
+DATA ferb4<>+8(SB)/4, $0xb77460cd
+DATA ferb4<>+12(SB)/4, $0xb77460cd
+DATA ferb4<>+16(SB)/4, $0xb77460cd
+DATA ferb4<>+20(SB)/4, $0xb77460cd
+DATA ferb4<>+24(SB)/4, $0xb77460cd
+DATA ferb4<>+28(SB)/4, $0xb77460cd
+GLOBL ferb4<>(SB), RODATA|NOPTR, $32
+DATA ffour<>+0(SB)/4, $0x40800000
+DATA ffour<>+4(SB)/4, $0x40800000
+DATA ffour<>+8(SB)/4, $0x40800000
+DATA ffour<>+12(SB)/4, $0x40800000
+DATA ffour<>+16(SB)/4, $0x40800000
+DATA ffour<>+20(SB)/4, $0x40800000
+DATA ffour<>+24(SB)/4, $0x40800000
+DATA ffour<>+28(SB)/4, $0x40800000
+GLOBL ffour<>(SB), RODATA|NOPTR, $32
+DATA fmfour<>+0(SB)/4, $0xc0800000
+DATA fmfour<>+4(SB)/4, $0xc0800000
+DATA fmfour<>+8(SB)/4, $0xc0800000
+DATA fmfour<>+12(SB)/4, $0xc0800000
+DATA fmfour<>+16(SB)/4, $0xc0800000
+DATA fmfour<>+20(SB)/4, $0xc0800000
+DATA fmfour<>+24(SB)/4, $0xc0800000
+DATA fmfour<>+28(SB)/4, $0xc0800000
+GLOBL fmfour<>(SB), RODATA|NOPTR, $32
+DATA finvsqrt2<>+0(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+4(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+8(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+12(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+16(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+20(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+24(SB)/4, $0x3f3504f3
+DATA finvsqrt2<>+28(SB)/4, $0x3f3504f3
+GLOBL finvsqrt2<>(SB), RODATA|NOPTR, $32
+DATA fhalf<>+0(SB)/4, $0x3f000000
+DATA fhalf<>+4(SB)/4, $0x3f000000
+DATA fhalf<>+8(SB)/4, $0x3f000000
+DATA fhalf<>+12(SB)/4, $0x3f000000
+DATA fhalf<>+16(SB)/4, $0x3f000000
+DATA fhalf<>+20(SB)/4, $0x3f000000
+DATA fhalf<>+24(SB)/4, $0x3f000000
+DATA fhalf<>+28(SB)/4, $0x3f000000
+GLOBL fhalf<>(SB), RODATA|NOPTR, $32
+DATA fmhalf<>+0(SB)/4, $0xbf000000
+DATA fmhalf<>+4(SB)/4, $0xbf000000
+DATA fmhalf<>+8(SB)/4, $0xbf000000
+DATA fmhalf<>+12(SB)/4, $0xbf000000
+DATA fmhalf<>+16(SB)/4, $0xbf000000
+DATA fmhalf<>+20(SB)/4, $0xbf000000
+DATA fmhalf<>+24(SB)/4, $0xbf000000
+DATA fmhalf<>+28(SB)/4, $0xbf000000
+GLOBL fmhalf<>(SB), RODATA|NOPTR, $32
+DATA finvsqrt2pi<>+0(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+4(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+8(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+12(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+16(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+20(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+24(SB)/4, $0x3ecc422a
+DATA finvsqrt2pi<>+28(SB)/4, $0x3ecc422a
+GLOBL finvsqrt2pi<>(SB), RODATA|NOPTR, $32
 DATA fbias<>+0(SB)/4, $127
 DATA fbias<>+4(SB)/4, $127
 DATA fbias<>+8(SB)/4, $127
@@ -281,54 +283,29 @@ TEXT ·geluFwdAVX2(SB), NOSPLIT, $0-24
 	SHRQ $3, CX
 	JZ gfdone
 gfloop:
-	VCVTPS2PD (SI), Y0
-	VCVTPS2PD 16(SI), Y8
-	VMULPD dinvsqrt2<>(SB), Y0, Y1
-	VMINPD dfour<>(SB), Y1, Y1
-	VMAXPD dmfour<>(SB), Y1, Y1
-	VMULPD Y1, Y1, Y4
-	VMOVUPD erfa6<>(SB), Y2
-	VFMADD213PD erfa5<>(SB), Y4, Y2
-	VFMADD213PD erfa4<>(SB), Y4, Y2
-	VFMADD213PD erfa3<>(SB), Y4, Y2
-	VFMADD213PD erfa2<>(SB), Y4, Y2
-	VFMADD213PD erfa1<>(SB), Y4, Y2
-	VFMADD213PD erfa0<>(SB), Y4, Y2
-	VMULPD Y1, Y2, Y2
-	VMOVUPD erfb4<>(SB), Y3
-	VFMADD213PD erfb3<>(SB), Y4, Y3
-	VFMADD213PD erfb2<>(SB), Y4, Y3
-	VFMADD213PD erfb1<>(SB), Y4, Y3
-	VFMADD213PD erfb0<>(SB), Y4, Y3
-	VDIVPD Y3, Y2, Y2
-	VMULPD dinvsqrt2<>(SB), Y8, Y9
-	VMINPD dfour<>(SB), Y9, Y9
-	VMAXPD dmfour<>(SB), Y9, Y9
-	VMULPD Y9, Y9, Y12
-	VMOVUPD erfa6<>(SB), Y10
-	VFMADD213PD erfa5<>(SB), Y12, Y10
-	VFMADD213PD erfa4<>(SB), Y12, Y10
-	VFMADD213PD erfa3<>(SB), Y12, Y10
-	VFMADD213PD erfa2<>(SB), Y12, Y10
-	VFMADD213PD erfa1<>(SB), Y12, Y10
-	VFMADD213PD erfa0<>(SB), Y12, Y10
-	VMULPD Y9, Y10, Y10
-	VMOVUPD erfb4<>(SB), Y11
-	VFMADD213PD erfb3<>(SB), Y12, Y11
-	VFMADD213PD erfb2<>(SB), Y12, Y11
-	VFMADD213PD erfb1<>(SB), Y12, Y11
-	VFMADD213PD erfb0<>(SB), Y12, Y11
-	VDIVPD Y11, Y10, Y10
-	VADDPD done<>(SB), Y2, Y2
-	VMULPD Y0, Y2, Y2
-	VMULPD dhalf<>(SB), Y2, Y2
-	VADDPD done<>(SB), Y10, Y10
-	VMULPD Y8, Y10, Y10
-	VMULPD dhalf<>(SB), Y10, Y10
-	VCVTPD2PSY Y2, X2
-	VCVTPD2PSY Y10, X10
-	VMOVUPS X2, (DI)
-	VMOVUPS X10, 16(DI)
+	VMOVUPS (SI), Y0
+	VMULPS finvsqrt2<>(SB), Y0, Y1
+	VMINPS ffour<>(SB), Y1, Y1
+	VMAXPS fmfour<>(SB), Y1, Y1
+	VMULPS Y1, Y1, Y4
+	VMOVUPS fera6<>(SB), Y2
+	VFMADD213PS fera5<>(SB), Y4, Y2
+	VFMADD213PS fera4<>(SB), Y4, Y2
+	VFMADD213PS fera3<>(SB), Y4, Y2
+	VFMADD213PS fera2<>(SB), Y4, Y2
+	VFMADD213PS fera1<>(SB), Y4, Y2
+	VFMADD213PS fera0<>(SB), Y4, Y2
+	VMULPS Y1, Y2, Y2
+	VMOVUPS ferb4<>(SB), Y3
+	VFMADD213PS ferb3<>(SB), Y4, Y3
+	VFMADD213PS ferb2<>(SB), Y4, Y3
+	VFMADD213PS ferb1<>(SB), Y4, Y3
+	VFMADD213PS ferb0<>(SB), Y4, Y3
+	VDIVPS Y3, Y2, Y2
+	VADDPS fone<>(SB), Y2, Y2
+	VMULPS Y0, Y2, Y2
+	VMULPS fhalf<>(SB), Y2, Y2
+	VMOVUPS Y2, (DI)
 	ADDQ $32, SI
 	ADDQ $32, DI
 	DECQ CX
@@ -343,59 +320,56 @@ TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-32
 	MOVQ dout+8(FP), DX
 	MOVQ x+16(FP), SI
 	MOVQ n+24(FP), CX
-	SHRQ $2, CX
+	SHRQ $3, CX
 	JZ gbdone
 gbloop:
-	VCVTPS2PD (SI), Y0
-	VMULPD dinvsqrt2<>(SB), Y0, Y1
-	VMINPD dfour<>(SB), Y1, Y1
-	VMAXPD dmfour<>(SB), Y1, Y1
-	VMULPD Y1, Y1, Y4
-	VMOVUPD erfa6<>(SB), Y2
-	VFMADD213PD erfa5<>(SB), Y4, Y2
-	VFMADD213PD erfa4<>(SB), Y4, Y2
-	VFMADD213PD erfa3<>(SB), Y4, Y2
-	VFMADD213PD erfa2<>(SB), Y4, Y2
-	VFMADD213PD erfa1<>(SB), Y4, Y2
-	VFMADD213PD erfa0<>(SB), Y4, Y2
-	VMULPD Y1, Y2, Y2
-	VMOVUPD erfb4<>(SB), Y3
-	VFMADD213PD erfb3<>(SB), Y4, Y3
-	VFMADD213PD erfb2<>(SB), Y4, Y3
-	VFMADD213PD erfb1<>(SB), Y4, Y3
-	VFMADD213PD erfb0<>(SB), Y4, Y3
-	VDIVPD Y3, Y2, Y2
-	VMULPD Y0, Y0, Y5
-	VMULPD dmhalf<>(SB), Y5, Y5
-	VMAXPD dexpmin<>(SB), Y5, Y5
-	VMULPD dlog2e<>(SB), Y5, Y6
-	VROUNDPD $0, Y6, Y6
-	VFNMADD231PD dln2hi<>(SB), Y6, Y5
-	VFNMADD231PD dln2lo<>(SB), Y6, Y5
-	VMOVUPD dexpc9<>(SB), Y7
-	VFMADD213PD dexpc8<>(SB), Y5, Y7
-	VFMADD213PD dexpc7<>(SB), Y5, Y7
-	VFMADD213PD dexpc6<>(SB), Y5, Y7
-	VFMADD213PD dexpc5<>(SB), Y5, Y7
-	VFMADD213PD dexpc4<>(SB), Y5, Y7
-	VFMADD213PD dexpc3<>(SB), Y5, Y7
-	VFMADD213PD dexpc2<>(SB), Y5, Y7
-	VFMADD213PD done<>(SB), Y5, Y7
-	VFMADD213PD done<>(SB), Y5, Y7
-	VADDPD dmagic<>(SB), Y6, Y6
-	VPSLLQ $52, Y6, Y6
-	VPADDQ Y6, Y7, Y7
-	VMULPD dinvsqrt2pi<>(SB), Y7, Y7
-	VMULPD Y0, Y7, Y7
-	VADDPD done<>(SB), Y2, Y2
-	VFMADD231PD dhalf<>(SB), Y2, Y7
-	VCVTPS2PD (DX), Y8
-	VMULPD Y8, Y7, Y7
-	VCVTPD2PSY Y7, X7
-	VMOVUPS X7, (DI)
-	ADDQ $16, SI
-	ADDQ $16, DX
-	ADDQ $16, DI
+	VMOVUPS (SI), Y0
+	VMULPS finvsqrt2<>(SB), Y0, Y1
+	VMINPS ffour<>(SB), Y1, Y1
+	VMAXPS fmfour<>(SB), Y1, Y1
+	VMULPS Y1, Y1, Y4
+	VMOVUPS fera6<>(SB), Y2
+	VFMADD213PS fera5<>(SB), Y4, Y2
+	VFMADD213PS fera4<>(SB), Y4, Y2
+	VFMADD213PS fera3<>(SB), Y4, Y2
+	VFMADD213PS fera2<>(SB), Y4, Y2
+	VFMADD213PS fera1<>(SB), Y4, Y2
+	VFMADD213PS fera0<>(SB), Y4, Y2
+	VMULPS Y1, Y2, Y2
+	VMOVUPS ferb4<>(SB), Y3
+	VFMADD213PS ferb3<>(SB), Y4, Y3
+	VFMADD213PS ferb2<>(SB), Y4, Y3
+	VFMADD213PS ferb1<>(SB), Y4, Y3
+	VFMADD213PS ferb0<>(SB), Y4, Y3
+	VDIVPS Y3, Y2, Y2
+	VMULPS Y0, Y0, Y5
+	VMULPS fmhalf<>(SB), Y5, Y5
+	VMAXPS fmin<>(SB), Y5, Y5
+	VMULPS flog2e<>(SB), Y5, Y6
+	VROUNDPS $0, Y6, Y6
+	VFNMADD231PS fc1<>(SB), Y6, Y5
+	VFNMADD231PS fc2<>(SB), Y6, Y5
+	VMULPS Y5, Y5, Y8
+	VMOVUPS fp0<>(SB), Y7
+	VFMADD213PS fp1<>(SB), Y5, Y7
+	VFMADD213PS fp2<>(SB), Y5, Y7
+	VFMADD213PS fp3<>(SB), Y5, Y7
+	VFMADD213PS fp4<>(SB), Y5, Y7
+	VFMADD213PS fp5<>(SB), Y5, Y7
+	VFMADD213PS Y5, Y8, Y7
+	VADDPS fone<>(SB), Y7, Y7
+	VCVTPS2DQ Y6, Y6
+	VPSLLD $23, Y6, Y6
+	VPADDD Y6, Y7, Y7
+	VMULPS finvsqrt2pi<>(SB), Y7, Y7
+	VMULPS Y0, Y7, Y7
+	VADDPS fone<>(SB), Y2, Y2
+	VFMADD231PS fhalf<>(SB), Y2, Y7
+	VMULPS (DX), Y7, Y7
+	VMOVUPS Y7, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
 	DECQ CX
 	JNZ gbloop
 gbdone:

@@ -1,16 +1,12 @@
 #!/usr/bin/env python3
 # Generates math_amd64.s (go generate ./tensor/cpu). The erf and exp schemes
-# are those of erff and expf in math32.go.
+# are those of erff and expf in math32.go, evaluated in float32 lanes.
 import os
 import struct
 L=[]
 def e(s): L.append(s)
-def d2hex(v): return "$0x%016x" % struct.unpack('<Q', struct.pack('<d', v))[0]
 def f2hex(v): return "$0x%08x" % struct.unpack('<I', struct.pack('<f', v))[0]
 consts=[]
-def cd(name, v):  # 4 doubles
-    for i in range(4): e("DATA %s<>+%d(SB)/8, %s" % (name, 8*i, d2hex(v)))
-    e("GLOBL %s<>(SB), RODATA|NOPTR, $32" % name)
 def cf(name, v):  # 8 floats
     for i in range(8): e("DATA %s<>+%d(SB)/4, %s" % (name, 4*i, f2hex(v)))
     e("GLOBL %s<>(SB), RODATA|NOPTR, $32" % name)
@@ -22,79 +18,31 @@ e('#include "textflag.h"')
 e("")
 A=[-1.60960333262415e-02,-2.95459980854025e-03,-7.34990630326855e-04,-5.69250639462346e-05,-2.10102402082508e-06,2.77068142495902e-08,-2.72614225801306e-10]
 B=[-1.42647390514189e-02,-7.37332916720468e-03,-1.68282697438203e-03,-2.13374055278905e-04,-1.45660718464996e-05]
-for i,a in enumerate(A): cd("erfa%d"%i, a)
-for i,b in enumerate(B): cd("erfb%d"%i, b)
-cd("dfour",4.0); cd("dmfour",-4.0); cd("dinvsqrt2",0.70710678118654752440); cd("done",1.0); cd("dhalf",0.5)
-cd("dmhalf",-0.5); cd("dinvsqrt2pi",0.39894228040143267794); cd("dlog2e",1.4426950408889634); cd("dln2hi",0.693147180369123816490); cd("dln2lo",1.90821492927058770002e-10)
-cd("dmagic",6755399441055744.0); cd("dexpmin",-700.0)
-for k in range(2,10):
-    import math
-    cd("dexpc%d"%k, 1.0/math.factorial(k))
 # float32 exp constants (Cephes expf)
 cf("flog2e",1.44269504088896341); cf("fc1",0.693359375); cf("fc2",-2.12194440e-4); cf("fone",1.0); cf("fmin",-87.33654)
 P=[1.9875691500e-4,1.3981999507e-3,8.3334519073e-3,4.1665795894e-2,1.6666665459e-1,5.0000001201e-1]
 for i,p in enumerate(P): cf("fp%d"%i,p)
+for i,a in enumerate(A): cf("fera%d"%i, a)
+for i,b in enumerate(B): cf("ferb%d"%i, b)
+cf("ffour",4.0); cf("fmfour",-4.0); cf("finvsqrt2",0.70710678118654752440); cf("fhalf",0.5); cf("fmhalf",-0.5); cf("finvsqrt2pi",0.39894228040143267794)
 e("DATA fbias<>+0(SB)/4, $127")
 for i in range(1,8): e("DATA fbias<>+%d(SB)/4, $127" % (4*i))
 e("GLOBL fbias<>(SB), RODATA|NOPTR, $32")
 e("")
 
-def erf(x, z, p, q, z2):
-    # x: double lanes (unchanged); result erf(x/sqrt2) in p. uses z, q, z2
-    e("\tVMULPD dinvsqrt2<>(SB), %s, %s" % (x, z))
-    e("\tVMINPD dfour<>(SB), %s, %s" % (z, z))
-    e("\tVMAXPD dmfour<>(SB), %s, %s" % (z, z))
-    e("\tVMULPD %s, %s, %s" % (z, z, z2))
-    e("\tVMOVUPD erfa6<>(SB), %s" % p)
-    for i in range(5,-1,-1): e("\tVFMADD213PD erfa%d<>(SB), %s, %s" % (i, z2, p))
-    e("\tVMULPD %s, %s, %s" % (z, p, p))
-    e("\tVMOVUPD erfb4<>(SB), %s" % q)
-    for i in range(3,-1,-1): e("\tVFMADD213PD erfb%d<>(SB), %s, %s" % (i, z2, q))
-    e("\tVDIVPD %s, %s, %s" % (q, p, p))
-
-# func geluFwdAVX2(out, x *float32, n int): n multiple of 8
-e("// func geluFwdAVX2(out, x *float32, n int)")
-e("TEXT ·geluFwdAVX2(SB), NOSPLIT, $0-24")
-e("\tMOVQ out+0(FP), DI"); e("\tMOVQ x+8(FP), SI"); e("\tMOVQ n+16(FP), CX")
-e("\tSHRQ $3, CX"); e("\tJZ gfdone")
-e("gfloop:")
-e("\tVCVTPS2PD (SI), Y0"); e("\tVCVTPS2PD 16(SI), Y8")
-# interleave two chains by emitting separately (OoO handles it)
-erf("Y0","Y1","Y2","Y3","Y4")
-erf("Y8","Y9","Y10","Y11","Y12")
-for (x,p) in (("Y0","Y2"),("Y8","Y10")):
-    e("\tVADDPD done<>(SB), %s, %s" % (p,p))
-    e("\tVMULPD %s, %s, %s" % (x,p,p))
-    e("\tVMULPD dhalf<>(SB), %s, %s" % (p,p))
-e("\tVCVTPD2PSY Y2, X2"); e("\tVCVTPD2PSY Y10, X10")
-e("\tVMOVUPS X2, (DI)"); e("\tVMOVUPS X10, 16(DI)")
-e("\tADDQ $32, SI"); e("\tADDQ $32, DI"); e("\tDECQ CX"); e("\tJNZ gfloop")
-e("gfdone:"); e("\tVZEROUPPER"); e("\tRET"); e("")
-
-# func geluBwdAVX2(dx, dout, x *float32, n int): n multiple of 4
-e("// func geluBwdAVX2(dx, dout, x *float32, n int)")
-e("TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-32")
-e("\tMOVQ dx+0(FP), DI"); e("\tMOVQ dout+8(FP), DX"); e("\tMOVQ x+16(FP), SI"); e("\tMOVQ n+24(FP), CX")
-e("\tSHRQ $2, CX"); e("\tJZ gbdone")
-e("gbloop:")
-e("\tVCVTPS2PD (SI), Y0")
-erf("Y0","Y1","Y2","Y3","Y4")   # Y2 = erf
-# exp(-0.5 x^2): t in Y5
-e("\tVMULPD Y0, Y0, Y5"); e("\tVMULPD dmhalf<>(SB), Y5, Y5"); e("\tVMAXPD dexpmin<>(SB), Y5, Y5")
-e("\tVMULPD dlog2e<>(SB), Y5, Y6"); e("\tVROUNDPD $0, Y6, Y6")        # n
-e("\tVFNMADD231PD dln2hi<>(SB), Y6, Y5"); e("\tVFNMADD231PD dln2lo<>(SB), Y6, Y5")  # r
-e("\tVMOVUPD dexpc9<>(SB), Y7")
-for k in range(8,1,-1): e("\tVFMADD213PD dexpc%d<>(SB), Y5, Y7" % k)
-e("\tVFMADD213PD done<>(SB), Y5, Y7")   # c2.. -> *r + 1
-e("\tVFMADD213PD done<>(SB), Y5, Y7")   # *r + 1
-e("\tVADDPD dmagic<>(SB), Y6, Y6"); e("\tVPSLLQ $52, Y6, Y6"); e("\tVPADDQ Y6, Y7, Y7")  # e = exp(t)
-# g = 0.5 + 0.5*erf + x*invsqrt2pi*e
-e("\tVMULPD dinvsqrt2pi<>(SB), Y7, Y7"); e("\tVMULPD Y0, Y7, Y7")
-e("\tVADDPD done<>(SB), Y2, Y2"); e("\tVFMADD231PD dhalf<>(SB), Y2, Y7")
-e("\tVCVTPS2PD (DX), Y8"); e("\tVMULPD Y8, Y7, Y7")
-e("\tVCVTPD2PSY Y7, X7"); e("\tVMOVUPS X7, (DI)")
-e("\tADDQ $16, SI"); e("\tADDQ $16, DX"); e("\tADDQ $16, DI"); e("\tDECQ CX"); e("\tJNZ gbloop")
-e("gbdone:"); e("\tVZEROUPPER"); e("\tRET"); e("")
+def erfps(x, z, p, q, z2):
+    # x: float32 lanes (unchanged); result erf(x/sqrt2) in p, evaluated in
+    # float32 as Eigen's float erf (the same rational approximation as erff).
+    e("\tVMULPS finvsqrt2<>(SB), %s, %s" % (x, z))
+    e("\tVMINPS ffour<>(SB), %s, %s" % (z, z))
+    e("\tVMAXPS fmfour<>(SB), %s, %s" % (z, z))
+    e("\tVMULPS %s, %s, %s" % (z, z, z2))
+    e("\tVMOVUPS fera6<>(SB), %s" % p)
+    for i in range(5,-1,-1): e("\tVFMADD213PS fera%d<>(SB), %s, %s" % (i, z2, p))
+    e("\tVMULPS %s, %s, %s" % (z, p, p))
+    e("\tVMOVUPS ferb4<>(SB), %s" % q)
+    for i in range(3,-1,-1): e("\tVFMADD213PS ferb%d<>(SB), %s, %s" % (i, z2, q))
+    e("\tVDIVPS %s, %s, %s" % (q, p, p))
 
 def fexp(t, n, y, z):
     # t: float32 lanes of exponent argument (clobbered to r); result in y
@@ -107,6 +55,39 @@ def fexp(t, n, y, z):
     e("\tVFMADD213PS %s, %s, %s" % (t,z,y))  # y = y*z + r
     e("\tVADDPS fone<>(SB), %s, %s" % (y,y))
     e("\tVCVTPS2DQ %s, %s" % (n,n)); e("\tVPSLLD $23, %s, %s" % (n,n)); e("\tVPADDD %s, %s, %s" % (n,y,y))
+
+# func geluFwdAVX2(out, x *float32, n int): n multiple of 8, float32 lanes
+e("// func geluFwdAVX2(out, x *float32, n int)")
+e("TEXT ·geluFwdAVX2(SB), NOSPLIT, $0-24")
+e("\tMOVQ out+0(FP), DI"); e("\tMOVQ x+8(FP), SI"); e("\tMOVQ n+16(FP), CX")
+e("\tSHRQ $3, CX"); e("\tJZ gfdone")
+e("gfloop:")
+e("\tVMOVUPS (SI), Y0")
+erfps("Y0","Y1","Y2","Y3","Y4")
+e("\tVADDPS fone<>(SB), Y2, Y2")
+e("\tVMULPS Y0, Y2, Y2")
+e("\tVMULPS fhalf<>(SB), Y2, Y2")
+e("\tVMOVUPS Y2, (DI)")
+e("\tADDQ $32, SI"); e("\tADDQ $32, DI"); e("\tDECQ CX"); e("\tJNZ gfloop")
+e("gfdone:"); e("\tVZEROUPPER"); e("\tRET"); e("")
+
+# func geluBwdAVX2(dx, dout, x *float32, n int): n multiple of 8, float32 lanes
+e("// func geluBwdAVX2(dx, dout, x *float32, n int)")
+e("TEXT ·geluBwdAVX2(SB), NOSPLIT, $0-32")
+e("\tMOVQ dx+0(FP), DI"); e("\tMOVQ dout+8(FP), DX"); e("\tMOVQ x+16(FP), SI"); e("\tMOVQ n+24(FP), CX")
+e("\tSHRQ $3, CX"); e("\tJZ gbdone")
+e("gbloop:")
+e("\tVMOVUPS (SI), Y0")
+erfps("Y0","Y1","Y2","Y3","Y4")   # Y2 = erf
+e("\tVMULPS Y0, Y0, Y5"); e("\tVMULPS fmhalf<>(SB), Y5, Y5")   # t = -x*x/2
+fexp("Y5","Y6","Y7","Y8")          # Y7 = exp(t)
+# g = 0.5*(1+erf) + x*invsqrt2pi*exp(t)
+e("\tVMULPS finvsqrt2pi<>(SB), Y7, Y7"); e("\tVMULPS Y0, Y7, Y7")
+e("\tVADDPS fone<>(SB), Y2, Y2"); e("\tVFMADD231PS fhalf<>(SB), Y2, Y7")
+e("\tVMULPS (DX), Y7, Y7")
+e("\tVMOVUPS Y7, (DI)")
+e("\tADDQ $32, SI"); e("\tADDQ $32, DX"); e("\tADDQ $32, DI"); e("\tDECQ CX"); e("\tJNZ gbloop")
+e("gbdone:"); e("\tVZEROUPPER"); e("\tRET"); e("")
 
 # func expShiftAVX2(x *float32, n int, shift float32) float32: x[i] = exp(x[i]-shift), n multiple of 8; returns sum
 e("// func expShiftAVX2(x *float32, n int, shift float32) (sum float32)")
