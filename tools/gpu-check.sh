@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # The GPU checks of the CUDA backend, in one script for a GPU machine without
 # Go: run `make gpu-build` on a build machine, copy the checkout (with bin/gpu)
 # to the GPU machine and run this from the repository root. It prints the
@@ -6,7 +6,11 @@
 # TF32), compute-sanitizer's memcheck over the suite when the tool is there,
 # the GPU BENCH lines, and a short fmnist-tiny run on the GPU. Each part runs
 # even if an earlier one fails; the exit status is that of the first failure.
+# Everything is also written to $OUT/gpu-check.log when OUT is set (the
+# device tool's folder that comes back), else to /tmp/gpu-check.log.
 set -u
+log="${OUT:-/tmp}/gpu-check.log"
+exec > >(tee "$log") 2>&1
 status=0
 step() {
 	echo "=== $*"
