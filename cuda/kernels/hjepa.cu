@@ -696,6 +696,34 @@ extern "C" __global__ void hjepa_attn_bwd_delta(float* __restrict__ delta, const
   }
 }
 
+// tile_dots forms the two score tiles both backward kernels recompute:
+//   s[i][j]  = sum_d X1[d][ty*TR + i] * Y1[d][tx + j*LC],
+//   dp[i][j] = sum_d X2[d][ty*TR + i] * Y2[d][tx + j*LC],
+// X1, X2 being [DH][BR+1] tiles of this block's rows (queries for dQ, keys
+// and values for dK/dV) and Y1, Y2 [DH][BC+1] tiles of the other side.
+template <int DH, int BR, int BC, int TR, int LC, int CPT>
+__device__ __forceinline__ void tile_dots(const float* X1, const float* X2, const float* Y1, const float* Y2, int ty,
+                                          int tx, float (&s)[TR][CPT], float (&dp)[TR][CPT]) {
+  UNROLL for (int i = 0; i < TR; i++)
+    UNROLL for (int j = 0; j < CPT; j++) s[i][j] = dp[i][j] = 0;
+  UNROLL4 for (int d = 0; d < DH; d++) {
+    float x1[TR], x2[TR], y1[CPT], y2[CPT];
+    UNROLL for (int i = 0; i < TR; i++) {
+      x1[i] = X1[d * (BR + 1) + ty * TR + i];
+      x2[i] = X2[d * (BR + 1) + ty * TR + i];
+    }
+    UNROLL for (int j = 0; j < CPT; j++) {
+      y1[j] = Y1[d * (BC + 1) + tx + j * LC];
+      y2[j] = Y2[d * (BC + 1) + tx + j * LC];
+    }
+    UNROLL for (int i = 0; i < TR; i++)
+      UNROLL for (int j = 0; j < CPT; j++) {
+        s[i][j] += x1[i] * y1[j];
+        dp[i][j] += x2[i] * y2[j];
+      }
+  }
+}
+
 // attn_bwd_dq: block (b*H + h, query tile). For each key tile, recompute
 // P = exp(scale*Q K^T - lse) and dP = dO V^T, form dS = P*(dP - delta) in
 // shared memory, and accumulate dQ += dS K; dQ = scale*sum is written once.
@@ -737,24 +765,7 @@ __device__ __forceinline__ void attn_bwd_dq(float* __restrict__ dqkv, const floa
     load_t<DH, BC, NT>(Vs, base + 2 * HD, ld, k0, N, dh);
     __syncthreads();
     float s[TR][CPT], dp[TR][CPT];
-    UNROLL for (int i = 0; i < TR; i++)
-      UNROLL for (int j = 0; j < CPT; j++) s[i][j] = dp[i][j] = 0;
-    UNROLL4 for (int d = 0; d < DH; d++) {
-      float qv[TR], gv[TR], kv[CPT], vv[CPT];
-      UNROLL for (int i = 0; i < TR; i++) {
-        qv[i] = Qs[d * (BR + 1) + ty * TR + i];
-        gv[i] = Gs[d * (BR + 1) + ty * TR + i];
-      }
-      UNROLL for (int j = 0; j < CPT; j++) {
-        kv[j] = Ks[d * (BC + 1) + tx + j * LC];
-        vv[j] = Vs[d * (BC + 1) + tx + j * LC];
-      }
-      UNROLL for (int i = 0; i < TR; i++)
-        UNROLL for (int j = 0; j < CPT; j++) {
-          s[i][j] += qv[i] * kv[j];
-          dp[i][j] += gv[i] * vv[j];
-        }
-    }
+    tile_dots<DH, BR, BC, TR, LC, CPT>(Qs, Gs, Ks, Vs, ty, tx, s, dp);
     UNROLL for (int i = 0; i < TR; i++)
       UNROLL for (int j = 0; j < CPT; j++) {
         float p = k0 + tx + j * LC < N ? expf(s[i][j] * scale - lr[i]) : 0.0f;
@@ -824,24 +835,7 @@ __device__ __forceinline__ void attn_bwd_dkv(float* __restrict__ dqkv, const flo
     }
     __syncthreads();
     float s[TR][CPT], dp[TR][CPT];
-    UNROLL for (int i = 0; i < TR; i++)
-      UNROLL for (int j = 0; j < CPT; j++) s[i][j] = dp[i][j] = 0;
-    UNROLL4 for (int d = 0; d < DH; d++) {
-      float kv[TR], vv[TR], qv[CPT], gv[CPT];
-      UNROLL for (int i = 0; i < TR; i++) {
-        kv[i] = Ks[d * (BR + 1) + ty * TR + i];
-        vv[i] = Vs[d * (BR + 1) + ty * TR + i];
-      }
-      UNROLL for (int j = 0; j < CPT; j++) {
-        qv[j] = Qs[d * (BC + 1) + tx + j * LC];
-        gv[j] = Gs[d * (BC + 1) + tx + j * LC];
-      }
-      UNROLL for (int i = 0; i < TR; i++)
-        UNROLL for (int j = 0; j < CPT; j++) {
-          s[i][j] += kv[i] * qv[j];
-          dp[i][j] += vv[i] * gv[j];
-        }
-    }
+    tile_dots<DH, BR, BC, TR, LC, CPT>(Ks, Vs, Qs, Gs, ty, tx, s, dp);
     UNROLL for (int i = 0; i < TR; i++)
       UNROLL for (int j = 0; j < CPT; j++) {
         int c = tx + j * LC;
