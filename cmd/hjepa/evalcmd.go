@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,10 @@ import (
 	"github.com/hjepa-go/hjepa/train"
 )
 
+// fallbackOnce prints the device fallback line once per process (eval
+// --compare-init loads two models).
+var fallbackOnce sync.Once
+
 // loadModel builds the model of cfg and loads a checkpoint's weights into it
 // ("" or "init" keeps the initialisation: the baseline a trained encoder is compared to).
 func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, error) {
@@ -25,7 +30,7 @@ func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, er
 		return nil, nil, err
 	}
 	if fallback != "" {
-		fmt.Fprintln(os.Stderr, fallback)
+		fallbackOnce.Do(func() { fmt.Fprintln(os.Stderr, fallback) })
 	}
 	m, err := train.NewInitialModel(b, cfg)
 	if err != nil {
