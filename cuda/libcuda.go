@@ -29,50 +29,46 @@ const (
 	// Device attributes (CUdevice_attribute) read by the driver.
 	attrComputeCapabilityMajor = 75
 	attrComputeCapabilityMinor = 76
-	attrMultiprocessorCount    = 16
 	// cuModuleLoadDataEx JIT options.
-	jitInfoLogBuffer          = 3
-	jitInfoLogBufferSizeBytes = 4
-	jitErrorLogBuffer         = 5
-	jitErrorLogBufferSize     = 6
+	jitErrorLogBuffer     = 5
+	jitErrorLogBufferSize = 6
 )
 
 // libCUDA is libcuda.so.1's driver API, opened once per process.
 type libCUDA struct {
 	path string
 
-	cuInit                 func(flags uint32) cuResult
-	cuDriverGetVersion     func(v *int32) cuResult
-	cuGetErrorName         func(r cuResult, s **byte) cuResult
-	cuGetErrorString       func(r cuResult, s **byte) cuResult
-	cuDeviceGetCount       func(n *int32) cuResult
-	cuDeviceGet            func(dev *int32, ordinal int32) cuResult
-	cuDeviceGetName        func(name *byte, n int32, dev int32) cuResult
-	cuDeviceGetAttribute   func(v *int32, attr int32, dev int32) cuResult
-	cuDeviceTotalMem       func(bytes *uint64, dev int32) cuResult
-	cuDeviceGetUuid        func(uuid *[16]byte, dev int32) cuResult
-	cuDevicePrimaryCtxRet  func(ctx *uintptr, dev int32) cuResult
-	cuDevicePrimaryCtxRel  func(dev int32) cuResult
-	cuCtxSetCurrent        func(ctx uintptr) cuResult
-	cuMemGetInfo           func(free, total *uint64) cuResult
-	cuStreamCreate         func(s *uintptr, flags uint32) cuResult
-	cuStreamDestroy        func(s uintptr) cuResult
-	cuStreamSynchronize    func(s uintptr) cuResult
-	cuMemAlloc             func(p *DevicePtr, bytes uint64) cuResult
-	cuMemFree              func(p DevicePtr) cuResult
-	cuMemsetD32Async       func(p DevicePtr, v uint32, n uint64, s uintptr) cuResult
-	cuMemcpyHtoDAsync      func(dst DevicePtr, src unsafe.Pointer, bytes uint64, s uintptr) cuResult
-	cuMemcpyDtoHAsync      func(dst unsafe.Pointer, src DevicePtr, bytes uint64, s uintptr) cuResult
-	cuMemcpyDtoDAsync      func(dst, src DevicePtr, bytes uint64, s uintptr) cuResult
-	cuModuleLoadDataEx     func(m *uintptr, image unsafe.Pointer, n uint32, opts *int32, vals *uintptr) cuResult
-	cuModuleUnload         func(m uintptr) cuResult
-	cuModuleGetFunction    func(f *uintptr, m uintptr, name *byte) cuResult
-	cuLaunchKernel         func(f uintptr, gx, gy, gz, bx, by, bz, shared uint32, s uintptr, params *unsafe.Pointer, extra unsafe.Pointer) cuResult
-	cuFuncSetAttribute     func(f uintptr, attr int32, v int32) cuResult
-	driverVersion          int32
-	initErr                error
-	initOnce               sync.Once
-	registerFailureSymbols []string
+	cuInit                func(flags uint32) cuResult
+	cuDriverGetVersion    func(v *int32) cuResult
+	cuGetErrorName        func(r cuResult, s **byte) cuResult
+	cuGetErrorString      func(r cuResult, s **byte) cuResult
+	cuDeviceGetCount      func(n *int32) cuResult
+	cuDeviceGet           func(dev *int32, ordinal int32) cuResult
+	cuDeviceGetName       func(name *byte, n int32, dev int32) cuResult
+	cuDeviceGetAttribute  func(v *int32, attr int32, dev int32) cuResult
+	cuDeviceTotalMem      func(bytes *uint64, dev int32) cuResult
+	cuDeviceGetUuid       func(uuid *[16]byte, dev int32) cuResult
+	cuDevicePrimaryCtxRet func(ctx *uintptr, dev int32) cuResult
+	cuDevicePrimaryCtxRel func(dev int32) cuResult
+	cuCtxSetCurrent       func(ctx uintptr) cuResult
+	cuMemGetInfo          func(free, total *uint64) cuResult
+	cuStreamCreate        func(s *uintptr, flags uint32) cuResult
+	cuStreamDestroy       func(s uintptr) cuResult
+	cuStreamSynchronize   func(s uintptr) cuResult
+	cuMemAlloc            func(p *DevicePtr, bytes uint64) cuResult
+	cuMemFree             func(p DevicePtr) cuResult
+	cuMemsetD32Async      func(p DevicePtr, v uint32, n uint64, s uintptr) cuResult
+	cuMemcpyHtoDAsync     func(dst DevicePtr, src unsafe.Pointer, bytes uint64, s uintptr) cuResult
+	cuMemcpyDtoHAsync     func(dst unsafe.Pointer, src DevicePtr, bytes uint64, s uintptr) cuResult
+	cuMemcpyDtoDAsync     func(dst, src DevicePtr, bytes uint64, s uintptr) cuResult
+	cuModuleLoadDataEx    func(m *uintptr, image unsafe.Pointer, n uint32, opts *int32, vals *uintptr) cuResult
+	cuModuleUnload        func(m uintptr) cuResult
+	cuModuleGetFunction   func(f *uintptr, m uintptr, name *byte) cuResult
+	cuLaunchKernel        func(f uintptr, gx, gy, gz, bx, by, bz, shared uint32, s uintptr, params *unsafe.Pointer, extra unsafe.Pointer) cuResult
+	driverVersion         int32
+	initErr               error
+	initOnce              sync.Once
+	missing               []string
 }
 
 // libcudaCandidates are tried in order when no path is given: the loader's
@@ -175,7 +171,6 @@ func (l *libCUDA) bind(h uintptr) error {
 		{&l.cuModuleUnload, "cuModuleUnload"},
 		{&l.cuModuleGetFunction, "cuModuleGetFunction"},
 		{&l.cuLaunchKernel, "cuLaunchKernel"},
-		{&l.cuFuncSetAttribute, "cuFuncSetAttribute"},
 	}
 	var missing []string
 	for _, s := range first {
@@ -191,7 +186,7 @@ func (l *libCUDA) bind(h uintptr) error {
 			missing = append(missing, s.name)
 		}
 	}
-	l.registerFailureSymbols = missing
+	l.missing = missing
 	return nil
 }
 
@@ -217,8 +212,8 @@ func (l *libCUDA) init() error {
 				l.path, versionString(v), versionString(MinDriverVersion))
 			return
 		}
-		if len(l.registerFailureSymbols) > 0 {
-			l.initErr = fmt.Errorf("%s (CUDA driver %s) lacks %s; update the NVIDIA driver", l.path, versionString(v), strings.Join(l.registerFailureSymbols, ", "))
+		if len(l.missing) > 0 {
+			l.initErr = fmt.Errorf("%s (CUDA driver %s) lacks %s; update the NVIDIA driver", l.path, versionString(v), strings.Join(l.missing, ", "))
 			return
 		}
 		if r := l.cuInit(0); r != 0 {
@@ -274,13 +269,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Call + ": " + e.Text }
-
-// IsOutOfMemory reports whether err is a device allocation failure
-// (CUDA_ERROR_OUT_OF_MEMORY).
-func IsOutOfMemory(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == 2
-}
 
 // cString copies a NUL-terminated C string.
 func cString(p *byte) string {

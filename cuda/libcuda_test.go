@@ -36,7 +36,7 @@ STUB(cuDevicePrimaryCtxRetain) STUB(cuDevicePrimaryCtxRelease_v2) STUB(cuCtxSetC
 STUB(cuMemGetInfo_v2) STUB(cuStreamCreate) STUB(cuStreamDestroy_v2) STUB(cuStreamSynchronize)
 STUB(cuMemAlloc_v2) STUB(cuMemFree_v2) STUB(cuMemsetD32Async) STUB(cuMemcpyHtoDAsync_v2)
 STUB(cuMemcpyDtoHAsync_v2) STUB(cuMemcpyDtoDAsync_v2) STUB(cuModuleLoadDataEx) STUB(cuModuleUnload)
-STUB(cuModuleGetFunction) STUB(cuLaunchKernel) STUB(cuFuncSetAttribute)
+STUB(cuModuleGetFunction) STUB(cuLaunchKernel)
 `
 
 // buildFake compiles fakeDriver with the given -D flags into a uniquely
