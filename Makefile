@@ -47,6 +47,7 @@ lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(MAKE) proto-tools && cd proto && $(PROTO_TOOLS)/buf lint
 
 # Baselines the benchmarks measure in the same run: OpenBLAS (dlopen'd by the
 # benchmark only) and PyTorch 1.13 CPU.
@@ -73,6 +74,23 @@ gpu-build:
 # users have no nvcc: regenerate it after every change to hjepa.cu (a test
 # fails while it is stale). Installs Debian's nvidia-cuda-toolkit (contrib,
 # non-free) when nvcc is missing.
+# The gRPC protocol (proto/hjepa/v1): buf and the two Go plugins from the Go
+# module proxy into bin/tools, then lint and generate. The generated code is
+# committed; proto/hjepa/v1/proto.sha256 records the inputs it came from, and a
+# test fails while it is stale.
+.PHONY: proto proto-tools
+BUF_VERSION            := v1.75.0
+PROTOC_GEN_GO_VERSION  := v1.36.12
+PROTOC_GEN_GRPC_VERSION := v1.6.2
+PROTO_TOOLS := $(CURDIR)/bin/tools
+proto-tools:
+	@[ -x $(PROTO_TOOLS)/buf ] || GOBIN=$(PROTO_TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@[ -x $(PROTO_TOOLS)/protoc-gen-go ] || GOBIN=$(PROTO_TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@[ -x $(PROTO_TOOLS)/protoc-gen-go-grpc ] || GOBIN=$(PROTO_TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+proto: proto-tools
+	cd proto && PATH=$(PROTO_TOOLS):$$PATH buf lint && PATH=$(PROTO_TOOLS):$$PATH buf generate
+	cd proto && sha256sum buf.yaml buf.gen.yaml hjepa/v1/*.proto > hjepa/v1/proto.sha256
+
 .PHONY: ptx
 NVCC ?= nvcc
 ptx:
