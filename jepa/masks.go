@@ -114,6 +114,38 @@ func (m *MultiBlockMasker) Sample(step int64, b int) *Masks {
 	return out
 }
 
+// SampleShard returns the masks of one data-parallel replica's share of a
+// global batch: the global batch of b*world images gets the masks Sample
+// would draw for it (block sizes and the context truncation are shared by
+// the whole global batch), and this replica takes images j*world+rank,
+// j < b, which are the images DistributedSampler gives it (rank r reads
+// positions r, r+world, ... of each global batch). So world replicas with b
+// images each see exactly the masks of one process with b*world images.
+func (m *MultiBlockMasker) SampleShard(step int64, b, rank, world int) *Masks {
+	if world <= 1 {
+		return m.Sample(step, b)
+	}
+	g := m.Sample(step, b*world)
+	nt := m.cfg.NumTargets
+	out := &Masks{B: b, Nc: g.Nc, Nt: g.Nt, BlockH: g.BlockH, BlockW: g.BlockW,
+		Context: make([]int32, 0, b*g.Nc), Targets: make([]int32, 0, nt*b*g.Nt)}
+	for j := 0; j < b; j++ {
+		i := j*world + rank
+		out.Context = append(out.Context, g.Context[i*g.Nc:(i+1)*g.Nc]...)
+	}
+	for t := 0; t < nt; t++ {
+		for j := 0; j < b; j++ {
+			row := t*b*world + j*world + rank
+			out.Targets = append(out.Targets, g.Targets[row*g.Nt:(row+1)*g.Nt]...)
+		}
+	}
+	out.Levels = make([]LevelWindows, len(g.Levels))
+	for l := range out.Levels {
+		out.Levels[l] = levelWindows(1<<l, g.BlockH, g.BlockW, nt*b)
+	}
+	return out
+}
+
 // sample is Sample that also returns each image's context list before
 // truncation (for tests).
 func (m *MultiBlockMasker) sample(step int64, b int) (*Masks, [][]int32) {

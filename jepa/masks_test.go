@@ -175,3 +175,42 @@ func TestMaskConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSampleShardPartitionsGlobalBatch: world replicas with b images each
+// see, image for image, the masks one process draws for b*world images.
+func TestSampleShardPartitionsGlobalBatch(t *testing.T) {
+	cfg := ijepaMaskConfig(14)
+	m, _ := NewMultiBlockMasker(cfg, 3)
+	if !reflect.DeepEqual(m.SampleShard(5, 4, 0, 1), m.Sample(5, 4)) {
+		t.Fatal("world 1: SampleShard differs from Sample")
+	}
+	for _, world := range []int{2, 3, 4} {
+		const b = 3
+		for step := int64(0); step < 20; step++ {
+			g := m.Sample(step, b*world)
+			for rank := 0; rank < world; rank++ {
+				s := m.SampleShard(step, b, rank, world)
+				if s.B != b || s.Nc != g.Nc || s.Nt != g.Nt || s.BlockH != g.BlockH || s.BlockW != g.BlockW {
+					t.Fatalf("world %d rank %d: sizes %+v vs global %+v", world, rank, s, g)
+				}
+				for j := 0; j < b; j++ {
+					i := j*world + rank
+					if !reflect.DeepEqual(s.Context[j*s.Nc:(j+1)*s.Nc], g.Context[i*g.Nc:(i+1)*g.Nc]) {
+						t.Fatalf("world %d rank %d image %d: context differs from global image %d", world, rank, j, i)
+					}
+					for tg := 0; tg < cfg.NumTargets; tg++ {
+						sr, gr := tg*b+j, tg*b*world+i
+						if !reflect.DeepEqual(s.Targets[sr*s.Nt:(sr+1)*s.Nt], g.Targets[gr*g.Nt:(gr+1)*g.Nt]) {
+							t.Fatalf("world %d rank %d image %d target %d differs", world, rank, j, tg)
+						}
+					}
+				}
+				for l, lv := range s.Levels {
+					if want := levelWindows(1<<l, g.BlockH, g.BlockW, cfg.NumTargets*b); !reflect.DeepEqual(lv, want) {
+						t.Fatalf("world %d level %d windows differ", world, l)
+					}
+				}
+			}
+		}
+	}
+}

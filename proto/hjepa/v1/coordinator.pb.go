@@ -679,8 +679,12 @@ type RegisterResponse struct {
 	Collective          *CollectiveOptions `protobuf:"bytes,12,opt,name=collective,proto3" json:"collective,omitempty"`
 	HeartbeatIntervalMs int64              `protobuf:"varint,13,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	HeartbeatTimeoutMs  int64              `protobuf:"varint,14,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// resume_checkpoint is the checkpoint directory every rank loads when
+	// resume is true (chosen once by the coordinator, so the ranks cannot
+	// disagree about which one is the latest).
+	ResumeCheckpoint string `protobuf:"bytes,15,opt,name=resume_checkpoint,json=resumeCheckpoint,proto3" json:"resume_checkpoint,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RegisterResponse) Reset() {
@@ -809,6 +813,13 @@ func (x *RegisterResponse) GetHeartbeatTimeoutMs() int64 {
 		return x.HeartbeatTimeoutMs
 	}
 	return 0
+}
+
+func (x *RegisterResponse) GetResumeCheckpoint() string {
+	if x != nil {
+		return x.ResumeCheckpoint
+	}
+	return ""
 }
 
 type HeartbeatRequest struct {
@@ -1167,7 +1178,7 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"\fbucket_bytes\x18\x03 \x01(\x03R\vbucketBytes\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x12%\n" +
-	"\x0echecksum_every\x18\x05 \x01(\x05R\rchecksumEvery\"\x88\x04\n" +
+	"\x0echecksum_every\x18\x05 \x01(\x05R\rchecksumEvery\"\xb5\x04\n" +
 	"\x10RegisterResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\n" +
@@ -1190,7 +1201,8 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"collective\x18\f \x01(\v2\x1b.hjepa.v1.CollectiveOptionsR\n" +
 	"collective\x122\n" +
 	"\x15heartbeat_interval_ms\x18\r \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
-	"\x14heartbeat_timeout_ms\x18\x0e \x01(\x03R\x12heartbeatTimeoutMs\"\xfc\x01\n" +
+	"\x14heartbeat_timeout_ms\x18\x0e \x01(\x03R\x12heartbeatTimeoutMs\x12+\n" +
+	"\x11resume_checkpoint\x18\x0f \x01(\tR\x10resumeCheckpoint\"\xfc\x01\n" +
 	"\x10HeartbeatRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\n" +
