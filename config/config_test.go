@@ -596,3 +596,23 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+// TestYAMLBytesLoad: the YAML a coordinator sends loads back, on a worker,
+// into a configuration with the same digest.
+func TestYAMLBytesLoad(t *testing.T) {
+	c, err := Load(LoadOptions{ConfigFile: "../configs/fmnist-tiny.yaml", Sets: []string{"training.lr=3e-4", "data.batch_size=8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(LoadOptions{ConfigFile: "coordinator", ConfigYAML: y})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Digest() != c.Digest() || string(back.CanonicalJSON()) != string(c.CanonicalJSON()) {
+		t.Fatalf("round trip changed the configuration:\n%s\n%s", c.CanonicalJSON(), back.CanonicalJSON())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,6 +20,10 @@ import (
 type LoadOptions struct {
 	// ConfigFile is a YAML file (optional; empty: defaults only).
 	ConfigFile string
+	// ConfigYAML is the file's content when it came another way (a worker
+	// gets the coordinator's configuration over gRPC); ConfigFile, when set
+	// too, only names it in messages.
+	ConfigYAML []byte
 	// Sets are "key=value" overrides (repeated --set), applied in order, so
 	// a later one wins. The value is parsed by the key's type: integers,
 	// numbers (1.5e-4), booleans (true/false/1/0/yes/no/on/off), strings
@@ -38,6 +43,11 @@ type LoadOptions struct {
 	// reported as unknown keys.
 	IgnoreEnv []string
 }
+
+// ProgramEnv are the HJEPA_* variables that configure the programs rather
+// than the training run (job token, CUDA library paths, the benchmarks'
+// Python); Load never reads them as configuration keys.
+var ProgramEnv = []string{"HJEPA_JOB_TOKEN", "HJEPA_LIBCUDA", "HJEPA_CUBLAS", "HJEPA_PYTHON"}
 
 // LoadError lists every bad key and value found while loading, one per
 // line, each naming its source (file:line, environment variable or --set).
@@ -66,8 +76,8 @@ func Load(opts LoadOptions) (Config, error) {
 	}
 	var problems []FieldError
 
-	if opts.ConfigFile != "" {
-		fileValues, fileProblems, err := readFile(opts.ConfigFile)
+	if opts.ConfigFile != "" || opts.ConfigYAML != nil {
+		fileValues, fileProblems, err := readFile(opts.ConfigFile, opts.ConfigYAML)
 		if err != nil {
 			return Config{}, err
 		}
@@ -83,7 +93,7 @@ func Load(opts LoadOptions) (Config, error) {
 			environ = os.Environ()
 		}
 		ignore := map[string]bool{}
-		for _, n := range opts.IgnoreEnv {
+		for _, n := range slices.Concat(ProgramEnv, opts.IgnoreEnv) {
 			ignore[n] = true
 		}
 		for _, kv := range environ {
@@ -148,7 +158,10 @@ func Load(opts LoadOptions) (Config, error) {
 // readFile parses a YAML config file into key -> typed value, reporting
 // unknown keys and wrong types with their line. The error is non-nil only
 // when the file cannot be read or parsed at all.
-func readFile(path string) (map[string]any, []FieldError, error) {
+func readFile(path string, data []byte) (map[string]any, []FieldError, error) {
+	if data != nil {
+		return parseYAML(path, data)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		switch {
@@ -159,6 +172,10 @@ func readFile(path string) (map[string]any, []FieldError, error) {
 		}
 		return nil, nil, fmt.Errorf("config file %s: %w", path, err)
 	}
+	return parseYAML(path, data)
+}
+
+func parseYAML(path string, data []byte) (map[string]any, []FieldError, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -21,6 +22,15 @@ var ProcessLocalKeys = []string{
 	"checkpoint.dir", "logging.dir", "logging.level", "logging.progress",
 }
 
+// JobKeys are set by the coordinator for the whole job (world size, restart
+// budget, all-reduce buckets): they shape how the run is executed, not the
+// model it trains, and a worker started with its own copy of the
+// configuration need not repeat them. Digest leaves them out.
+var JobKeys = []string{
+	"distributed.enabled", "distributed.world_size", "distributed.bucket_mib",
+	"distributed.first_bucket_mib", "distributed.max_restarts",
+}
+
 // CanonicalJSON is the configuration as one JSON object of key path ->
 // value, keys sorted, lists never null: the same configuration always gives
 // the same bytes, however it was written.
@@ -32,12 +42,12 @@ func (c Config) CanonicalJSON() []byte {
 	return b
 }
 
-// Digest is the hex SHA-256 of CanonicalJSON without ProcessLocalKeys. The
-// coordinator compares the workers' digests so that a run never mixes
-// configurations.
+// Digest is the hex SHA-256 of CanonicalJSON without ProcessLocalKeys and
+// JobKeys. The coordinator compares the workers' digests so that a run
+// never mixes configurations.
 func (c Config) Digest() string {
 	flat := c.flatten()
-	for _, k := range ProcessLocalKeys {
+	for _, k := range slices.Concat(ProcessLocalKeys, JobKeys) {
 		delete(flat, k)
 	}
 	b, err := json.Marshal(flat)
