@@ -62,6 +62,13 @@ func LossConfig(c config.Config) jepa.LossConfig {
 // cannot be used), or "auto": the first GPU when one is usable, else the CPU,
 // and then fallback says why in one line for the caller to log.
 func NewBackend(c config.Config) (b tensor.Backend, fallback string, err error) {
+	return NewLocalBackend(c, 0)
+}
+
+// NewLocalBackend is NewBackend for the worker of local rank localRank on
+// its host: device auto takes GPU localRank (one worker per GPU, as
+// torchrun's LOCAL_RANK), and the CPU when that GPU does not exist.
+func NewLocalBackend(c config.Config, localRank int) (b tensor.Backend, fallback string, err error) {
 	threads := c.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
@@ -70,7 +77,7 @@ func NewBackend(c config.Config) (b tensor.Backend, fallback string, err error) 
 	case device == "" || device == "cpu":
 		return cpu.New(threads), "", nil
 	case device == "auto":
-		gb, err := openGPU(0, c.AllowTF32)
+		gb, err := openGPU(localRank, c.AllowTF32)
 		if noGPU(err) {
 			return cpu.New(threads), fmt.Sprintf("device auto: %v; using the CPU", firstClause(err)), nil
 		}

@@ -32,8 +32,15 @@ type GradSync interface {
 	// AllReduceMean replaces grads with their mean over replicas.
 	AllReduceMean(ctx context.Context, step int64, grads *tensor.Tensor) error
 	// ReduceMean replaces each value with its mean over replicas (losses
-	// for logging).
+	// for logging, the stop vote).
 	ReduceMean(ctx context.Context, step int64, v []float64) error
+	// Broadcast overwrites t with rank 0's values (DDP's initial parameter
+	// broadcast).
+	Broadcast(ctx context.Context, t *tensor.Tensor) error
+	// AfterStep runs after each optimizer and EMA step: a replica compares
+	// checksums of the parameters with the others every few steps and fails
+	// on a mismatch.
+	AfterStep(ctx context.Context, step int64, params, target *tensor.Tensor) error
 }
 
 // LocalSync is the GradSync of a single process: nothing to exchange.
@@ -45,6 +52,10 @@ func (LocalSync) AllReduceMean(context.Context, int64, *tensor.Tensor) error {
 	return nil
 }
 func (LocalSync) ReduceMean(context.Context, int64, []float64) error { return nil }
+func (LocalSync) Broadcast(context.Context, *tensor.Tensor) error    { return nil }
+func (LocalSync) AfterStep(context.Context, int64, *tensor.Tensor, *tensor.Tensor) error {
+	return nil
+}
 
 // Options are what `hjepa train` (or a worker) hands the trainer.
 type Options struct {
@@ -59,6 +70,20 @@ type Options struct {
 	Terminal bool
 	// Sync exchanges gradients (LocalSync when nil).
 	Sync GradSync
+	// Stop, when closed, asks for a checkpoint and a clean stop at the next
+	// step boundary; with several replicas they vote each step, so all stop
+	// after the same step. With several replicas a cancelled ctx aborts
+	// without writing a checkpoint (a peer was lost: the replicas may be at
+	// different steps); a single process treats it as Stop.
+	Stop <-chan struct{}
+	// ResumeFrom resumes from this checkpoint directory instead of the latest
+	// under Out (the coordinator picks it once for every rank); it implies
+	// Resume.
+	ResumeFrom string
+	// OnStep, when set, is called after every optimizer step with the number
+	// of steps done, this replica's loss and the step's wall time (a worker
+	// reports them on its heartbeat).
+	OnStep func(step int64, loss float64, took time.Duration)
 	// Backend overrides the device chosen from Config.Device.
 	Backend tensor.Backend
 	// Logger overrides the logger built from Config.Logging.
@@ -191,7 +216,7 @@ func newTrainer(opts Options) (*trainer, error) {
 	if opts.Logger != nil {
 		t.log = opts.Logger
 	} else {
-		lg, closeFn, err := NewLogger(logDir, cfg.Logging.Level, opts.Console)
+		lg, closeFn, err := newRankLogger(logDir, cfg.Logging.Level, opts.Console, rank)
 		if err != nil {
 			return nil, err
 		}
@@ -295,10 +320,15 @@ func newTrainer(opts Options) (*trainer, error) {
 		ckDir = filepath.Join(opts.Out, "checkpoints")
 	}
 	t.ckpt = &checkpoint.Manager{Dir: ckDir, KeepLast: cfg.Checkpoint.KeepLast, KeepBestN: cfg.Checkpoint.KeepBestN}
-	if opts.Resume {
+	if opts.ResumeFrom != "" {
+		t.opts.Resume = true
+	}
+	if t.opts.Resume {
 		if err := t.resume(); err != nil {
 			return fail(err)
 		}
+	} else if rank != 0 {
+		// Rank 0 checks the directory (and the coordinator did).
 	} else if dir, ok, _, _ := t.ckpt.Latest(); ok {
 		// A new run would replace that run's checkpoint_latest.
 		return fail(fmt.Errorf("%s already holds a run's checkpoints (%s): pass --resume to continue it, or choose another --out (or checkpoint.dir)", t.ckpt.Dir, dir))
@@ -351,8 +381,21 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 	total := int64(t.sched.Total)
 	logEvery := int64(max(1, cfg.Logging.EverySteps))
 	t.log.Info("training", zap.Int64("from_step", t.step), zap.Int64("to_step", total))
+	distributed := t.sync.WorldSize() > 1
+	if distributed {
+		// DDP starts every replica from rank 0's parameters.
+		for _, v := range []*tensor.Tensor{t.model.Params.Values, t.model.TargetParams.Values} {
+			if err := t.sync.Broadcast(ctx, v); err != nil {
+				return nil, t.abortErr(ctx, fmt.Errorf("broadcast of rank 0's parameters: %w", err))
+			}
+		}
+	}
 	for t.step < total {
-		if ctx.Err() != nil {
+		stop, err := t.stopVote(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if stop {
 			return t.interrupt()
 		}
 		started := time.Now()
@@ -362,6 +405,9 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 		for micro := 0; micro < t.accum; micro++ {
 			batch, err := t.nextBatch(ctx)
 			if err != nil {
+				if ctx.Err() != nil && distributed {
+					return nil, t.abortErr(ctx, err)
+				}
 				if ctx.Err() != nil {
 					// Put back the micro-batches this unfinished step took,
 					// so the checkpoint resumes exactly at the step.
@@ -374,7 +420,7 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 				return nil, err
 			}
 			img := t.upload(batch)
-			masks := t.masker.Sample(t.step*int64(t.accum)+int64(micro), batch.B)
+			masks := t.masker.SampleShard(t.step*int64(t.accum)+int64(micro), batch.B, t.sync.Rank(), t.sync.WorldSize())
 			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, true)
 			batch.Release()
 			if err != nil {
@@ -386,7 +432,7 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			t.b.Scale(t.model.Params.Grads, 1/float32(t.accum))
 		}
 		if err := t.sync.AllReduceMean(ctx, t.step, t.model.Params.Grads); err != nil {
-			return nil, fmt.Errorf("step %d: gradient all-reduce: %w", t.step, err)
+			return nil, t.abortErr(ctx, fmt.Errorf("step %d: gradient all-reduce: %w", t.step, err))
 		}
 		gradNorm := ClipGradNorm(t.b, t.model.Params.Grads, cfg.Training.ClipGrad)
 		if math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
@@ -401,6 +447,15 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 		t.model.UpdateTarget(t.b, float32(ema))
 		t.step++
 		t.lastStats = stats
+		if err := t.sync.AfterStep(ctx, t.step, t.model.Params.Values, t.model.TargetParams.Values); err != nil {
+			if errors.Is(err, ErrDiverged) {
+				return nil, err
+			}
+			return nil, t.abortErr(ctx, fmt.Errorf("step %d: %w", t.step, err))
+		}
+		if t.opts.OnStep != nil {
+			t.opts.OnStep(t.step, stats.Loss, time.Since(started))
+		}
 
 		if t.step%logEvery == 0 || t.step == total {
 			if err := t.logStep(ctx, stats, lr, wd, ema, gradNorm, time.Since(started)); err != nil {
@@ -432,6 +487,57 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 	}
 	t.finish()
 	return &t.summary, nil
+}
+
+// stopVote says whether to stop before the next step: a single process
+// stops when ctx is cancelled; replicas stop together when any of them was
+// asked to (Options.Stop), voting through the collective so all stop after
+// the same step.
+func (t *trainer) stopVote(ctx context.Context) (bool, error) {
+	if t.sync.WorldSize() <= 1 {
+		return ctx.Err() != nil || stopRequested(t.opts.Stop), nil
+	}
+	if ctx.Err() != nil {
+		return false, t.abortErr(ctx, ctx.Err())
+	}
+	vote := []float64{0}
+	if stopRequested(t.opts.Stop) {
+		vote[0] = 1
+	}
+	if err := t.sync.ReduceMean(ctx, t.step, vote); err != nil {
+		return false, t.abortErr(ctx, fmt.Errorf("step %d: stop vote: %w", t.step, err))
+	}
+	return vote[0] > 0, nil
+}
+
+func stopRequested(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// ErrAborted marks a distributed run stopped because its generation was
+// aborted (ctx cancelled, or a collective failed): no checkpoint was
+// written, and the worker can join the next generation.
+var ErrAborted = errors.New("generation aborted")
+
+// ErrDiverged marks replicas whose parameters differ (the periodic checksum
+// of GradSync.AfterStep): a restart from the checkpoint would not explain
+// it, so the job fails.
+var ErrDiverged = errors.New("replicas diverged")
+
+// abortErr wraps err in ErrAborted when this replica's work cannot go on
+// because of the others (ctx cancelled by the worker, or a collective
+// failed), so the worker rejoins instead of failing the job.
+func (t *trainer) abortErr(ctx context.Context, err error) error {
+	if t.sync.WorldSize() <= 1 {
+		return err
+	}
+	t.log.Warn("generation aborted", zap.Int64("step", t.step), zap.Error(err))
+	return fmt.Errorf("%w at step %d: %w", ErrAborted, t.step, err)
 }
 
 // accumulate averages micro-batch stats.

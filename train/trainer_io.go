@@ -35,7 +35,7 @@ var Version = "0.1.0-dev"
 func (t *trainer) logStep(ctx context.Context, s jepa.StepStats, lr, wd, ema, gradNorm float64, took time.Duration) error {
 	vals := append([]float64{s.Loss, s.VICReg}, s.Levels...)
 	if err := t.sync.ReduceMean(ctx, t.step, vals); err != nil {
-		return fmt.Errorf("step %d: averaging losses over ranks: %w", t.step, err)
+		return t.abortErr(ctx, fmt.Errorf("step %d: averaging losses over ranks: %w", t.step, err))
 	}
 	t.summary.FinalLoss = vals[0]
 	if t.sync.Rank() != 0 {
@@ -255,15 +255,19 @@ func (t *trainer) snapshot() (*checkpoint.Checkpoint, error) {
 
 // resume loads the latest checkpoint under the output directory.
 func (t *trainer) resume() error {
-	dir, ok, warning, err := t.ckpt.Latest()
-	if err != nil {
-		return fmt.Errorf("--resume: %w", err)
-	}
-	if warning != "" {
-		t.log.Warn("skipped damaged checkpoints", zap.String("details", warning))
-	}
-	if !ok {
-		return fmt.Errorf("--resume: no checkpoint under %s; run without --resume to start a new run", t.ckpt.Dir)
+	dir := t.opts.ResumeFrom
+	if dir == "" {
+		latest, ok, warning, err := t.ckpt.Latest()
+		if err != nil {
+			return fmt.Errorf("--resume: %w", err)
+		}
+		if warning != "" {
+			t.log.Warn("skipped damaged checkpoints", zap.String("details", warning))
+		}
+		if !ok {
+			return fmt.Errorf("--resume: no checkpoint under %s; run without --resume to start a new run", t.ckpt.Dir)
+		}
+		dir = latest
 	}
 	m := t.model
 	shapes := m.Shapes()
