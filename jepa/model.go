@@ -74,6 +74,13 @@ type Model struct {
 	TargetHeads   []*Head
 	TargetParams  *nn.Arena
 
+	// GradsReady, when set, is called during ForwardBackward's backward
+	// with growing upTo as Params.Grads[:upTo] become final (heads and
+	// predictor first, then the encoder block by block: Build lays the
+	// parameters out in reverse declaration order), and with Params.Len()
+	// at the end. Data-parallel training starts reducing buckets with it.
+	GradsReady func(upTo int)
+
 	// emaPairs are the (trained, target) value ranges EMA combines.
 	emaPairs [][2]*tensor.Tensor
 

@@ -226,7 +226,19 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			m.addTokenBroadcast(b, dz, vicGrad)
 		}
 	}
+	if ready := m.GradsReady; ready != nil {
+		enc, _, _ := m.Params.Range(EncoderScope)
+		ready(enc) // heads and predictor
+		m.Encoder.AfterBlockBackward = func(i int) {
+			off, n, _ := m.Params.Range(fmt.Sprintf("%sblocks.%d.", EncoderScope, i))
+			ready(off + n)
+		}
+		defer func() { m.Encoder.AfterBlockBackward = nil }()
+	}
 	m.Encoder.Backward(b, dz)
+	if m.GradsReady != nil {
+		m.GradsReady(m.Params.Len())
+	}
 	return stats, nil
 }
 

@@ -212,3 +212,47 @@ func TestUpdateTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestGradsReadyPrefixesAreFinal: every GradsReady(upTo) call comes with a
+// larger upTo, and Grads[:upTo] at that moment already hold their final
+// values (a data-parallel trainer reduces them while backward goes on).
+func TestGradsReadyPrefixesAreFinal(t *testing.T) {
+	b := cpu.New(1)
+	m := tinyModel(t, b, 2)
+	masker, _ := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
+		TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
+		ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 2}, 6)
+	img := randImages(b, 2, 10)
+	lc := LossConfig{Type: "mse", Weights: []float64{1, 0.5}}
+	type snap struct {
+		upTo int
+		g    []float32
+	}
+	var snaps []snap
+	m.GradsReady = func(upTo int) {
+		g := make([]float32, m.Params.Len())
+		b.Download(g, m.Params.Grads)
+		snaps = append(snaps, snap{upTo, g[:upTo]})
+	}
+	m.Params.ZeroGrad(b)
+	if _, err := m.ForwardBackward(b, img, masker.Sample(3, 2), lc, true); err != nil {
+		t.Fatal(err)
+	}
+	final := make([]float32, m.Params.Len())
+	b.Download(final, m.Params.Grads)
+	if len(snaps) != 2+m.Cfg.Encoder.Depth || snaps[len(snaps)-1].upTo != m.Params.Len() {
+		t.Fatalf("%d calls, last upTo %d; want %d calls ending at %d", len(snaps), snaps[len(snaps)-1].upTo, 2+m.Cfg.Encoder.Depth, m.Params.Len())
+	}
+	prev := 0
+	for _, s := range snaps {
+		if s.upTo <= prev {
+			t.Fatalf("upTo %d after %d: not growing", s.upTo, prev)
+		}
+		prev = s.upTo
+		for i, x := range s.g {
+			if x != final[i] {
+				t.Fatalf("GradsReady(%d): grad[%d] was %v, final %v", s.upTo, i, x, final[i])
+			}
+		}
+	}
+}

@@ -116,6 +116,12 @@ type Encoder struct {
 	Blocks []*Block
 	Norm   *LayerNorm
 
+	// AfterBlockBackward, when set, is called once block i's parameter
+	// gradients are final during Backward (blocks run last to first), so a
+	// data-parallel trainer can start reducing them while the rest of
+	// backward runs.
+	AfterBlockBackward func(i int)
+
 	pos    posTable
 	posWS  tensor.Workspace
 	gradWS tensor.Workspace
@@ -173,6 +179,9 @@ func (e *Encoder) Backward(b tensor.Backend, dy *tensor.Tensor) {
 	e.Norm.Backward(b, g, dy)
 	for i := len(e.Blocks) - 1; i >= 0; i-- {
 		e.Blocks[i].Backward(b, g, g)
+		if e.AfterBlockBackward != nil {
+			e.AfterBlockBackward(i)
+		}
 	}
 	e.Patch.Backward(b, g)
 }
