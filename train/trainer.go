@@ -43,6 +43,16 @@ type GradSync interface {
 	AfterStep(ctx context.Context, step int64, params, target *tensor.Tensor) error
 }
 
+// OverlappingSync is a GradSync that reduces gradient buckets while backward
+// still runs (PyTorch DDP's overlap). The trainer calls BeginBackward before
+// the backward whose gradients the next AllReduceMean averages; when it
+// returns true, GradsReady(upTo) follows as grads[:upTo] become final.
+type OverlappingSync interface {
+	GradSync
+	BeginBackward(ctx context.Context, step int64, grads *tensor.Tensor) bool
+	GradsReady(upTo int)
+}
+
 // LocalSync is the GradSync of a single process: nothing to exchange.
 type LocalSync struct{}
 
@@ -421,6 +431,10 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			}
 			img := t.upload(batch)
 			masks := t.masker.SampleShard(t.step*int64(t.accum)+int64(micro), batch.B, t.sync.Rank(), t.sync.WorldSize())
+			t.model.GradsReady = nil
+			if os, ok := t.sync.(OverlappingSync); ok && t.accum == 1 && os.BeginBackward(ctx, t.step, t.model.Params.Grads) {
+				t.model.GradsReady = os.GradsReady
+			}
 			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, true)
 			batch.Release()
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hjepa-go/hjepa/cmd/internal/jobcmd"
 	"github.com/hjepa-go/hjepa/config"
 )
 
@@ -24,10 +25,11 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd(), devicesCmd())
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "hjepa:", err)
-		os.Exit(1)
+	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd(), devicesCmd(),
+		jobcmd.NewLaunchCommand(), jobcmd.NewCoordinatorCommand("coordinator"), jobcmd.NewWorkerCommand("worker"))
+	if code := jobcmd.Exit("hjepa", root.ExecuteContext(ctx)); code != 0 {
+		stop()
+		os.Exit(code)
 	}
 }
 

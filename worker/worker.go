@@ -1,0 +1,569 @@
+// Package worker is the life of one hjepa-worker process (DESIGN.md section
+// 6): discover the device, open the collective endpoint, register with the
+// coordinator, train each generation with the ring as the trainer's
+// GradSync while heartbeating, report how it ended, and rejoin or exit as
+// the coordinator says.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+
+	"github.com/hjepa-go/hjepa/collective"
+	"github.com/hjepa-go/hjepa/collective/rpcsec"
+	"github.com/hjepa-go/hjepa/config"
+	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
+	"github.com/hjepa-go/hjepa/tensor"
+	"github.com/hjepa-go/hjepa/train"
+)
+
+// Options configure a worker.
+type Options struct {
+	// Coordinator is the coordinator's host:port.
+	Coordinator string
+	// Rank asks for a rank; -1 takes any free one.
+	Rank int
+	// WorldSize, when > 0, must equal the job's (torchrun's WORLD_SIZE).
+	WorldSize int
+	// LocalRank picks the GPU on this host for device auto.
+	LocalRank int
+	// Device overrides the configuration's device (auto, cpu, cuda, cuda:K).
+	Device string
+	// Threads overrides the configuration's CPU threads (0: keep).
+	Threads int
+	// Listen is the collective endpoint's address (default 127.0.0.1:0);
+	// Advertise the address peers dial (default: the listener's).
+	Listen, Advertise string
+	// Config, when set, is this worker's own configuration: its digest must
+	// match the job's (the coordinator refuses it otherwise).
+	Config *config.Config
+	// Security carries the job token and TLS files for both services.
+	Security rpcsec.Options
+	// ConnectTimeout bounds the wait for the coordinator to be reachable.
+	ConnectTimeout time.Duration
+	// Console receives the trainer's human-readable log (stderr when nil).
+	Console io.Writer
+	Logger  *zap.Logger
+}
+
+// Run is the worker's whole life. ctx cancellation (a second signal) stops
+// at once; closing stop (the first SIGTERM/SIGINT) asks the job for a
+// coordinated checkpoint and a clean stop. It returns the process's exit
+// code and, when it is not 0, the error to print.
+func Run(ctx context.Context, opts Options, stop <-chan struct{}) (int, error) {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if opts.Listen == "" {
+		opts.Listen = "127.0.0.1:0"
+	}
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = 60 * time.Second
+	}
+	w := &worker{opts: opts, log: log, stop: stop, prevRank: opts.Rank}
+
+	ep, err := collective.Listen(collective.EndpointOptions{Listen: opts.Listen, Security: opts.Security, Logger: log})
+	if err != nil {
+		return 1, fmt.Errorf("collective endpoint on %s: %w (pick a free --listen address)", opts.Listen, err)
+	}
+	defer ep.Close()
+	w.ep = ep
+	w.advertise = opts.Advertise
+	if w.advertise == "" {
+		w.advertise = ep.Addr()
+	}
+
+	dial, err := opts.Security.DialOptions()
+	if err != nil {
+		return 1, err
+	}
+	conn, err := grpc.NewClient(opts.Coordinator, dial...)
+	if err != nil {
+		return 1, fmt.Errorf("coordinator address %q: %w", opts.Coordinator, err)
+	}
+	defer conn.Close()
+	w.conn, w.client = conn, hjepav1.NewCoordinatorServiceClient(conn)
+	w.devices = discoverDevices(log)
+	defer w.closeBackend()
+
+	for {
+		code, rejoin, err := w.generation(ctx)
+		if !rejoin {
+			return code, err
+		}
+		log.Info("rejoining for the next generation", zap.Int("previous_rank", w.prevRank))
+	}
+}
+
+type worker struct {
+	opts      Options
+	log       *zap.Logger
+	stop      <-chan struct{}
+	ep        *collective.Endpoint
+	advertise string
+	conn      *grpc.ClientConn
+	client    hjepav1.CoordinatorServiceClient
+	devices   []*hjepav1.Device
+	id        string
+	prevRank  int
+	// stopped is set once this process was asked to stop (its first
+	// SIGTERM); later generations stop at once.
+	stopped atomic.Bool
+
+	backend    tensor.Backend
+	backendCfg string // device and threads it was opened for
+}
+
+// waitConnected waits until the coordinator's connection is ready.
+func (w *worker) waitConnected(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.ConnectTimeout)
+	defer cancel()
+	w.conn.Connect()
+	for {
+		s := w.conn.GetState()
+		if s == connectivity.Ready {
+			return nil
+		}
+		if !w.conn.WaitForStateChange(ctx, s) {
+			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				return fmt.Errorf("coordinator %s not reachable within %v: start hjepa-coordinator first, or check --coordinator (or MASTER_ADDR/MASTER_PORT)", w.opts.Coordinator, w.opts.ConnectTimeout)
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// generation registers, trains one generation and reports its outcome. It
+// says whether to rejoin.
+func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err error) {
+	if err := w.waitConnected(ctx); err != nil {
+		return 1, false, err
+	}
+	req := &hjepav1.RegisterRequest{
+		WorkerId: w.workerID(), PeerAddress: w.advertise, Hostname: hostname(), Pid: int32(os.Getpid()),
+		LocalRank: int32(w.opts.LocalRank), Devices: w.devices,
+	}
+	if w.prevRank >= 0 {
+		r := int32(w.prevRank)
+		req.Rank = &r
+	}
+	if w.opts.Config != nil {
+		req.ConfigDigest = w.opts.Config.Digest()
+	}
+	w.log.Info("registering", zap.String("coordinator", w.opts.Coordinator), zap.String("peer_address", w.advertise))
+	// A stop asked while waiting for the other workers ends the wait.
+	regCtx, cancelReg := context.WithCancel(ctx)
+	defer cancelReg()
+	go func() {
+		select {
+		case <-w.stop:
+			w.stopped.Store(true)
+			cancelReg()
+		case <-regCtx.Done():
+		}
+	}()
+	a, err := w.client.Register(regCtx, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 1, false, ctx.Err()
+		}
+		if w.stopped.Load() {
+			w.log.Info("stopped before joining a generation")
+			return 0, false, nil
+		}
+		return 1, false, fmt.Errorf("coordinator %s refused registration: %s", w.opts.Coordinator, status.Convert(err).Message())
+	}
+	rank := int(a.Rank)
+	w.prevRank = rank
+	log := w.log.With(zap.Int("rank", rank), zap.Uint64("generation", a.Generation))
+	if w.opts.WorldSize > 0 && int(a.WorldSize) != w.opts.WorldSize {
+		return 1, false, fmt.Errorf("WORLD_SIZE=%d but the coordinator's job has world size %d", w.opts.WorldSize, a.WorldSize)
+	}
+	log.Info("assigned", zap.Int32("world_size", a.WorldSize), zap.Bool("resume", a.Resume), zap.Int64("resume_step", a.ResumeStep))
+
+	cfg, err := w.jobConfig(a)
+	if err != nil {
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, 0, err)
+	}
+	b, err := w.openBackend(cfg, log)
+	if err != nil {
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, 0, err)
+	}
+
+	genCtx, cancelGen := context.WithCancelCause(ctx)
+	defer cancelGen(nil)
+	hb := newHeartbeat(w, a, log, cancelGen)
+	if err := hb.start(genCtx); err != nil {
+		return 1, false, err
+	}
+	defer hb.close()
+
+	next := a.Peers[(rank+1)%int(a.WorldSize)].Address
+	co := a.Collective
+	timeout := time.Duration(co.GetTimeoutMs()) * time.Millisecond
+	ring, err := w.ep.Join(genCtx, collective.RingConfig{
+		RunID: a.RunId, Generation: a.Generation, Rank: rank, WorldSize: int(a.WorldSize),
+		Next: next, ChunkBytes: int(co.GetChunkBytes()), Timeout: timeout,
+	})
+	if err != nil {
+		return w.afterTraining(hb.finishCtx(ctx), a, hb, nil, fmt.Errorf("%w: joining the ring: %w", train.ErrAborted, err))
+	}
+	defer ring.Close()
+	// An abort (coordinator's command, lost coordinator) cancels everything
+	// in flight on the ring.
+	stopAbort := context.AfterFunc(genCtx, func() { ring.Abort(context.Cause(genCtx)) })
+	defer stopAbort()
+
+	sync := &ringSync{ring: ring, b: b, firstBucket: co.GetFirstBucketBytes(), bucketBytes: co.GetBucketBytes(), checksumEvery: int(co.GetChecksumEvery())}
+	hb.setPhase(hjepav1.WorkerPhase_WORKER_PHASE_TRAINING)
+	sum, err := train.Run(genCtx, train.Options{
+		Config: cfg, Out: a.OutDir, ResumeFrom: a.ResumeCheckpoint, Console: w.opts.Console,
+		Sync: sync, Stop: hb.stopCh, Backend: b,
+		OnStep: func(step int64, loss float64, took time.Duration) { hb.progress(step, loss, took) },
+	})
+	if sync.Total > 0 {
+		log.Info("all-reduce time", zap.Duration("total", sync.Total), zap.Duration("exposed", sync.Exposed))
+	}
+	return w.afterTraining(hb.finishCtx(ctx), a, hb, sum, err)
+}
+
+// afterTraining classifies how the generation ended and reports it.
+func (w *worker) afterTraining(ctx context.Context, a *hjepav1.RegisterResponse, hb *heartbeat, sum *train.Summary, err error) (int, bool, error) {
+	if lost := hb.coordinatorLost(); lost != nil {
+		return 1, false, fmt.Errorf("%w; stopping this worker. Checkpoints under %s are intact: restart the coordinator with --resume and the workers to continue", lost, a.OutDir)
+	}
+	var step int64
+	if sum != nil {
+		step = sum.Steps
+	}
+	switch {
+	case err == nil && sum != nil && sum.Interrupted:
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_STOPPED, step, nil)
+	case err == nil:
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_COMPLETED, step, nil)
+	case errors.Is(err, train.ErrDiverged):
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err)
+	case errors.Is(err, train.ErrAborted) || errors.Is(err, context.Canceled):
+		if ctx.Err() != nil { // this process was told to quit
+			return 1, false, ctx.Err()
+		}
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_ABORTED, step, err)
+	default:
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err)
+	}
+}
+
+// finish reports the outcome and returns what the coordinator says to do.
+func (w *worker) finish(ctx context.Context, a *hjepav1.RegisterResponse, outcome hjepav1.Outcome, step int64, runErr error) (int, bool, error) {
+	req := &hjepav1.FinishRequest{RunId: a.RunId, Generation: a.Generation, Rank: a.Rank, WorkerId: w.workerID(), Outcome: outcome, Step: step}
+	if runErr != nil {
+		req.Error = runErr.Error()
+		w.log.Warn("generation ended", zap.Int32("rank", a.Rank), zap.Stringer("outcome", outcome), zap.Error(runErr))
+	}
+	// No deadline: the coordinator answers once every rank has finished
+	// (rank 0 may still be writing the final checkpoint); ctx ends when the
+	// heartbeat finds the coordinator gone.
+	resp, err := w.client.Finish(ctx, req)
+	if err != nil {
+		if runErr != nil {
+			return 1, false, fmt.Errorf("%w (and the coordinator could not be told: %s)", runErr, status.Convert(err).Message())
+		}
+		return 1, false, fmt.Errorf("reporting %s to the coordinator %s: %s", outcome, w.opts.Coordinator, status.Convert(err).Message())
+	}
+	if resp.Next == hjepav1.Next_NEXT_REJOIN {
+		return 0, true, nil
+	}
+	if resp.ExitCode != 0 {
+		msg := resp.Message
+		if runErr != nil && outcome == hjepav1.Outcome_OUTCOME_FAILED {
+			msg = runErr.Error()
+		}
+		return int(resp.ExitCode), false, errors.New(msg)
+	}
+	w.log.Info("job finished", zap.String("message", resp.Message))
+	return 0, false, nil
+}
+
+// jobConfig is the coordinator's configuration with this process's local
+// settings (device, threads) applied.
+func (w *worker) jobConfig(a *hjepav1.RegisterResponse) (config.Config, error) {
+	var sets []string
+	if w.opts.Config != nil {
+		// Process-local keys (paths, device, threads) stay this worker's.
+		for _, k := range config.ProcessLocalKeys {
+			if v, ok := w.opts.Config.Get(k); ok {
+				sets = append(sets, fmt.Sprintf("%s=%v", k, v))
+			}
+		}
+	}
+	if w.opts.Device != "" {
+		sets = append(sets, "device="+w.opts.Device)
+	}
+	if w.opts.Threads > 0 {
+		sets = append(sets, fmt.Sprintf("threads=%d", w.opts.Threads))
+	}
+	cfg, err := config.Load(config.LoadOptions{ConfigFile: "coordinator's configuration", ConfigYAML: a.ConfigYaml, Sets: sets})
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	if cfg.Digest() != a.ConfigDigest {
+		return cfg, fmt.Errorf("the configuration received has digest %s, the coordinator announced %s (version skew between coordinator and worker?)", cfg.Digest(), a.ConfigDigest)
+	}
+	return cfg, nil
+}
+
+// openBackend opens the device once per process (a GPU context is costly)
+// and keeps it across generations.
+func (w *worker) openBackend(cfg config.Config, log *zap.Logger) (tensor.Backend, error) {
+	key := fmt.Sprintf("%s/%d/%v", cfg.Device, cfg.Threads, cfg.AllowTF32)
+	if w.backend != nil && key == w.backendCfg {
+		return w.backend, nil
+	}
+	w.closeBackend()
+	b, fallback, err := train.NewLocalBackend(cfg, w.opts.LocalRank)
+	if err != nil {
+		return nil, err
+	}
+	if fallback != "" {
+		log.Info(fallback)
+	}
+	log.Info("device", zap.String("backend", b.Name()), zap.Int("local_rank", w.opts.LocalRank))
+	w.backend, w.backendCfg = b, key
+	return b, nil
+}
+
+func (w *worker) closeBackend() {
+	if w.backend == nil {
+		return
+	}
+	switch c := w.backend.(type) {
+	case interface{ Close() }:
+		c.Close()
+	case interface{ Close() error }:
+		_ = c.Close()
+	}
+	w.backend = nil
+}
+
+func (w *worker) workerID() string {
+	if w.id == "" {
+		tok, _ := rpcsec.NewToken()
+		w.id = fmt.Sprintf("%s-%d-%s", hostname(), os.Getpid(), tok[:8])
+	}
+	return w.id
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
+}
+
+// heartbeat holds the generation's heartbeat stream: beats out, commands
+// in. ABORT cancels the generation; STOP closes stopCh (the trainer's
+// coordinated stop); a broken stream or silence means the coordinator is
+// gone, which also cancels the generation.
+type heartbeat struct {
+	w      *worker
+	a      *hjepav1.RegisterResponse
+	log    *zap.Logger
+	cancel context.CancelCauseFunc
+	stopCh chan struct{}
+
+	mu       sync.Mutex
+	stopOnce sync.Once
+	phase    hjepav1.WorkerPhase
+	step     int64
+	loss     float64
+	took     time.Duration
+	lost     error
+	lostCh   chan struct{}
+	lostOnce sync.Once
+	lastResp atomic.Int64 // unix nanos of the last message from the coordinator
+	done     chan struct{}
+	wg       sync.WaitGroup
+	stream   hjepav1.CoordinatorService_HeartbeatClient
+	streamCx context.CancelFunc
+}
+
+func newHeartbeat(w *worker, a *hjepav1.RegisterResponse, log *zap.Logger, cancel context.CancelCauseFunc) *heartbeat {
+	return &heartbeat{w: w, a: a, log: log, cancel: cancel, stopCh: make(chan struct{}), done: make(chan struct{}), lostCh: make(chan struct{}),
+		phase: hjepav1.WorkerPhase_WORKER_PHASE_STARTING}
+}
+
+func (h *heartbeat) setPhase(p hjepav1.WorkerPhase) {
+	h.mu.Lock()
+	h.phase = p
+	h.mu.Unlock()
+}
+
+func (h *heartbeat) progress(step int64, loss float64, took time.Duration) {
+	h.mu.Lock()
+	h.step, h.loss, h.took = step, loss, took
+	h.mu.Unlock()
+}
+
+func (h *heartbeat) requestStop() { h.stopOnce.Do(func() { close(h.stopCh) }) }
+
+func (h *heartbeat) coordinatorLost() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lost
+}
+
+func (h *heartbeat) markLost(err error) {
+	h.mu.Lock()
+	if h.lost == nil {
+		h.lost = err
+	}
+	h.mu.Unlock()
+	h.cancel(err)
+	h.lostOnce.Do(func() { close(h.lostCh) })
+}
+
+// finishCtx is ctx, also cancelled when the coordinator is found gone (a
+// Finish must not wait forever on a dead or frozen coordinator).
+func (h *heartbeat) finishCtx(ctx context.Context) context.Context {
+	fctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-h.lostCh:
+			cancel()
+		case <-h.done:
+			cancel()
+		case <-fctx.Done():
+		}
+	}()
+	return fctx
+}
+
+// start opens the stream (outliving genCtx's cancellation, so a worker
+// whose generation was aborted can still say so) and runs the sender and
+// the receiver.
+func (h *heartbeat) start(genCtx context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(genCtx))
+	stream, err := h.w.client.Heartbeat(ctx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("heartbeat stream to %s: %s", h.w.opts.Coordinator, status.Convert(err).Message())
+	}
+	h.stream, h.streamCx = stream, cancel
+	h.lastResp.Store(time.Now().UnixNano())
+	if h.w.stopped.Load() {
+		h.requestStop()
+	}
+	interval := time.Duration(h.a.HeartbeatIntervalMs) * time.Millisecond
+	if interval <= 0 {
+		interval = time.Second
+	}
+	timeout := time.Duration(h.a.HeartbeatTimeoutMs) * time.Millisecond
+	if timeout <= 0 {
+		timeout = 10 * interval
+	}
+	if err := h.send(); err != nil {
+		cancel()
+		return fmt.Errorf("heartbeat stream to %s: %w", h.w.opts.Coordinator, err)
+	}
+	h.wg.Add(2)
+	go func() { // sender
+		defer h.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		sig := h.w.stop
+		for {
+			select {
+			case <-h.done:
+				return
+			case <-sig:
+				// This process's SIGTERM: stop locally (the trainer's vote
+				// tells the other ranks) and tell the coordinator.
+				h.w.stopped.Store(true)
+				h.requestStop()
+				sig = nil
+			case <-t.C:
+			}
+			if silent := time.Since(time.Unix(0, h.lastResp.Load())); silent > timeout {
+				h.markLost(fmt.Errorf("the coordinator %s has not answered for %v", h.w.opts.Coordinator, silent.Round(time.Second)))
+				return
+			}
+			if err := h.send(); err != nil {
+				select {
+				case <-h.done:
+				default:
+					h.markLost(fmt.Errorf("the coordinator %s is gone (heartbeat: %v)", h.w.opts.Coordinator, err))
+				}
+				return
+			}
+		}
+	}()
+	go func() { // receiver
+		defer h.wg.Done()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				select {
+				case <-h.done:
+				default:
+					h.markLost(fmt.Errorf("the coordinator %s is gone (heartbeat stream: %s)", h.w.opts.Coordinator, status.Convert(err).Message()))
+				}
+				return
+			}
+			h.lastResp.Store(time.Now().UnixNano())
+			if resp.Generation != 0 && resp.Generation != h.a.Generation {
+				continue
+			}
+			switch resp.Command {
+			case hjepav1.Command_COMMAND_ABORT:
+				h.log.Warn("coordinator aborted the generation", zap.String("reason", resp.Reason))
+				h.cancel(fmt.Errorf("%w by the coordinator: %s", train.ErrAborted, resp.Reason))
+			case hjepav1.Command_COMMAND_STOP:
+				h.log.Info("coordinator asked for a checkpoint and a stop", zap.String("reason", resp.Reason))
+				h.requestStop()
+			}
+		}
+	}()
+	return nil
+}
+
+func (h *heartbeat) send() error {
+	h.mu.Lock()
+	req := &hjepav1.HeartbeatRequest{RunId: h.a.RunId, Generation: h.a.Generation, Rank: h.a.Rank, Phase: h.phase,
+		Step: h.step, Loss: h.loss, StepSeconds: h.took.Seconds()}
+	h.mu.Unlock()
+	select {
+	case <-h.stopCh:
+		req.StopRequested = true
+	default:
+	}
+	return h.stream.Send(req)
+}
+
+// close ends the stream after Finish (or on the way out).
+func (h *heartbeat) close() {
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	close(h.done)
+	_ = h.stream.CloseSend()
+	h.streamCx()
+	h.wg.Wait()
+}
