@@ -25,7 +25,7 @@ type ringSync struct {
 
 	plan    []collective.Range
 	reducer *collective.Reducer
-	begun   bool // BeginBackward started this step's reduction
+	begun   bool      // BeginBackward started this step's reduction
 	host    []float32 // staging for tensors that do not live in host memory
 
 	// Exposed and Total accumulate the all-reduce time not hidden behind
