@@ -76,7 +76,7 @@ func Run(ctx context.Context, opts Options, stop <-chan struct{}) (int, error) {
 
 	ep, err := collective.Listen(collective.EndpointOptions{Listen: opts.Listen, Security: opts.Security, Logger: log})
 	if err != nil {
-		return 1, fmt.Errorf("collective endpoint on %s: %w (pick a free --listen address)", opts.Listen, err)
+		return 1, fmt.Errorf("worker: %w (every worker serves the ring: with TLS it needs --tls-cert and --tls-key; --listen must be a free address)", err)
 	}
 	defer ep.Close()
 	w.ep = ep
@@ -138,7 +138,16 @@ func (w *worker) waitConnected(ctx context.Context) error {
 		}
 		if !w.conn.WaitForStateChange(ctx, s) {
 			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return fmt.Errorf("coordinator %s not reachable within %v: start hjepa-coordinator first, or check --coordinator (or MASTER_ADDR/MASTER_PORT)", w.opts.Coordinator, w.opts.ConnectTimeout)
+				// One call without waiting surfaces the transport's last error
+				// (refused connection, TLS handshake failure, ...).
+				why := ""
+				pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := w.client.Finish(pctx, &hjepav1.FinishRequest{})
+				cancel()
+				if err != nil {
+					why = " (" + status.Convert(err).Message() + ")"
+				}
+				return fmt.Errorf("coordinator %s not reachable within %v%s: start hjepa-coordinator first, check --coordinator (or MASTER_ADDR/MASTER_PORT), and use the coordinator's TLS settings", w.opts.Coordinator, w.opts.ConnectTimeout, why)
 			}
 			return ctx.Err()
 		}

@@ -6,8 +6,16 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -389,4 +397,74 @@ func TestDDPSIGTERMCheckpointsAndResumes(t *testing.T) {
 		}
 	}
 	sameTensors(t, "final model (stopped+resumed vs uninterrupted)", readModel(t, out), readModel(t, ref))
+}
+
+// writeTestPKI writes a CA and one certificate for 127.0.0.1 usable as
+// server and client (coordinator and workers share it here) into dir.
+func writeTestPKI(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caKey := newKey()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "job CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	k := newKey()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "worker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", der), write("key.pem", "PRIVATE KEY", kder)
+}
+
+// TestDDPMutualTLS: coordinator, workers and the ring all speak mutual TLS
+// (and still check the token); a worker without a certificate is refused.
+func TestDDPMutualTLS(t *testing.T) {
+	root := t.TempDir()
+	ca, cert, key := writeTestPKI(t, root)
+	tls := []string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca}
+	out := filepath.Join(root, "out")
+	coord, addr := startCoordinator(t, root, out, 2, ddpSets("data.batch_size=8"), tls...)
+	plain := startWorker(t, root, addr, 0, "--connect-timeout", "3s")
+	if r := plain.wait(t, time.Minute); r.code == 0 {
+		t.Errorf("a worker without TLS joined a mutual-TLS job:\n%s", r)
+	}
+	noCert := startWorker(t, root, addr, 0, "--tls-ca", ca, "--connect-timeout", "3s")
+	if r := noCert.wait(t, time.Minute); r.code == 0 {
+		t.Errorf("a worker without a client certificate joined a mutual-TLS job:\n%s", r)
+	}
+	w0, w1 := startWorker(t, root, addr, 0, tls...), startWorker(t, root, addr, 1, tls...)
+	for _, p := range []*proc{w0, w1, coord} {
+		if r := p.wait(t, 3*time.Minute); r.code != 0 {
+			t.Fatalf("%v exited %d:\n%s", p.cmd.Args[1], r.code, r)
+		}
+	}
+	if rows := trainRows(t, readMetrics(t, filepath.Join(out, "metrics.jsonl")), "mTLS"); len(rows) != ddpSteps {
+		t.Fatalf("%d training rows, want %d", len(rows), ddpSteps)
+	}
 }
