@@ -33,6 +33,9 @@ const (
 	Op_OP_BROADCAST  Op = 3
 	Op_OP_ALL_GATHER Op = 4
 	Op_OP_BARRIER    Op = 5
+	// OP_ABORT tells the successor that the sender aborted the ring; the
+	// payload is the reason (UTF-8), so every rank's error names the cause.
+	Op_OP_ABORT Op = 6
 )
 
 // Enum value maps for Op.
@@ -44,6 +47,7 @@ var (
 		3: "OP_BROADCAST",
 		4: "OP_ALL_GATHER",
 		5: "OP_BARRIER",
+		6: "OP_ABORT",
 	}
 	Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
@@ -52,6 +56,7 @@ var (
 		"OP_BROADCAST":   3,
 		"OP_ALL_GATHER":  4,
 		"OP_BARRIER":     5,
+		"OP_ABORT":       6,
 	}
 )
 
@@ -320,7 +325,7 @@ const file_hjepa_v1_collective_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x05R\x03seq\x12\x1b\n" +
 	"\tring_step\x18\x02 \x01(\x05R\bringStep\x12\x14\n" +
 	"\x05chunk\x18\x03 \x01(\x05R\x05chunk\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error*n\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error*|\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bOP_HELLO\x10\x01\x12\x11\n" +
@@ -328,7 +333,8 @@ const file_hjepa_v1_collective_proto_rawDesc = "" +
 	"\fOP_BROADCAST\x10\x03\x12\x11\n" +
 	"\rOP_ALL_GATHER\x10\x04\x12\x0e\n" +
 	"\n" +
-	"OP_BARRIER\x10\x052N\n" +
+	"OP_BARRIER\x10\x05\x12\f\n" +
+	"\bOP_ABORT\x10\x062N\n" +
 	"\x11CollectiveService\x129\n" +
 	"\x04Ring\x12\x15.hjepa.v1.RingRequest\x1a\x16.hjepa.v1.RingResponse(\x010\x01B2Z0github.com/hjepa-go/hjepa/proto/hjepa/v1;hjepav1b\x06proto3"
 

@@ -1,0 +1,597 @@
+// Package collective is the data-parallel collectives between workers: a
+// ring of gRPC streams, rank r to rank r+1, one ring per generation of the
+// job (DESIGN.md section 6, "Collective service").
+//
+// AllReduceSum is reduce-scatter then all-gather, 2(N-1) ring steps over N
+// segments sent in chunks of at most ChunkBytes, two unacknowledged chunks in
+// flight per link. Every element's sum is formed in the same order on every
+// run and the all-gather copies the reduced segments, so the result is
+// bitwise identical on every rank and from run to run.
+//
+// Callers run collectives in the same order on every rank (as with NCCL or
+// Gloo). Every chunk carries its run, generation, sender, op, step, sequence
+// number within the step, bucket, ring step, chunk index, offset and length;
+// the receiver checks each against what it expects, and a mismatch, a missed
+// deadline or a broken stream aborts the ring, which every other rank then
+// sees within a few messages instead of hanging.
+//
+// On the wire a chunk is an ordinary hjepav1.RingRequest, written and read
+// by this package's gRPC codec ("hjepa-ring", codec.go) without protobuf's
+// copies: the header goes through protowire, a float32 payload leaves as a
+// view of the caller's buffer (gRPC's transport copies it once into its
+// write buffer) and arrives as references to the transport's frame buffers,
+// from which the reduction adds (or the all-gather copies) straight into the
+// caller's buffer. A payload longer than one chunk is refused before
+// anything is held, and the server refuses any message longer than a chunk
+// plus a header, so a peer cannot make a rank hold more than the chunks in
+// flight.
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
+)
+
+// RingConfig is one rank's place in one generation's ring.
+type RingConfig struct {
+	RunID           string
+	Generation      uint64
+	Rank, WorldSize int
+	// Next is the address of rank (Rank+1)%WorldSize's Endpoint.
+	Next string
+	// ChunkBytes is the payload of one message (default: the endpoint's;
+	// at most the endpoint's). Every rank must use the same value.
+	ChunkBytes int
+	// Timeout bounds Join and every collective (default 60 s): a
+	// collective fails when nothing has come from the peer it waits on for
+	// this long.
+	Timeout time.Duration
+}
+
+// sendWindow is the number of chunks a rank may have sent to its successor
+// and not had acknowledged.
+const sendWindow = 2
+
+// Ring is one generation's ring as seen by one rank. Its collectives run one
+// at a time; concurrent calls are serialized (and must still come in the
+// same order on every rank).
+type Ring struct {
+	e          *Endpoint
+	log        *zap.Logger
+	cfg        RingConfig
+	key        ringKey
+	rank, n    int
+	prev, next int
+	chunkElems int // float32 elements per chunk
+	maxPayload int // bytes: max(ChunkBytes, MaxGatherBytes)
+
+	// ctx is the lifetime of the stream to the successor; cancel cuts it.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	conn    *grpc.ClientConn
+	out     grpc.ClientStream
+	silent  atomic.Bool // crash(): tear down without telling anyone
+	looping atomic.Bool // the send loop owns the successor stream's teardown
+
+	in       grpc.ServerStream
+	inAddr   string
+	inReady  chan struct{}
+	inEOF    chan struct{} // closed when the predecessor half-closes cleanly
+	recvDone chan struct{} // closed when the receive loop ends
+	inMu     sync.Mutex    // guards acks on in against the handler returning
+	inEnded  bool
+
+	inbox  chan *inMsg
+	sendQ  chan *outMsg
+	sendMu sync.Mutex // held by the send loop while gRPC may read a collective's data
+	sentCh chan error
+	ackCh  chan ackMsg
+	acksIn chan struct{} // closed when the ack loop ends
+
+	msgMu sync.Mutex
+	msgs  []*inMsg
+
+	mu        sync.Mutex
+	inClaimed bool // guarded by e.mu: a hello has been accepted for this ring
+	closed    bool
+	err       error
+	done      chan struct{} // closed on abort or Close: collectives stop
+	aborted   chan struct{} // closed on abort
+	closeNow  chan struct{} // closed when Close stops waiting for the neighbours
+	wg        sync.WaitGroup
+
+	opMu     sync.Mutex
+	outEnd   error // the successor ended its stream (seen by a collective)
+	opStep   int64
+	opSeq    int32
+	hasStep  bool
+	outSlots [sendWindow]outMsg
+	sends    []item
+	recvs    []item
+	ack      ackMsg
+
+	// tamper, when set (tests), edits each outgoing chunk header.
+	tamper func(*header)
+}
+
+// Join connects this rank into one generation's ring: it dials Next
+// (retrying until Timeout, since the successor may start later), sends
+// OP_HELLO, and waits for the predecessor's hello on this endpoint. A world
+// of one returns a ring whose collectives are local no-ops.
+func (e *Endpoint) Join(ctx context.Context, cfg RingConfig) (*Ring, error) {
+	if cfg.ChunkBytes == 0 {
+		cfg.ChunkBytes = e.opts.ChunkBytes
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if err := validateConfig(cfg, e.opts.ChunkBytes); err != nil {
+		return nil, fmt.Errorf("collective join: %w", err)
+	}
+	n := cfg.WorldSize
+	r := &Ring{
+		e:          e,
+		cfg:        cfg,
+		key:        ringKey{cfg.RunID, cfg.Generation},
+		rank:       cfg.Rank,
+		n:          n,
+		prev:       (cfg.Rank - 1 + n) % n,
+		next:       (cfg.Rank + 1) % n,
+		chunkElems: cfg.ChunkBytes / 4,
+		maxPayload: max(cfg.ChunkBytes, MaxGatherBytes),
+		inReady:    make(chan struct{}),
+		inEOF:      make(chan struct{}),
+		recvDone:   make(chan struct{}),
+		aborted:    make(chan struct{}),
+		closeNow:   make(chan struct{}),
+		inbox:      make(chan *inMsg, sendWindow+2),
+		sendQ:      make(chan *outMsg, sendWindow),
+		sentCh:     make(chan error, sendWindow),
+		ackCh:      make(chan ackMsg, sendWindow),
+		acksIn:     make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	for i := range r.outSlots {
+		r.outSlots[i].released = make(chan struct{}, 1)
+	}
+	r.log = e.opts.Logger.With(zap.String("run", cfg.RunID), zap.Uint64("generation", cfg.Generation),
+		zap.Int("rank", cfg.Rank), zap.Int("world_size", n))
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if n == 1 {
+		return r, nil
+	}
+	if err := e.register(r); err != nil {
+		r.cancel()
+		return nil, fmt.Errorf("collective join: %w", err)
+	}
+	where := fmt.Sprintf("join run %q generation %d as rank %d of %d", cfg.RunID, cfg.Generation, cfg.Rank, n)
+	jctx, jcancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer jcancel()
+	outErr := make(chan error, 1)
+	go func() { outErr <- r.connectNext(jctx) }()
+
+	var errIn error
+	select {
+	case <-r.inReady:
+	case <-jctx.Done():
+		if ctx.Err() != nil {
+			errIn = ctx.Err()
+		} else {
+			errIn = fmt.Errorf("no hello from rank %d (the predecessor) within %v", r.prev, cfg.Timeout)
+		}
+	case <-r.done:
+		errIn = r.abortErr()
+	}
+	if errIn != nil {
+		jcancel()
+	}
+	errOut := <-outErr
+	if errOut != nil || errIn != nil {
+		var err error
+		switch {
+		case errOut == nil:
+			err = fmt.Errorf("%s: %w", where, errIn)
+		case errIn == nil:
+			err = fmt.Errorf("%s: %w", where, errOut)
+		default:
+			err = fmt.Errorf("%s: %w; and %w", where, errIn, errOut)
+		}
+		r.fail(err)
+		_ = r.Close()
+		return nil, err
+	}
+	r.wg.Add(2)
+	r.looping.Store(true)
+	go r.sendLoop()
+	go r.ackLoop()
+	r.log.Info("joined ring", zap.String("next", cfg.Next), zap.String("prev", r.peerPrev()))
+	return r, nil
+}
+
+func validateConfig(cfg RingConfig, endpointChunk int) error {
+	var errs []error
+	if cfg.WorldSize < 1 {
+		errs = append(errs, fmt.Errorf("world size %d: want at least 1", cfg.WorldSize))
+	} else if cfg.Rank < 0 || cfg.Rank >= cfg.WorldSize {
+		errs = append(errs, fmt.Errorf("rank %d: want 0 <= rank < world size %d", cfg.Rank, cfg.WorldSize))
+	}
+	if cfg.WorldSize > 1 && cfg.Next == "" {
+		errs = append(errs, errors.New("next: the successor's address is empty"))
+	}
+	if len(cfg.RunID) > maxRunIDBytes {
+		errs = append(errs, fmt.Errorf("run id of %d bytes: at most %d", len(cfg.RunID), maxRunIDBytes))
+	}
+	if err := checkChunkBytes(cfg.ChunkBytes); err != nil {
+		errs = append(errs, err)
+	} else if cfg.ChunkBytes > endpointChunk {
+		errs = append(errs, fmt.Errorf("chunk bytes %d: larger than the endpoint's %d (its peers refuse bigger messages)", cfg.ChunkBytes, endpointChunk))
+	}
+	return errors.Join(errs...)
+}
+
+// connectNext opens the stream to the successor and has its hello accepted,
+// retrying while the successor is unreachable.
+func (r *Ring) connectNext(jctx context.Context) error {
+	conn, err := grpc.NewClient(r.cfg.Next, r.e.dialOpts...)
+	if err != nil {
+		return fmt.Errorf("successor rank %d at %s: %w", r.next, r.cfg.Next, err)
+	}
+	r.conn = conn
+	client := hjepav1.NewCollectiveServiceClient(conn)
+	hello := &outMsg{h: header{runID: r.cfg.RunID, generation: r.cfg.Generation, sender: int32(r.rank), op: hjepav1.Op_OP_HELLO}}
+	for {
+		// The stream lives as long as the ring; only its setup is bounded by
+		// the join deadline.
+		sctx, scancel := context.WithCancel(r.ctx)
+		stop := context.AfterFunc(jctx, scancel)
+		stream, err := client.Ring(sctx, grpc.CallContentSubtype(codecName))
+		if err == nil {
+			_ = stream.SendMsg(hello) // a refusal shows in RecvMsg's status
+			var a ackMsg
+			err = stream.RecvMsg(&a)
+		}
+		if err == nil && stop() {
+			r.out = stream
+			return nil
+		}
+		stop()
+		scancel()
+		if jctx.Err() != nil {
+			if err == nil || status.Code(err) == codes.Canceled {
+				err = jctx.Err()
+			}
+			return fmt.Errorf("successor rank %d at %s: no accepted hello within %v: %w", r.next, r.cfg.Next, r.cfg.Timeout, err)
+		}
+		switch status.Code(err) {
+		case codes.PermissionDenied, codes.FailedPrecondition, codes.Unauthenticated, codes.InvalidArgument:
+			return fmt.Errorf("successor rank %d at %s refused the hello: %w", r.next, r.cfg.Next, err)
+		}
+		r.log.Debug("successor not ready, retrying", zap.String("next", r.cfg.Next), zap.Error(err))
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-jctx.Done():
+		}
+	}
+}
+
+// attachIn hands the predecessor's accepted stream to the ring.
+func (r *Ring) attachIn(stream grpc.ServerStream, from string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.err != nil {
+		return fmt.Errorf("rank %d: ring already closed", r.rank)
+	}
+	r.in, r.inAddr = stream, from
+	r.wg.Add(1)
+	go r.recvLoop()
+	close(r.inReady)
+	return nil
+}
+
+// Rank returns this rank.
+func (r *Ring) Rank() int { return r.rank }
+
+// WorldSize returns the number of ranks.
+func (r *Ring) WorldSize() int { return r.n }
+
+var errRingClosed = errors.New("collective: ring closed")
+
+// Abort cancels everything in flight and closes both streams; the
+// collectives in flight and all later ones return an error wrapping err.
+// The other ranks see their streams end and fail too.
+func (r *Ring) Abort(err error) {
+	if err == nil {
+		err = errors.New("aborted")
+	}
+	r.fail(fmt.Errorf("ring aborted: %w", err))
+}
+
+// fail aborts the ring with err unless it is already aborted or closed.
+func (r *Ring) fail(err error) bool {
+	r.mu.Lock()
+	if r.err != nil || r.closed { // after Close, a neighbour's end is no news
+		r.mu.Unlock()
+		return false
+	}
+	r.err = err
+	close(r.aborted)
+	close(r.done)
+	r.mu.Unlock()
+	if !r.looping.Load() || r.silent.Load() { // no send loop to tear the stream down
+		r.cancel()
+	} else {
+		// The send loop ends the stream; if it is stuck in a send to a
+		// successor that no longer reads, this cuts it.
+		time.AfterFunc(teardownGrace+time.Second, r.cancel)
+	}
+	r.log.Warn("ring aborted", zap.Error(err))
+	return true
+}
+
+// abortErr returns the error the ring was aborted with (nil if none).
+func (r *Ring) abortErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// usable returns why no collective can run (nil if one can).
+func (r *Ring) usable() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return r.err
+	}
+	if r.closed {
+		return errRingClosed
+	}
+	return nil
+}
+
+// Close ends the ring: it half-closes the stream to the successor and waits
+// (at most a couple of seconds) until both neighbours have ended their side,
+// so that a neighbour still finishing the last collective (waiting for an
+// ack, say) is not cut off by this process exiting. A collective in flight
+// on this rank fails; the successor's next collective that needs data from
+// this rank fails.
+func (r *Ring) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	aborted := r.err != nil
+	if !aborted {
+		close(r.done)
+	}
+	attached := r.in != nil
+	r.mu.Unlock()
+	if r.n > 1 {
+		r.e.unregister(r)
+	}
+	if !aborted && r.looping.Load() && !r.silent.Load() {
+		grace := time.NewTimer(teardownGrace)
+		select { // the successor has seen our end and ended its side
+		case <-r.acksIn:
+		case <-grace.C:
+		}
+		if attached {
+			select { // the predecessor has closed too
+			case <-r.inEOF:
+			case <-r.recvDone:
+			case <-grace.C:
+			}
+		}
+		grace.Stop()
+	}
+	close(r.closeNow)
+	watchdog := time.AfterFunc(teardownGrace+time.Second, r.cancel) // as in fail
+	defer watchdog.Stop()
+	r.wg.Wait()
+	r.cancel()
+	if r.conn != nil {
+		_ = r.conn.Close()
+	}
+	r.msgMu.Lock()
+	r.msgs = nil
+	r.msgMu.Unlock()
+	return nil
+}
+
+func (r *Ring) peerNext() string { return fmt.Sprintf("rank %d (%s)", r.next, r.cfg.Next) }
+func (r *Ring) peerPrev() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("rank %d (%s)", r.prev, r.inAddr)
+}
+
+// sendLoop owns SendMsg on the successor stream: it sends what the running
+// collective queues and, when the ring ends, tells the successor why
+// (abort) and closes the stream.
+func (r *Ring) sendLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case m := <-r.sendQ:
+			r.sendMu.Lock()
+			select {
+			case <-r.done:
+				// The collective has failed (it closes done, then waits for
+				// sendMu) and its caller owns the data again: don't send.
+				r.sendMu.Unlock()
+				continue
+			default:
+			}
+			err := r.out.SendMsg(m)
+			if err == nil && m.zeroCopy {
+				// The collective may overwrite the data once it is "sent",
+				// and its caller once it returns: wait until the transport
+				// has copied it out (or the stream is gone).
+				select {
+				case <-m.released:
+				case <-r.ctx.Done():
+				}
+			}
+			r.sendMu.Unlock()
+			r.sentCh <- err
+			if err != nil && err != io.EOF { // EOF: the ack loop gets the real status
+				r.fail(fmt.Errorf("send to %s: %w", r.peerNext(), err))
+			}
+		case <-r.done:
+			r.closeOut()
+			return
+		}
+	}
+}
+
+// closeOut ends the successor stream: an abort notice first when the ring
+// was aborted (so the successor's error says why), then a half-close, then,
+// once the successor has ended the stream or a grace period has passed,
+// cancellation.
+func (r *Ring) closeOut() {
+	defer r.cancel()
+	if r.silent.Load() {
+		return
+	}
+	guard := time.AfterFunc(teardownGrace, r.cancel) // SendMsg blocks at most this long
+	defer guard.Stop()
+	if err := r.abortErr(); err != nil {
+		reason := err.Error()
+		if len(reason) > MaxGatherBytes {
+			reason = reason[:MaxGatherBytes]
+		}
+		notice := &outMsg{h: r.header(hjepav1.Op_OP_ABORT, 0, 0, 0), raw: []byte(reason)}
+		_ = r.out.SendMsg(notice)
+	}
+	_ = r.out.CloseSend()
+	select {
+	case <-r.acksIn:
+	case <-time.After(teardownGrace):
+	}
+}
+
+// teardownGrace bounds the goodbye to the successor: the abort notice, and
+// the wait for it to end the stream.
+const teardownGrace = 2 * time.Second
+
+// ackLoop reads the successor's acks (and, at the end, its status).
+func (r *Ring) ackLoop() {
+	defer r.wg.Done()
+	defer close(r.acksIn)
+	for {
+		var a ackMsg
+		err := r.out.RecvMsg(&a)
+		if err == io.EOF { // the successor closed its ring: see recvLoop
+			a.end = r.outBroken(err)
+		} else if err != nil {
+			r.fail(r.outBroken(err))
+			return
+		}
+		if a.err != "" {
+			r.fail(fmt.Errorf("%s aborted the ring: %s", r.peerNext(), a.err))
+			return
+		}
+		select {
+		case r.ackCh <- a:
+		case <-r.done:
+			// keep reading until the stream ends, so closeOut sees it end
+		}
+		if a.end != nil {
+			return
+		}
+	}
+}
+
+func (r *Ring) outBroken(err error) error {
+	if err == io.EOF {
+		return fmt.Errorf("%s ended the ring stream", r.peerNext())
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Aborted {
+		return fmt.Errorf("%s: %s", r.peerNext(), st.Message())
+	}
+	return fmt.Errorf("connection to %s broke: %w", r.peerNext(), err)
+}
+
+// recvLoop reads the predecessor's chunks into the inbox. A clean end of
+// the stream (the predecessor closed its ring) is not an abort: it queues
+// an end marker behind the chunks already received, so only a collective
+// that still needs data from the predecessor fails. Once the ring is done
+// it discards what comes, until the stream ends.
+func (r *Ring) recvLoop() {
+	defer r.wg.Done()
+	defer close(r.recvDone)
+	for {
+		m := r.getMsg()
+		err := r.in.RecvMsg(m)
+		switch {
+		case err == io.EOF:
+			m.end = r.inBroken(err)
+			close(r.inEOF) // the handler ends the stream: the predecessor's Close sees it
+		case err != nil:
+			r.putMsg(m)
+			r.fail(r.inBroken(err))
+			return
+		case m.h.op == hjepav1.Op_OP_ABORT:
+			r.fail(fmt.Errorf("%s aborted the ring: %s", r.peerPrev(), m.payload()))
+			r.putMsg(m)
+			return
+		}
+		end := m.end
+		select {
+		case r.inbox <- m:
+		case <-r.done:
+			r.putMsg(m)
+		}
+		if end != nil {
+			return
+		}
+	}
+}
+
+func (r *Ring) inBroken(err error) error {
+	if err == io.EOF {
+		return fmt.Errorf("%s closed its stream to rank %d", r.peerPrev(), r.rank)
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Canceled {
+		return fmt.Errorf("%s went away (stream cancelled)", r.peerPrev())
+	}
+	return fmt.Errorf("stream from %s broke: %w", r.peerPrev(), err)
+}
+
+func (r *Ring) getMsg() *inMsg {
+	r.msgMu.Lock()
+	defer r.msgMu.Unlock()
+	if n := len(r.msgs); n > 0 {
+		m := r.msgs[n-1]
+		m.end = nil
+		r.msgs = r.msgs[:n-1]
+		return m
+	}
+	return &inMsg{maxPayload: r.maxPayload}
+}
+
+// putMsg releases m's transport buffers and recycles it.
+func (r *Ring) putMsg(m *inMsg) {
+	m.release()
+	r.msgMu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.msgMu.Unlock()
+}
+
+// header returns this rank's header for a chunk of the current collective.
+func (r *Ring) header(op hjepav1.Op, step int64, seq, bucket int32) header {
+	return header{runID: r.cfg.RunID, generation: r.cfg.Generation, sender: int32(r.rank), op: op, step: step, seq: seq, bucket: bucket}
+}
