@@ -52,8 +52,6 @@ func (s *ringSync) hostView(t *tensor.Tensor) (data []float32, staged bool) {
 	return data, true
 }
 
-var overlapOff = true // TEMP until the reducer's prefix semantics land
-
 // reducerFor returns the bucketed reducer for an arena of n gradients.
 func (s *ringSync) reducerFor(n int) *collective.Reducer {
 	if s.reducer == nil || coverage(s.plan) != n {
@@ -68,9 +66,6 @@ func (s *ringSync) reducerFor(n int) *collective.Reducer {
 // overlap). Only gradients in host memory qualify: device gradients are
 // reduced after backward, through one download.
 func (s *ringSync) BeginBackward(ctx context.Context, step int64, grads *tensor.Tensor) bool {
-	if overlapOff {
-		return false
-	}
 	if _, ok := grads.Storage().(*tensor.HostStorage); !ok {
 		return false
 	}

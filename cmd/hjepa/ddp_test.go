@@ -179,7 +179,9 @@ func TestDDPEquivalentToOneProcess(t *testing.T) {
 
 	two := filepath.Join(root, "two")
 	args := []string{"launch", "--nproc", "2", "--threads", "1", "--device", "cpu", "--config", syntheticCfg, "--out", two}
-	for _, s := range ddpSets("data.batch_size=8") {
+	// Buckets of ~1.3k and ~2.6k gradients (the model has 24k): several
+	// buckets, each reduced while backward still runs.
+	for _, s := range ddpSets("data.batch_size=8", "distributed.first_bucket_mib=0.005", "distributed.bucket_mib=0.01") {
 		args = append(args, "--set", s)
 	}
 	r := mustSucceed(t, root, args...)
