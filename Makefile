@@ -19,8 +19,8 @@ deps:
 build: deps
 	$(GO) build ./...
 
-# The demo: H-JEPA on Fashion-MNIST (configs/fmnist-tiny.yaml) for a budget
-# that ends within 15 minutes on 2 cores, trained data-parallel by
+# The demo: H-JEPA on Fashion-MNIST (configs/fmnist-tiny.yaml) for 450 steps
+# (12-22 minutes on 2 cores, by CPU), trained data-parallel by
 # `hjepa launch` with DEMO_NPROC workers (a coordinator and 2 workers of one
 # thread each, batch 32 per worker: the preset's global batch of 64), then
 # the linear probe (60k train / 10k test images) of the trained target
@@ -44,7 +44,7 @@ demo: deps
 test: deps
 	@command -v g++ >/dev/null 2>&1 || { $(SUDO) $(APT_GET) update -qq && $(SUDO) $(APT_GET) install -y -qq g++; } # cuda/emu is C++ (cgo)
 	$(GO) vet ./...
-	$(GO) vet -tags nocuda ./train/... ./cmd/...
+	$(GO) vet -tags nocuda ./train/... ./cmd/... ./worker/...
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race -short ./tensor/... ./data/... ./train/... ./eval/... ./cuda/... ./collective/... ./coordinator/... ./worker/...
 
