@@ -432,8 +432,8 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			img := t.upload(batch)
 			masks := t.masker.SampleShard(t.step*int64(t.accum)+int64(micro), batch.B, t.sync.Rank(), t.sync.WorldSize())
 			t.model.GradsReady = nil
-			if os, ok := t.sync.(OverlappingSync); ok && t.accum == 1 && os.BeginBackward(ctx, t.step, t.model.Params.Grads) {
-				t.model.GradsReady = os.GradsReady
+			if ov, ok := t.sync.(OverlappingSync); ok && t.accum == 1 && ov.BeginBackward(ctx, t.step, t.model.Params.Grads) {
+				t.model.GradsReady = ov.GradsReady
 			}
 			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, true)
 			batch.Release()
