@@ -67,6 +67,16 @@ bench: deps bench-deps
 golden: bench-deps
 	/usr/bin/python3 tools/golden/make_fixtures.py --out nn/testdata/golden
 
+# The container image (deploy/Dockerfile, FROM scratch): a static CPU build
+# of hjepa and the presets. `docker-compose -f deploy/compose.yaml up` then
+# runs a coordinator and two workers.
+.PHONY: image
+image:
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -tags nocuda -o bin/image/hjepa ./cmd/hjepa
+	cp -r configs bin/image/configs
+	docker build -f deploy/Dockerfile -t hjepa:dev bin/image
+
 # GPU checks (issue 5). A GPU machine needs no Go: build static binaries here,
 # copy the checkout with bin/gpu there and run tools/gpu-check.sh from its root.
 gpu-build:

@@ -245,6 +245,10 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 	if sync.Total > 0 {
 		log.Info("all-reduce time", zap.Duration("total", sync.Total), zap.Duration("exposed", sync.Exposed))
 	}
+	// The ring is done before the outcome is reported: the coordinator may
+	// exit as soon as it has answered, and that must not read as an abort.
+	stopAbort()
+	_ = ring.Close()
 	return w.afterTraining(hb.finishCtx(ctx), a, hb, sum, err)
 }
 
