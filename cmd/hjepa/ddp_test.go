@@ -470,3 +470,41 @@ func TestDDPMutualTLS(t *testing.T) {
 		t.Fatalf("%d training rows, want %d", len(rows), ddpSteps)
 	}
 }
+
+// TestLaunchRestartsKilledWorker: `hjepa launch` starts a worker that died
+// again, the coordinator forms generation 2 from the last checkpoint, and
+// launch exits 0 when the job completes.
+func TestLaunchRestartsKilledWorker(t *testing.T) {
+	root := t.TempDir()
+	out := filepath.Join(root, "out")
+	args := []string{"launch", "--nproc", "2", "--threads", "1", "--device", "cpu", "--config", syntheticCfg, "--out", out}
+	for _, s := range ddpSets("data.batch_size=8", "training.max_steps=150", "checkpoint.every_steps=10") {
+		args = append(args, "--set", s)
+	}
+	l := startProc(t, root, nil, args...)
+	pid := 0
+	if !poll(t, 2*time.Minute, func() bool {
+		for _, line := range strings.Split(l.se.String(), "\n") {
+			if strings.Contains(line, "started") && strings.Contains(line, `"rank 1"`) {
+				_, after, _ := strings.Cut(line, `"pid": `)
+				fmt.Sscanf(after, "%d", &pid)
+			}
+		}
+		s, ok := stateStep(filepath.Join(out, "checkpoints", checkpoint.PeriodicName("step", 20)))
+		return pid > 0 && ok && s == 20 || l.exited()
+	}) || l.exited() || pid == 0 {
+		t.Fatalf("launch did not reach step 20 (rank 1 pid %d):\n%s", pid, l.res)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := l.wait(t, 3*time.Minute)
+	if r.code != 0 {
+		t.Fatalf("launch after a killed worker: %s", r)
+	}
+	for _, want := range []string{`"restart": 1`, `"generation": 2`, "completed at step 150"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("launch output lacks %q:\n%s", want, tail(r.stderr, 4000))
+		}
+	}
+}
