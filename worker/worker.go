@@ -249,6 +249,7 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 	// exit as soon as it has answered, and that must not read as an abort.
 	stopAbort()
 	_ = ring.Close()
+	hb.finishing.Store(true)
 	return w.afterTraining(hb.finishCtx(ctx), a, hb, sum, err)
 }
 
@@ -407,13 +408,18 @@ type heartbeat struct {
 	loss     float64
 	took     time.Duration
 	lost     error
-	lostCh   chan struct{}
-	lostOnce sync.Once
-	lastResp atomic.Int64 // unix nanos of the last message from the coordinator
-	done     chan struct{}
-	wg       sync.WaitGroup
-	stream   hjepav1.CoordinatorService_HeartbeatClient
-	streamCx context.CancelFunc
+	// finishing is set once training has ended: the coordinator may then
+	// close the stream and exit right after answering Finish (its answer
+	// can arrive after the stream's end), so a closed stream is no longer a
+	// lost coordinator; a failed Finish says so itself.
+	finishing atomic.Bool
+	lostCh    chan struct{}
+	lostOnce  sync.Once
+	lastResp  atomic.Int64 // unix nanos of the last message from the coordinator
+	done      chan struct{}
+	wg        sync.WaitGroup
+	stream    hjepav1.CoordinatorService_HeartbeatClient
+	streamCx  context.CancelFunc
 }
 
 func newHeartbeat(w *worker, a *hjepav1.RegisterResponse, log *zap.Logger, cancel context.CancelCauseFunc) *heartbeat {
@@ -520,6 +526,9 @@ func (h *heartbeat) start(genCtx context.Context) error {
 				select {
 				case <-h.done:
 				default:
+					if h.finishing.Load() {
+						return
+					}
 					h.markLost(fmt.Errorf("the coordinator %s is gone (heartbeat: %v)", h.w.opts.Coordinator, err))
 				}
 				return
@@ -534,6 +543,9 @@ func (h *heartbeat) start(genCtx context.Context) error {
 				select {
 				case <-h.done:
 				default:
+					if h.finishing.Load() {
+						return
+					}
 					h.markLost(fmt.Errorf("the coordinator %s is gone (heartbeat stream: %s)", h.w.opts.Coordinator, status.Convert(err).Message()))
 				}
 				return
