@@ -81,6 +81,11 @@ type Model struct {
 	// at the end. Data-parallel training starts reducing buckets with it.
 	GradsReady func(upTo int)
 
+	// encoderStart and blockEnds cache the arena boundaries GradsReady
+	// reports (gradBoundaries).
+	encoderStart int
+	blockEnds    []int
+
 	// emaPairs are the (trained, target) value ranges EMA combines.
 	emaPairs [][2]*tensor.Tensor
 

@@ -227,12 +227,9 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 		}
 	}
 	if ready := m.GradsReady; ready != nil {
-		enc, _, _ := m.Params.Range(EncoderScope)
+		enc, blockEnds := m.gradBoundaries()
 		ready(enc) // heads and predictor
-		m.Encoder.AfterBlockBackward = func(i int) {
-			off, n, _ := m.Params.Range(fmt.Sprintf("%sblocks.%d.", EncoderScope, i))
-			ready(off + n)
-		}
+		m.Encoder.AfterBlockBackward = func(i int) { ready(blockEnds[i]) }
 		defer func() { m.Encoder.AfterBlockBackward = nil }()
 	}
 	m.Encoder.Backward(b, dz)
@@ -240,6 +237,19 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 		m.GradsReady(m.Params.Len())
 	}
 	return stats, nil
+}
+
+// gradBoundaries returns the arena offset where the encoder's parameters
+// start and, per encoder block, where its parameters end (computed once).
+func (m *Model) gradBoundaries() (encoder int, blockEnds []int) {
+	if m.blockEnds == nil {
+		m.encoderStart, _, _ = m.Params.Range(EncoderScope)
+		for i := range m.Encoder.Blocks {
+			off, n, _ := m.Params.Range(fmt.Sprintf("%sblocks.%d.", EncoderScope, i))
+			m.blockEnds = append(m.blockEnds, off+n)
+		}
+	}
+	return m.encoderStart, m.blockEnds
 }
 
 // TargetFeatures returns the target encoder's outputs on img [B, C, H, W]

@@ -243,7 +243,7 @@ func newTrainer(opts Options) (*trainer, error) {
 			t.log.Info(fallback)
 		}
 		t.b = b
-		t.closeBackend = func() { closeBackend(b) }
+		t.closeBackend = func() { CloseBackend(b) }
 	}
 	t.log.Info("device", zap.String("backend", t.b.Name()), zap.Int("rank", rank), zap.Int("world_size", t.sync.WorldSize()))
 
@@ -375,8 +375,8 @@ func (t *trainer) close() {
 	t.closeLog()
 }
 
-// closeBackend stops a backend's workers or frees its device.
-func closeBackend(b tensor.Backend) {
+// CloseBackend stops a backend's workers or frees its device.
+func CloseBackend(b tensor.Backend) {
 	switch c := b.(type) {
 	case interface{ Close() }:
 		c.Close()

@@ -362,16 +362,10 @@ func (w *worker) openBackend(cfg config.Config, log *zap.Logger) (tensor.Backend
 }
 
 func (w *worker) closeBackend() {
-	if w.backend == nil {
-		return
+	if w.backend != nil {
+		train.CloseBackend(w.backend)
+		w.backend = nil
 	}
-	switch c := w.backend.(type) {
-	case interface{ Close() }:
-		c.Close()
-	case interface{ Close() error }:
-		_ = c.Close()
-	}
-	w.backend = nil
 }
 
 func (w *worker) workerID() string {
