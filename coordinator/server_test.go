@@ -430,10 +430,15 @@ func TestServerRegisterCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held := make(chan struct{}, 1)
+	held, left := make(chan struct{}, 1), make(chan struct{}, 1)
 	srv.trace = func(ev Event) { // runs on the loop, before Run can race with it
-		if r, ok := ev.(Registered); ok && r.Worker == "gone" {
-			held <- struct{}{}
+		switch ev := ev.(type) {
+		case Registered:
+			if ev.Worker == "gone" {
+				held <- struct{}{}
+			}
+		case RegisterCancelled:
+			left <- struct{}{}
 		}
 	}
 	j := &job{t: t, srv: srv, done: make(chan struct{})}
@@ -449,6 +454,9 @@ func TestServerRegisterCancelled(t *testing.T) {
 	<-held
 	cancel()
 	wantCode(t, <-errc, codes.Canceled)
+	// The client sees Canceled before the server's handler has told the
+	// loop; rank 1 is free only once the loop has taken that in.
+	<-left
 	ws := workers(t, j, "a", "b")
 	registerAll(t, ws, map[*worker]func(*hjepav1.RegisterRequest){ws[1]: rank(1)})
 	if ws[1].asg.Rank != 1 {
