@@ -65,9 +65,9 @@ type header struct {
 // protowire into a pooled buffer; the bytes decode as an ordinary
 // hjepav1.RingRequest. The payload (f32 little-endian, or raw) is copied
 // into the same buffer, except a large float32 payload on a little-endian
-// machine of a message with a released channel: gRPC then gets a view of f32
-// itself (no copy at all) and releases it, through released, once its
-// transport has copied it out; f32 must not change until then.
+// machine of a message with a released channel: the transport then gets a
+// view of f32 itself (no copy at all) and releases it, through released,
+// once it has written it to the socket; f32 must not change until then.
 type outMsg struct {
 	h        header
 	f32      []float32
@@ -91,10 +91,11 @@ func (c releaseSignal) Put(*[]byte) { c <- struct{}{} }
 
 // inMsg is a RingRequest on its way in. Unmarshal refuses a payload longer
 // than maxPayload before it takes anything; then, rather than copying the
-// payload out of gRPC's transport buffers, it keeps references to them
-// (parts are views of the frames, refs their buffers): the collective adds
-// or copies straight from the frames into its own buffer and release gives
-// them back to the pool. What a peer can make this rank hold is bounded by
+// payload out of the transport's buffers, it keeps references to them
+// (parts are views of them, refs the buffers; grpcwire delivers each
+// message as one buffer): the collective adds or
+// copies straight from them into its own buffer and release gives them
+// back to the pool. What a peer can make this rank hold is bounded by
 // the messages in flight, each at most one chunk.
 type inMsg struct {
 	h          header // h.runID stays empty: see runID
@@ -511,8 +512,8 @@ func (a *ackMsg) unmarshal(data mem.BufferSlice) error {
 	return nil
 }
 
-// wireBufs recycles the buffers chunks are encoded into, and is the gRPC
-// transport's pool for the frames it reads (experimental.BufferPool).
+// wireBufs recycles the buffers chunks are encoded into, and is the
+// transport's pool for the messages it reads.
 // Classes are powers of two from 4 KiB. The buffers are not zeroed (gRPC's
 // default pool zeroes every frame buffer it hands out): every byte is
 // written before it is read.

@@ -9,14 +9,12 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/hjepa-go/hjepa/collective/grpcwire"
 	"github.com/hjepa-go/hjepa/collective/rpcsec"
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
 )
@@ -60,13 +58,14 @@ type EndpointOptions struct {
 // Endpoint is a worker's collective server: one per worker process, living
 // across generations. Each generation's ring is made with Join.
 type Endpoint struct {
-	opts     EndpointOptions
-	log      *zap.Logger
-	lis      net.Listener
-	srv      *grpc.Server
-	dialOpts []grpc.DialOption
-	served   chan struct{}
-	stopped  chan struct{} // closed by Close
+	opts EndpointOptions
+	log  *zap.Logger
+	lis  net.Listener
+	srv  *grpcwire.Server
+	// streamOpts open a Ring stream to a successor.
+	streamOpts grpcwire.StreamOptions
+	served     chan struct{}
+	stopped    chan struct{} // closed by Close
 
 	mu      sync.Mutex
 	rings   map[ringKey]*Ring
@@ -95,51 +94,45 @@ func Listen(opts EndpointOptions) (*Endpoint, error) {
 		opts.Logger = zap.NewNop()
 	}
 	maxMsg := max(opts.ChunkBytes, MaxGatherBytes) + headerSlack
-	srvOpts, err := opts.Security.ServerOptions(maxMsg)
+	serverTLS, err := opts.Security.ServerTLS()
 	if err != nil {
 		return nil, fmt.Errorf("collective endpoint: %w", err)
 	}
-	win := flowWindow(opts.ChunkBytes)
-	srvOpts = append(srvOpts,
-		grpc.InitialWindowSize(win),
-		grpc.InitialConnWindowSize(win),
-		grpc.WriteBufferSize(transportBufferBytes),
-		grpc.ReadBufferSize(transportBufferBytes),
-		grpc.MaxSendMsgSize(maxAckErrorBytes+64),
-		experimental.BufferPool(wireBufs),
-	)
-	dialOpts, err := opts.Security.DialOptions()
+	clientTLS, err := opts.Security.ClientTLS()
 	if err != nil {
 		return nil, fmt.Errorf("collective endpoint: %w", err)
 	}
-	dialOpts = append(dialOpts,
-		grpc.WithInitialWindowSize(win),
-		grpc.WithInitialConnWindowSize(win),
-		grpc.WithWriteBufferSize(transportBufferBytes),
-		grpc.WithReadBufferSize(transportBufferBytes),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAckErrorBytes+64)),
-		experimental.WithBufferPool(wireBufs),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-	)
 	lis, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("collective endpoint: listen %q: %w", opts.Listen, err)
 	}
 	e := &Endpoint{
-		opts:     opts,
-		log:      opts.Logger.With(zap.String("endpoint", lis.Addr().String())),
-		lis:      lis,
-		srv:      grpc.NewServer(srvOpts...),
-		dialOpts: dialOpts,
-		served:   make(chan struct{}),
-		stopped:  make(chan struct{}),
-		rings:    map[ringKey]*Ring{},
-		changed:  make(chan struct{}),
+		opts: opts,
+		log:  opts.Logger.With(zap.String("endpoint", lis.Addr().String())),
+		lis:  lis,
+		streamOpts: grpcwire.StreamOptions{
+			Path:           ringPath,
+			ContentSubtype: codecName,
+			Codec:          ringCodec{},
+			Pool:           wireBufs,
+			MaxRecvMsgSize: maxAckErrorBytes + 64,
+			TLS:            clientTLS,
+			Metadata:       opts.Security.RequestMetadata(),
+		},
+		served:  make(chan struct{}),
+		stopped: make(chan struct{}),
+		rings:   map[ringKey]*Ring{},
+		changed: make(chan struct{}),
 	}
-	hjepav1.RegisterCollectiveServiceServer(e.srv, ringService{e: e})
+	e.srv = grpcwire.NewServer(grpcwire.ServerOptions{
+		Path:           ringPath,
+		Codec:          ringCodec{},
+		Pool:           wireBufs,
+		MaxRecvMsgSize: maxMsg,
+		TLS:            serverTLS,
+		Authorize:      opts.Security.CheckMetadata,
+		Handler:        e.serveRing,
+	})
 	go func() {
 		defer close(e.served)
 		if err := e.srv.Serve(lis); err != nil {
@@ -149,17 +142,8 @@ func Listen(opts EndpointOptions) (*Endpoint, error) {
 	return e, nil
 }
 
-// transportBufferBytes is the size of gRPC's socket read and write buffers:
-// larger than the default 32 KiB so a 1 MiB chunk takes few syscalls.
-const transportBufferBytes = 256 << 10
-
-// flowWindow is the HTTP/2 stream and connection window: room for the two
-// chunks in flight and the ones after, so flow control never stalls a
-// sender that respects the two-chunk window. A static window also turns off
-// gRPC's BDP probing.
-func flowWindow(chunkBytes int) int32 {
-	return int32((sendWindow + 2) * (max(chunkBytes, MaxGatherBytes) + headerSlack))
-}
+// ringPath is the Ring method's HTTP/2 path.
+var ringPath = "/" + hjepav1.CollectiveService_ServiceDesc.ServiceName + "/Ring"
 
 func checkChunkBytes(n int) error {
 	if n < minChunkBytes || n > maxChunkBytes || n%4 != 0 {
@@ -235,14 +219,8 @@ func (e *Endpoint) notifyLocked() {
 	e.changed = make(chan struct{})
 }
 
-// ringService serves CollectiveService.Ring: the predecessor's end of a ring.
-type ringService struct {
-	hjepav1.UnimplementedCollectiveServiceServer
-	e *Endpoint
-}
-
-func (s ringService) Ring(stream hjepav1.CollectiveService_RingServer) error {
-	e := s.e
+// serveRing serves CollectiveService.Ring: the predecessor's end of a ring.
+func (e *Endpoint) serveRing(stream *grpcwire.ServerStream) error {
 	ctx := stream.Context()
 	from := "unknown"
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {

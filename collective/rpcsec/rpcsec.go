@@ -101,7 +101,8 @@ func WriteToken(path, tok string) error {
 // on every RPC, speaks TLS when configured, and refuses any message larger
 // than maxRecvBytes (so a peer cannot make it allocate more).
 func (o Options) ServerOptions(maxRecvBytes int) ([]grpc.ServerOption, error) {
-	if err := o.checkKeyPair(); err != nil {
+	cfg, err := o.ServerTLS()
+	if err != nil {
 		return nil, err
 	}
 	opts := []grpc.ServerOption{
@@ -109,11 +110,23 @@ func (o Options) ServerOptions(maxRecvBytes int) ([]grpc.ServerOption, error) {
 		grpc.ChainUnaryInterceptor(o.unaryCheck),
 		grpc.ChainStreamInterceptor(o.streamCheck),
 	}
+	if cfg == nil {
+		return opts, nil
+	}
+	return append(opts, grpc.Creds(credentials.NewTLS(cfg))), nil
+}
+
+// ServerTLS returns the server's TLS configuration (nil: plaintext); with
+// a CA file it requires client certificates signed by it.
+func (o Options) ServerTLS() (*tls.Config, error) {
+	if err := o.checkKeyPair(); err != nil {
+		return nil, err
+	}
 	if o.CertFile == "" {
 		if o.CAFile != "" {
 			return nil, errors.New("tls: a CA file without a certificate: set the certificate and key too (or neither)")
 		}
-		return opts, nil
+		return nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 	if err != nil {
@@ -127,22 +140,33 @@ func (o Options) ServerOptions(maxRecvBytes int) ([]grpc.ServerOption, error) {
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
-	return append(opts, grpc.Creds(credentials.NewTLS(cfg))), nil
+	return cfg, nil
 }
 
 // DialOptions returns the options of a client: the token on every RPC and
 // TLS when configured.
 func (o Options) DialOptions() ([]grpc.DialOption, error) {
+	cfg, err := o.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	var opts []grpc.DialOption
+	if o.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: o.Token, secure: cfg != nil}))
+	}
+	if cfg == nil {
+		return append(opts, grpc.WithTransportCredentials(insecure.NewCredentials())), nil
+	}
+	return append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg))), nil
+}
+
+// ClientTLS returns the client's TLS configuration (nil: plaintext).
+func (o Options) ClientTLS() (*tls.Config, error) {
 	if err := o.checkKeyPair(); err != nil {
 		return nil, err
 	}
-	secure := o.CertFile != "" || o.CAFile != ""
-	var opts []grpc.DialOption
-	if o.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: o.Token, secure: secure}))
-	}
-	if !secure {
-		return append(opts, grpc.WithTransportCredentials(insecure.NewCredentials())), nil
+	if o.CertFile == "" && o.CAFile == "" {
+		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, ServerName: o.ServerName}
 	if o.CAFile != "" {
@@ -159,7 +183,15 @@ func (o Options) DialOptions() ([]grpc.DialOption, error) {
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
-	return append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg))), nil
+	return cfg, nil
+}
+
+// RequestMetadata is what a client sends with every RPC (the token).
+func (o Options) RequestMetadata() map[string]string {
+	if o.Token == "" {
+		return nil
+	}
+	return tokenCreds{token: o.Token}.metadata()
 }
 
 // checkKeyPair refuses a key without a certificate: TLS would silently stay
@@ -190,7 +222,11 @@ type tokenCreds struct {
 }
 
 func (c tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + c.token}, nil
+	return c.metadata(), nil
+}
+
+func (c tokenCreds) metadata() map[string]string {
+	return map[string]string{"authorization": "Bearer " + c.token}
 }
 
 func (c tokenCreds) RequireTransportSecurity() bool { return c.secure }
@@ -211,10 +247,16 @@ func (o Options) streamCheck(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 
 // check compares the RPC's token with the job's in constant time.
 func (o Options) check(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return o.CheckMetadata(md)
+}
+
+// CheckMetadata checks an RPC's metadata for the job token (constant
+// time); the error is an Unauthenticated status saying what to fix.
+func (o Options) CheckMetadata(md metadata.MD) error {
 	if o.Token == "" {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) == 0 {
 		return status.Error(codes.Unauthenticated, "no job token: pass the job's token (--token, --token-file or $"+TokenEnv+")")

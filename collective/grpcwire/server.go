@@ -1,0 +1,369 @@
+package grpcwire
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// Path is the one method served, e.g. "/hjepa.v1.CollectiveService/Ring";
+	// any other is answered Unimplemented.
+	Path string
+	// Codec encodes and decodes messages.
+	Codec encoding.CodecV2
+	// Pool holds received messages' buffers (default: grpc's default pool).
+	Pool mem.BufferPool
+	// MaxRecvMsgSize bounds a received message; a longer one is refused
+	// (ResourceExhausted) before anything is allocated for it.
+	MaxRecvMsgSize int
+	// TLS, when set, is the server's TLS configuration ("h2" is added to
+	// its NextProtos); nil serves plaintext HTTP/2 with prior knowledge, as
+	// grpc-go's insecure credentials do.
+	TLS *tls.Config
+	// Authorize checks a stream's metadata before the handler runs; an
+	// error (a gRPC status) refuses the stream with it.
+	Authorize func(metadata.MD) error
+	// Handler serves one stream; its error becomes the stream's status.
+	Handler func(*ServerStream) error
+}
+
+// Server serves ServerOptions.Path on HTTP/2 connections, one stream each.
+type Server struct {
+	opts ServerOptions
+
+	mu       sync.Mutex
+	lis      []net.Listener
+	conns    map[*conn]struct{}
+	stopped  bool
+	draining bool
+	wg       sync.WaitGroup // connection goroutines
+}
+
+// NewServer returns a server; Serve starts it.
+func NewServer(opts ServerOptions) *Server {
+	if opts.TLS != nil {
+		cfg := opts.TLS.Clone()
+		cfg.NextProtos = append([]string{"h2"}, cfg.NextProtos...)
+		opts.TLS = cfg
+	}
+	return &Server{opts: opts, conns: map[*conn]struct{}{}}
+}
+
+// Serve accepts connections on lis until Stop or GracefulStop, then
+// returns nil; any other accept error is returned.
+func (s *Server) Serve(lis net.Listener) error {
+	s.mu.Lock()
+	if s.stopped || s.draining {
+		s.mu.Unlock()
+		_ = lis.Close()
+		return nil
+	}
+	s.lis = append(s.lis, lis)
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		nc, err := lis.Accept()
+		if err != nil {
+			s.mu.Lock()
+			done := s.stopped || s.draining
+			s.mu.Unlock()
+			if done {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.stopped || s.draining {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+// Stop closes the listeners and every connection at once; handlers see
+// their stream's context cancelled. It returns when every connection's
+// goroutines have ended.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	s.stopped = true
+	s.closeListenersLocked()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown(errors.New("grpcwire: server stopped"))
+	}
+	s.wg.Wait()
+}
+
+// GracefulStop closes the listeners and waits until every stream has ended
+// (its handler returned and its status went out).
+func (s *Server) GracefulStop() {
+	s.mu.Lock()
+	s.draining = true
+	s.closeListenersLocked()
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *Server) closeListenersLocked() {
+	for _, l := range s.lis {
+		_ = l.Close()
+	}
+	s.lis = nil
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	if s.opts.TLS != nil {
+		tc := tls.Server(nc, s.opts.TLS)
+		if err := tc.Handshake(); err != nil {
+			_ = nc.Close()
+			return
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+			_ = tc.Close()
+			return
+		}
+		nc = tc
+	}
+	var pre [len(clientPreface)]byte
+	if _, err := io.ReadFull(nc, pre[:]); err != nil || string(pre[:]) != clientPreface {
+		_ = nc.Close()
+		return
+	}
+	c := newConn(nc, true, s.opts.Codec, s.opts.Pool, s.opts.MaxRecvMsgSize)
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	// The write deadline goes; the read deadline stays until the request's
+	// headers arrive, so an idle connection cannot hold a goroutine.
+	_ = nc.SetWriteDeadline(time.Time{})
+	if err := c.writeSettings(); err != nil {
+		_ = nc.Close()
+		return
+	}
+	st := &ServerStream{s: s, c: c, readerDone: make(chan struct{}), handlerDone: make(chan struct{})}
+	st.ctx, st.cancel = context.WithCancel(context.Background())
+	c.readLoop(st)
+	close(st.readerDone)
+	st.cancel()
+	if st.started {
+		<-st.handlerDone
+	}
+}
+
+// ServerStream is the server's end of one stream.
+type ServerStream struct {
+	s           *Server
+	c           *conn
+	ctx         context.Context
+	cancel      context.CancelFunc
+	started     bool // the handler runs (set by the reader before it starts it)
+	readerDone  chan struct{}
+	handlerDone chan struct{}
+	contentType string
+
+	hmu         sync.Mutex
+	headersSent bool
+	statusSent  bool
+}
+
+// Context is the stream's context: it carries the request's metadata
+// (metadata.FromIncomingContext) and the peer's address (peer.FromContext),
+// and is cancelled when the client cancels or the connection breaks.
+func (st *ServerStream) Context() context.Context { return st.ctx }
+
+// RecvMsg reads the next message into m; io.EOF when the client has
+// half-closed.
+func (st *ServerStream) RecvMsg(m any) error { return st.c.recvMsg(m) }
+
+// SendMsg sends m.
+func (st *ServerStream) SendMsg(m any) error {
+	if err := st.ctx.Err(); err != nil {
+		return errFromContext(st.ctx)
+	}
+	bufs, err := st.s.opts.Codec.Marshal(m)
+	if err != nil {
+		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+	}
+	if err := st.sendHeaders(); err != nil {
+		bufs.Free()
+		return err
+	}
+	if err := st.c.writeMsg(bufs); err != nil {
+		return status.Errorf(codes.Unavailable, "sending to %s: %v", st.c.nc.RemoteAddr(), err)
+	}
+	return nil
+}
+
+func (st *ServerStream) sendHeaders() error {
+	st.hmu.Lock()
+	defer st.hmu.Unlock()
+	if st.statusSent {
+		return status.Error(codes.Internal, "grpc: SendMsg after the stream's status was sent")
+	}
+	if st.headersSent {
+		return nil
+	}
+	st.headersSent = true
+	return st.c.writeHeaders([]hpack.HeaderField{
+		{Name: ":status", Value: "200"},
+		{Name: "content-type", Value: st.contentType},
+	}, false)
+}
+
+// writeStatus ends the stream with err's status (nil: OK): trailers, or a
+// trailers-only response when no headers went out.
+func (st *ServerStream) writeStatus(err error) {
+	st.hmu.Lock()
+	defer st.hmu.Unlock()
+	if st.statusSent {
+		return
+	}
+	st.statusSent = true
+	s := status.Convert(err)
+	var fields []hpack.HeaderField
+	if !st.headersSent {
+		ct := st.contentType
+		if ct == "" {
+			ct = "application/grpc"
+		}
+		fields = append(fields, hpack.HeaderField{Name: ":status", Value: "200"}, hpack.HeaderField{Name: "content-type", Value: ct})
+	}
+	fields = append(fields, hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))})
+	if m := s.Message(); m != "" {
+		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
+	}
+	if st.c.writeHeaders(fields, true) != nil {
+		return
+	}
+	if !st.c.peerEnded() {
+		// The response is complete; the rest of the request is not wanted.
+		_ = st.c.writeRST(http2.ErrCodeNo)
+	}
+}
+
+// headers handles the request's header block (and ignores trailers).
+func (st *ServerStream) headers(fields []hpack.HeaderField, endStream bool) error {
+	if st.started || st.statusSent {
+		return nil // the client's trailers: nothing in them matters
+	}
+	_ = st.c.nc.SetReadDeadline(time.Time{})
+	md := metadata.MD{}
+	var method, path string
+	for _, f := range fields {
+		switch f.Name {
+		case ":method":
+			method = f.Value
+		case ":path":
+			path = f.Value
+		case ":authority", ":scheme":
+		case "content-type":
+			st.contentType = f.Value
+			md.Append(f.Name, f.Value)
+		case "te", "connection", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding":
+		default:
+			if strings.HasPrefix(f.Name, ":") {
+				continue
+			}
+			md.Append(f.Name, f.Value)
+		}
+	}
+	refuse := func(err error) error {
+		st.writeStatus(err)
+		st.started = true
+		close(st.handlerDone)
+		go st.c.linger(st.readerDone)
+		return nil
+	}
+	if method != "POST" {
+		return refuse(status.Errorf(codes.Unimplemented, "grpc: method %q, want POST", method))
+	}
+	if !strings.HasPrefix(st.contentType, "application/grpc") {
+		return refuse(status.Errorf(codes.Internal, "grpc: content-type %q is not gRPC", st.contentType))
+	}
+	if path != st.s.opts.Path {
+		return refuse(status.Errorf(codes.Unimplemented, "unknown method %s", strings.TrimPrefix(path, "/")))
+	}
+	if a := st.s.opts.Authorize; a != nil {
+		if err := a(md); err != nil {
+			return refuse(err)
+		}
+	}
+	ctx := metadata.NewIncomingContext(st.ctx, md)
+	ctx = peer.NewContext(ctx, &peer.Peer{Addr: st.c.nc.RemoteAddr(), LocalAddr: st.c.nc.LocalAddr()})
+	st.ctx = ctx
+	st.started = true
+	go st.run()
+	return nil // an END_STREAM on these headers is the reader's to handle
+}
+
+func (st *ServerStream) run() {
+	defer close(st.handlerDone)
+	err := st.s.opts.Handler(st)
+	st.writeStatus(err)
+	st.cancel()
+	st.c.linger(st.readerDone)
+}
+
+func (st *ServerStream) reset(code http2.ErrCode) {
+	st.c.finish(status.Errorf(codes.Canceled, "the client reset the stream (%v)", code))
+	st.cancel()
+}
+
+func (st *ServerStream) broken(err error) {
+	if errors.Is(err, errStreamOver) {
+		return
+	}
+	st.c.finish(status.Error(codes.Canceled, fmt.Sprintf("the connection from %s ended: %v", st.c.nc.RemoteAddr(), err)))
+	st.cancel()
+}
+
+func (st *ServerStream) abort(err error) {
+	st.c.finish(err)
+	st.writeStatus(err)
+	st.cancel()
+}
