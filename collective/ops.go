@@ -428,11 +428,12 @@ func (r *Ring) consume(c *collective, it *item, m *inMsg) error {
 	return nil
 }
 
-// addTo adds src into dst elementwise (len(src) >= len(dst)). Unrolled by
-// eight: about 1.5 times the simple loop's speed.
+// addTo adds src into dst elementwise (len(src) >= len(dst)): AVX2 where
+// the machine has it (add_amd64.s), then a loop unrolled by eight (about
+// 1.5 times the simple loop's speed).
 func addTo(dst, src []float32) {
 	src = src[:len(dst)]
-	i := 0
+	i := addVec(dst, src)
 	for ; i+8 <= len(dst); i += 8 {
 		d, s := dst[i:i+8:i+8], src[i:i+8:i+8]
 		d[0] += s[0]
