@@ -102,7 +102,11 @@ func NewStream(ctx context.Context, addr string, opts StreamOptions) (*ClientStr
 		{Name: "user-agent", Value: "hjepa-grpcwire"},
 	}
 	for k, v := range opts.Metadata {
-		fields = append(fields, hpack.HeaderField{Name: strings.ToLower(k), Value: v})
+		k = strings.ToLower(k)
+		if strings.HasSuffix(k, "-bin") {
+			v = encodeBinHeader(v)
+		}
+		fields = append(fields, hpack.HeaderField{Name: k, Value: v})
 	}
 	err = func() error {
 		c.wmu.Lock()
@@ -128,12 +132,14 @@ func NewStream(ctx context.Context, addr string, opts StreamOptions) (*ClientStr
 	// goes once the stream is over.
 	cs.stopWatcher = context.AfterFunc(ctx, func() {
 		c.finish(errFromContext(ctx))
-		_ = c.writeRST(http2.ErrCodeCancel)
+		c.endSending(errFromContext(ctx))
+		c.sendRST(http2.ErrCodeCancel)
 		c.shutdown(errFromContext(ctx))
 	})
 	go func() {
-		<-c.recvDone
+		<-c.ended
 		cs.stopWatcher()
+		c.endSending(errSendEnded)
 		c.shutdown(errStreamOver)
 	}()
 	return cs, nil
@@ -279,5 +285,5 @@ func (cs *ClientStream) broken(err error) {
 
 func (cs *ClientStream) abort(err error) {
 	cs.c.finish(err)
-	_ = cs.c.writeRST(http2.ErrCodeCancel)
+	cs.c.sendRST(http2.ErrCodeCancel)
 }

@@ -29,6 +29,7 @@ package grpcwire
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -50,11 +52,14 @@ const (
 	// maxFrameSize is the largest frame this side accepts (the HTTP/2
 	// maximum).
 	maxFrameSize = 1<<24 - 1
-	// recvWindow is this side's stream and connection flow-control window.
-	// What a peer can make this side hold is bounded by the message queue
-	// (recvQueue messages of at most MaxRecvMsgSize), not by the window:
-	// the reader stops reading the socket while the queue is full.
-	recvWindow = 1 << 30
+	// windowMessages is how many messages of the largest size this side
+	// accepts the flow-control window holds (stream and connection alike):
+	// what a peer can make it hold unread. The window is given back as
+	// RecvMsg consumes messages, so the reader never stops reading (it sees
+	// a reset or a closed connection at once).
+	windowMessages = 4
+	// minWindow is the smallest window this side advertises.
+	minWindow = 64 << 10
 	// defaultWindow and defaultFrameSize are HTTP/2's until the peer's
 	// SETTINGS say otherwise.
 	defaultWindow    = 65535
@@ -64,9 +69,6 @@ const (
 	maxHeaderBytes = 16 << 10
 	// maxStatusMessage bounds grpc-message in trailers this side writes.
 	maxStatusMessage = 4 << 10
-	// recvQueue is the number of complete messages the reader may hold
-	// ahead of RecvMsg.
-	recvQueue = 4
 	// readBufferBytes is the socket reader's buffer: frame headers and small
 	// frames go through it, large payloads are read past it.
 	readBufferBytes = 64 << 10
@@ -88,31 +90,42 @@ type conn struct {
 	pool     mem.BufferPool
 	maxRecv  int
 
-	wmu   sync.Mutex // one frame (or header block) at a time on the wire
-	werr  error
+	wmu  sync.Mutex // one frame (or header block) at a time on the wire
+	werr error
+	// ctl holds control frames (acks, window updates, resets) owed to the
+	// peer; whoever holds wmu writes them, so the reader never waits behind
+	// a data write that waits for the peer's reader (which could be
+	// waiting the same way).
+	ctlMu sync.Mutex
+	ctl   []byte
 	whdr  [9 + 5]byte
 	wbufs net.Buffers
 	henc  *hpack.Encoder
 	hbuf  headerBuffer
 	hdec  *hpack.Decoder
 
-	fmu          sync.Mutex
-	fcond        *sync.Cond
-	sendConnWin  int64
-	sendStrWin   int64
-	peerFrame    int // the peer's SETTINGS_MAX_FRAME_SIZE
-	peerInitWin  int64
-	closed       bool  // no more frames will be written or read
-	closeErr     error // why
-	recvConnUsed int64 // DATA bytes read since the last connection WINDOW_UPDATE
-	recvStrUsed  int64
+	fmu         sync.Mutex
+	fcond       *sync.Cond
+	sendConnWin int64
+	sendStrWin  int64
+	peerFrame   int // the peer's SETTINGS_MAX_FRAME_SIZE
+	peerInitWin int64
+	closed      bool  // no more frames will be written or read
+	closeErr    error // why
+	sendEnded   error // the stream can send no more (reset, status sent, cancelled)
+	recvWin     int64 // this side's window
+	recvUnacked int64 // DATA bytes read and not yet given back (connection = stream)
+	recvCredit  int64 // bytes consumed since the last WINDOW_UPDATE
 
 	streamID uint32
-	// recv delivers whole messages, then one final item with err set
-	// (io.EOF: the peer half-closed or, client side, ended with status OK).
-	recv     chan recvItem
-	recvDone chan struct{} // closed once the final item is queued
-	final    error         // the final item's error, once known (guarded by fmu)
+	active   atomic.Bool // server: a request arrived (GracefulStop waits for it)
+	// queue holds whole messages in order (guarded by fmu); final is the
+	// stream's end once known (io.EOF: the peer half-closed or, client
+	// side, ended with status OK), returned after the queued messages.
+	queue    []recvItem
+	queued   chan struct{} // cap 1: a message or the end was queued
+	ended    chan struct{} // closed when final is set
+	final    error
 	halfIn   bool          // the peer has ended its side (guarded by fmu)
 	halfOut  bool          // this side has ended its side (guarded by wmu)
 	stop     chan struct{} // closed by shutdown: the reader stops blocking
@@ -126,8 +139,9 @@ type codecV2 interface {
 }
 
 type recvItem struct {
-	msg mem.Buffer
-	err error
+	msg    mem.Buffer // nil: empties empty messages in a row
+	credit int64      // window bytes it took (each empty one: 5)
+	empty  int
 }
 
 type headerBuffer struct{ b []byte }
@@ -149,8 +163,9 @@ func newConn(nc net.Conn, isServer bool, codec codecV2, pool mem.BufferPool, max
 		sendStrWin:  defaultWindow,
 		peerFrame:   defaultFrameSize,
 		peerInitWin: defaultWindow,
-		recv:        make(chan recvItem, recvQueue),
-		recvDone:    make(chan struct{}),
+		recvWin:     min(max(minWindow, windowMessages*(int64(maxRecv)+5)), 1<<31-1),
+		queued:      make(chan struct{}, 1),
+		ended:       make(chan struct{}),
 		stop:        make(chan struct{}),
 	}
 	c.fcond = sync.NewCond(&c.fmu)
@@ -163,7 +178,7 @@ func newConn(nc net.Conn, isServer bool, codec codecV2, pool mem.BufferPool, max
 // writeSettings sends this side's SETTINGS and opens the connection window.
 func (c *conn) writeSettings() error {
 	settings := []http2.Setting{
-		{ID: http2.SettingInitialWindowSize, Val: recvWindow},
+		{ID: http2.SettingInitialWindowSize, Val: uint32(c.recvWin)},
 		{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
 		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderBytes},
 	}
@@ -180,14 +195,58 @@ func (c *conn) writeSettings() error {
 	if err := c.writeFrame(http2.FrameSettings, 0, 0, p); err != nil {
 		return err
 	}
-	return c.writeWindowUpdate(0, recvWindow-defaultWindow)
+	if c.recvWin > defaultWindow {
+		return c.writeWindowUpdate(0, c.recvWin-defaultWindow)
+	}
+	return nil
 }
 
 // writeFrame writes one frame whose payload is the concatenation of parts.
 func (c *conn) writeFrame(typ http2.FrameType, flags http2.Flags, sid uint32, parts ...[]byte) error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	defer c.unlockW()
 	return c.writeFrameLocked(typ, flags, sid, parts...)
+}
+
+// unlockW writes the control frames owed, then releases wmu; a control
+// frame queued after the flush is written by whoever takes wmu next (or by
+// this call, if wmu is free again).
+func (c *conn) unlockW() {
+	for {
+		c.flushControlLocked()
+		c.wmu.Unlock()
+		c.ctlMu.Lock()
+		pending := len(c.ctl) > 0
+		c.ctlMu.Unlock()
+		if !pending || !c.wmu.TryLock() {
+			return
+		}
+	}
+}
+
+func (c *conn) flushControlLocked() {
+	c.ctlMu.Lock()
+	b := c.ctl
+	c.ctl = nil
+	c.ctlMu.Unlock()
+	if len(b) == 0 || c.werr != nil {
+		return
+	}
+	if _, err := c.nc.Write(b); err != nil {
+		c.werr = fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err)
+	}
+}
+
+// queueControl queues a small frame for the peer without waiting for wmu.
+func (c *conn) queueControl(typ http2.FrameType, flags http2.Flags, sid uint32, payload []byte) {
+	var h [9]byte
+	putFrameHeader(h[:], len(payload), typ, flags, sid)
+	c.ctlMu.Lock()
+	c.ctl = append(append(c.ctl, h[:]...), payload...)
+	c.ctlMu.Unlock()
+	if c.wmu.TryLock() {
+		c.unlockW()
+	}
 }
 
 func (c *conn) writeFrameLocked(typ http2.FrameType, flags http2.Flags, sid uint32, parts ...[]byte) error {
@@ -228,23 +287,22 @@ func (c *conn) writeWindowUpdate(sid uint32, incr int64) error {
 	return c.writeFrame(http2.FrameWindowUpdate, 0, sid, p[:])
 }
 
-func (c *conn) writeRST(code http2.ErrCode) error {
-	var p [4]byte
-	binary.BigEndian.PutUint32(p[:], uint32(code))
-	return c.writeFrame(http2.FrameRSTStream, 0, c.streamID, p[:])
+// sendRST queues a RST_STREAM (it never waits for a data write).
+func (c *conn) sendRST(code http2.ErrCode) {
+	c.queueControl(http2.FrameRSTStream, 0, c.streamID, binary.BigEndian.AppendUint32(nil, uint32(code)))
 }
 
-func (c *conn) writeGoAway(code http2.ErrCode, debug string) error {
+func (c *conn) sendGoAway(code http2.ErrCode, debug string) {
 	p := binary.BigEndian.AppendUint32(nil, c.streamID)
 	p = binary.BigEndian.AppendUint32(p, uint32(code))
-	return c.writeFrame(http2.FrameGoAway, 0, 0, append(p, debug...))
+	c.queueControl(http2.FrameGoAway, 0, 0, append(p, debug...))
 }
 
 // writeHeaders encodes fields and writes them as HEADERS (and CONTINUATION
 // frames if the block exceeds the peer's frame size).
 func (c *conn) writeHeaders(fields []hpack.HeaderField, endStream bool) error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	defer c.unlockW()
 	if endStream {
 		if c.halfOut {
 			return nil
@@ -314,8 +372,12 @@ func (c *conn) writeMsg(bufs mem.BufferSlice) error {
 			segs[0], k = s[k:], 0
 		}
 		c.wmu.Lock()
-		err = c.writeFrameLocked(http2.FrameData, 0, c.streamID, frame...)
-		c.wmu.Unlock()
+		if c.halfOut { // the status (or END_STREAM) went out meanwhile
+			err = errSendEnded
+		} else {
+			err = c.writeFrameLocked(http2.FrameData, 0, c.streamID, frame...)
+		}
+		c.unlockW()
 		if err != nil {
 			return err
 		}
@@ -329,11 +391,14 @@ func (c *conn) writeMsg(bufs mem.BufferSlice) error {
 func (c *conn) reserve(want int) (int, error) {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()
-	for !c.closed && (c.sendConnWin <= 0 || c.sendStrWin <= 0) {
+	for !c.closed && c.sendEnded == nil && (c.sendConnWin <= 0 || c.sendStrWin <= 0) {
 		c.fcond.Wait()
 	}
 	if c.closed {
 		return 0, c.closeErr
+	}
+	if c.sendEnded != nil {
+		return 0, c.sendEnded
 	}
 	n := int(min(int64(want), int64(c.peerFrame), c.sendConnWin, c.sendStrWin))
 	c.sendConnWin -= int64(n)
@@ -344,12 +409,24 @@ func (c *conn) reserve(want int) (int, error) {
 // endStream half-closes this side with an empty DATA frame.
 func (c *conn) endStream() error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	defer c.unlockW()
 	if c.halfOut {
 		return nil
 	}
 	c.halfOut = true
 	return c.writeFrameLocked(http2.FrameData, http2.FlagDataEndStream, c.streamID)
+}
+
+var errSendEnded = errors.New("grpcwire: the stream has ended")
+
+// endSending makes sends fail from now on (a waiting one at once).
+func (c *conn) endSending(err error) {
+	c.fmu.Lock()
+	if c.sendEnded == nil {
+		c.sendEnded = err
+	}
+	c.fcond.Broadcast()
+	c.fmu.Unlock()
 }
 
 // shutdown marks the connection closed with err, wakes every waiter and
@@ -369,7 +446,9 @@ func (c *conn) shutdown(err error) {
 // the socket, and a wait (bounded) for the peer to close its side, so that
 // it reads the last frames instead of a reset.
 func (c *conn) linger(readerDone <-chan struct{}) {
-	_ = c.writeGoAway(http2.ErrCodeNo, "")
+	c.sendGoAway(http2.ErrCodeNo, "")
+	c.wmu.Lock() // the GOAWAY is out (or the socket is broken) before the half-close
+	c.unlockW()
 	if tc, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = tc.CloseWrite()
 	}
@@ -382,45 +461,87 @@ func (c *conn) linger(readerDone <-chan struct{}) {
 
 var errStreamOver = errors.New("grpcwire: the stream is over")
 
-// finish queues the stream's final item (once).
+// finish records the stream's end (once); RecvMsg returns it after the
+// messages already queued.
 func (c *conn) finish(err error) {
 	c.fmu.Lock()
-	if c.final != nil {
-		c.fmu.Unlock()
-		return
+	first := c.final == nil
+	if first {
+		c.final = err
 	}
-	c.final = err
 	c.fmu.Unlock()
-	select {
-	case c.recv <- recvItem{err: err}:
-	default: // the queue is full: RecvMsg sees recvDone once it drains
+	c.notify()
+	if first {
+		close(c.ended)
 	}
-	close(c.recvDone)
+}
+
+func (c *conn) notify() {
+	select {
+	case c.queued <- struct{}{}:
+	default:
+	}
 }
 
 // recvMsg returns the next message decoded into m, or the stream's end.
-// Messages queued before the end come first.
+// Consuming a message gives its bytes back to the peer's window.
 func (c *conn) recvMsg(m any) error {
-	var it recvItem
-	select {
-	case it = <-c.recv:
-	case <-c.recvDone:
-		select {
-		case it = <-c.recv:
-		default:
-			it.err = c.finalErr()
+	for {
+		c.fmu.Lock()
+		if len(c.queue) > 0 {
+			it := c.queue[0]
+			if it.msg == nil && it.empty > 1 {
+				c.queue[0].empty--
+			} else {
+				c.queue[0] = recvItem{}
+				c.queue = c.queue[1:]
+				if len(c.queue) == 0 {
+					c.queue = c.queue[:0:0] // let a flood's backing array go
+				}
+			}
+			c.fmu.Unlock()
+			c.giveBack(it.credit)
+			var bufs mem.BufferSlice
+			if it.msg != nil {
+				bufs = mem.BufferSlice{it.msg}
+			}
+			err := c.codec.Unmarshal(bufs, m)
+			bufs.Free()
+			if err != nil {
+				return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
+			}
+			return nil
 		}
+		final := c.final
+		c.fmu.Unlock()
+		if final != nil {
+			return final
+		}
+		<-c.queued
 	}
-	if it.err != nil { // the only items with an error are the final one
-		return it.err
+}
+
+// giveBack returns consumed bytes to the peer's windows, in WINDOW_UPDATEs
+// of at least a quarter of the window.
+func (c *conn) giveBack(n int64) {
+	c.fmu.Lock()
+	c.recvUnacked -= n
+	c.recvCredit += n
+	var incr int64
+	if c.recvCredit >= c.recvWin/4 {
+		incr, c.recvCredit = c.recvCredit, 0
 	}
-	bufs := mem.BufferSlice{it.msg}
-	err := c.codec.Unmarshal(bufs, m)
-	bufs.Free()
-	if err != nil {
-		return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
+	ended := c.halfIn || c.closed
+	c.fmu.Unlock()
+	if incr == 0 {
+		return
 	}
-	return nil
+	var p [4]byte
+	binary.BigEndian.PutUint32(p[:], uint32(incr))
+	c.queueControl(http2.FrameWindowUpdate, 0, 0, p[:])
+	if !ended {
+		c.queueControl(http2.FrameWindowUpdate, 0, c.streamID, p[:])
+	}
 }
 
 func (c *conn) finalErr() error {
@@ -457,7 +578,9 @@ func (c *conn) readLoop(h frameHandler) {
 	err := c.readFrames(h)
 	var ce connError
 	if errors.As(err, &ce) {
-		_ = c.writeGoAway(ce.code, ce.msg)
+		c.sendGoAway(ce.code, ce.msg)
+		c.wmu.Lock() // out before the socket closes
+		c.unlockW()
 	}
 	h.broken(err)
 	c.shutdown(err)
@@ -504,6 +627,7 @@ func (c *conn) readFrames(h frameHandler) error {
 				if _, err := c.br.Discard(n); err != nil {
 					return err
 				}
+				c.credit(n)
 				continue
 			}
 			if err := asm.data(n, flags); err != nil {
@@ -546,7 +670,7 @@ func (c *conn) readFrames(h frameHandler) error {
 			}
 			if c.streamID != 0 && sid != c.streamID {
 				// One stream per connection.
-				_ = c.writeFrame(http2.FrameRSTStream, 0, sid, binary.BigEndian.AppendUint32(nil, uint32(http2.ErrCodeRefusedStream)))
+				c.queueControl(http2.FrameRSTStream, 0, sid, binary.BigEndian.AppendUint32(nil, uint32(http2.ErrCodeRefusedStream)))
 				continue
 			}
 			if c.streamID == 0 { // the server's first stream; the writers start after this
@@ -575,9 +699,7 @@ func (c *conn) readFrames(h frameHandler) error {
 				return err
 			}
 			if !flags.Has(http2.FlagPingAck) {
-				if err := c.writeFrame(http2.FramePing, http2.FlagPingAck, 0, p); err != nil {
-					return err
-				}
+				c.queueControl(http2.FramePing, http2.FlagPingAck, 0, p)
 			}
 		case http2.FrameWindowUpdate:
 			if n != 4 {
@@ -678,7 +800,8 @@ func (c *conn) readSettings(n int, flags http2.Flags) error {
 	}
 	c.fcond.Broadcast()
 	c.fmu.Unlock()
-	return c.writeFrame(http2.FrameSettings, http2.FlagSettingsAck, 0)
+	c.queueControl(http2.FrameSettings, http2.FlagSettingsAck, 0, nil)
+	return nil
 }
 
 func (c *conn) windowUpdate(sid uint32, incr int64) {
@@ -693,32 +816,14 @@ func (c *conn) windowUpdate(sid uint32, incr int64) {
 	c.fcond.Broadcast()
 }
 
-// account charges n DATA bytes to this side's windows and gives them back
-// to the peer in large WINDOW_UPDATEs: the windows never limit a peer; the
-// message queue does.
+// account charges n DATA bytes to this side's window; a peer that sends
+// past it breaks HTTP/2 flow control.
 func (c *conn) account(n int) error {
 	c.fmu.Lock()
-	c.recvConnUsed += int64(n)
-	c.recvStrUsed += int64(n)
-	if c.recvConnUsed > recvWindow || c.recvStrUsed > recvWindow {
-		c.fmu.Unlock()
-		return connError{http2.ErrCodeFlowControl, "peer exceeded the flow-control window"}
-	}
-	var conn, str int64
-	if c.recvConnUsed >= recvWindow/2 {
-		conn, c.recvConnUsed = c.recvConnUsed, 0
-	}
-	if c.recvStrUsed >= recvWindow/2 {
-		str, c.recvStrUsed = c.recvStrUsed, 0
-	}
-	c.fmu.Unlock()
-	if conn > 0 {
-		if err := c.writeWindowUpdate(0, conn); err != nil {
-			return err
-		}
-	}
-	if str > 0 && !c.peerEnded() {
-		return c.writeWindowUpdate(c.streamID, str)
+	defer c.fmu.Unlock()
+	c.recvUnacked += int64(n)
+	if c.recvUnacked > c.recvWin {
+		return connError{http2.ErrCodeFlowControl, fmt.Sprintf("peer sent %d bytes past the %d-byte window", c.recvUnacked-c.recvWin, c.recvWin)}
 	}
 	return nil
 }
@@ -752,23 +857,38 @@ func (c *conn) peerHalfClose(midMessage bool) error {
 	return nil
 }
 
-// deliver queues a complete message, waiting while the queue is full (the
-// socket is not read meanwhile: TCP pushes back on the peer).
-func (c *conn) deliver(b mem.Buffer) error {
-	select {
-	case <-c.stop:
-		b.Free()
-		return errStreamOver
-	default:
-	}
-	select {
-	case c.recv <- recvItem{msg: b}:
-		return nil
-	case <-c.stop:
+// deliver queues a complete message that took credit window bytes. It
+// never waits: the reader must keep reading (resets, pings, the peer's
+// window updates) whatever the application does. Memory is bounded as in
+// grpc-go, by the flow-control window: what a peer can have queued is at
+// most the window's bytes plus a record of ~60 bytes per message of at
+// least 6 window bytes (a flood of 1-byte messages: ~10x the window; empty
+// messages in a row share one record).
+func (c *conn) deliver(b mem.Buffer, credit int64) error {
+	c.fmu.Lock()
+	if c.closed {
+		c.fmu.Unlock()
 		b.Free()
 		return errStreamOver
 	}
+	if b.Len() == 0 { // empty messages in a row share one record
+		b.Free()
+		if n := len(c.queue); n > 0 && c.queue[n-1].msg == nil {
+			c.queue[n-1].empty++
+		} else {
+			c.queue = append(c.queue, recvItem{credit: credit, empty: 1})
+		}
+	} else {
+		c.queue = append(c.queue, recvItem{msg: b, credit: credit})
+	}
+	c.fmu.Unlock()
+	c.notify()
+	return nil
 }
+
+// credit gives back window bytes that never reach RecvMsg (padding, and
+// the data of a stream that has ended).
+func (c *conn) credit(n int) { c.giveBack(int64(n)) }
 
 // assembler cuts DATA payloads into messages: a 5-byte prefix (compressed
 // flag, big-endian length), then the message, read from the socket straight
@@ -826,10 +946,16 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 				c.setPeerEnded()
 				a.h.abort(refuse)
 				_, err := c.br.Discard(n + pad)
+				c.credit(n + pad)
 				return err
 			}
-			a.buf = c.pool.Get(size)
-			*a.buf = (*a.buf)[:size]
+			if mem.IsBelowBufferPoolingThreshold(size) {
+				b := make([]byte, size) // mem.NewBuffer would not pool it back anyway
+				a.buf = &b
+			} else {
+				a.buf = c.pool.Get(size)
+				*a.buf = (*a.buf)[:size]
+			}
 			a.got = 0
 		}
 		k := min(n, len(*a.buf)-a.got)
@@ -839,8 +965,9 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 		a.got, n = a.got+k, n-k
 		if a.got == len(*a.buf) {
 			b := mem.NewBuffer(a.buf, c.pool)
+			credit := int64(len(*a.buf)) + 5
 			a.buf, a.np = nil, 0
-			if err := c.deliver(b); err != nil {
+			if err := c.deliver(b, credit); err != nil {
 				return err
 			}
 		}
@@ -850,11 +977,14 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 			return err
 		}
 	}
+	if flags.Has(http2.FlagDataPadded) {
+		c.credit(pad + 1)
+	}
 	// A zero-length message is its prefix alone.
 	if a.buf != nil && len(*a.buf) == 0 {
 		b := mem.NewBuffer(a.buf, c.pool)
 		a.buf, a.np = nil, 0
-		return c.deliver(b)
+		return c.deliver(b, 5)
 	}
 	return nil
 }
@@ -893,6 +1023,17 @@ func decodeGrpcMessage(msg string) string {
 		b.WriteByte(msg[i])
 	}
 	return b.String()
+}
+
+// Binary metadata ("-bin" keys) is base64 on the wire; senders may pad or
+// not.
+func encodeBinHeader(v string) string { return base64.RawStdEncoding.EncodeToString([]byte(v)) }
+
+func decodeBinHeader(v string) ([]byte, error) {
+	if len(v)%4 == 0 {
+		return base64.StdEncoding.DecodeString(v)
+	}
+	return base64.RawStdEncoding.DecodeString(v)
 }
 
 // errFromContext is the status of a stream ended by its context.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -133,7 +134,16 @@ func (s *Server) GracefulStop() {
 	s.mu.Lock()
 	s.draining = true
 	s.closeListenersLocked()
+	var idle []*conn
+	for c := range s.conns {
+		if !c.active.Load() {
+			idle = append(idle, c)
+		}
+	}
 	s.mu.Unlock()
+	for _, c := range idle { // no stream yet: nothing to wait for
+		c.shutdown(errors.New("grpcwire: server stopping"))
+	}
 	s.wg.Wait()
 }
 
@@ -166,7 +176,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	c := newConn(nc, true, s.opts.Codec, s.opts.Pool, s.opts.MaxRecvMsgSize)
 	s.mu.Lock()
-	if s.stopped {
+	if s.stopped || s.draining {
 		s.mu.Unlock()
 		_ = nc.Close()
 		return
@@ -209,6 +219,8 @@ type ServerStream struct {
 	hmu         sync.Mutex
 	headersSent bool
 	statusSent  bool
+	// forced is the status abort decided on: it wins over the handler's.
+	forced atomic.Pointer[error]
 }
 
 // Context is the stream's context: it carries the request's metadata
@@ -264,6 +276,9 @@ func (st *ServerStream) writeStatus(err error) {
 		return
 	}
 	st.statusSent = true
+	if f := st.forced.Load(); f != nil {
+		err = *f
+	}
 	s := status.Convert(err)
 	var fields []hpack.HeaderField
 	if !st.headersSent {
@@ -277,12 +292,11 @@ func (st *ServerStream) writeStatus(err error) {
 	if m := s.Message(); m != "" {
 		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
 	}
-	if st.c.writeHeaders(fields, true) != nil {
-		return
-	}
-	if !st.c.peerEnded() {
+	err = st.c.writeHeaders(fields, true)
+	st.c.endSending(errSendEnded)
+	if err == nil && !st.c.peerEnded() {
 		// The response is complete; the rest of the request is not wanted.
-		_ = st.c.writeRST(http2.ErrCodeNo)
+		st.c.sendRST(http2.ErrCodeNo)
 	}
 }
 
@@ -292,7 +306,9 @@ func (st *ServerStream) headers(fields []hpack.HeaderField, endStream bool) erro
 		return nil // the client's trailers: nothing in them matters
 	}
 	_ = st.c.nc.SetReadDeadline(time.Time{})
+	st.c.active.Store(true)
 	md := metadata.MD{}
+	var badBin error
 	var method, path string
 	for _, f := range fields {
 		switch f.Name {
@@ -309,7 +325,16 @@ func (st *ServerStream) headers(fields []hpack.HeaderField, endStream bool) erro
 			if strings.HasPrefix(f.Name, ":") {
 				continue
 			}
-			md.Append(f.Name, f.Value)
+			v := f.Value
+			if strings.HasSuffix(f.Name, "-bin") {
+				b, err := decodeBinHeader(v)
+				if err != nil {
+					badBin = status.Errorf(codes.Internal, "grpc: malformed binary metadata %q: %v", f.Name, err)
+					continue
+				}
+				v = string(b)
+			}
+			md.Append(f.Name, v)
 		}
 	}
 	refuse := func(err error) error {
@@ -324,6 +349,9 @@ func (st *ServerStream) headers(fields []hpack.HeaderField, endStream bool) erro
 	}
 	if !strings.HasPrefix(st.contentType, "application/grpc") {
 		return refuse(status.Errorf(codes.Internal, "grpc: content-type %q is not gRPC", st.contentType))
+	}
+	if badBin != nil {
+		return refuse(badBin)
 	}
 	if path != st.s.opts.Path {
 		return refuse(status.Errorf(codes.Unimplemented, "unknown method %s", strings.TrimPrefix(path, "/")))
@@ -350,7 +378,9 @@ func (st *ServerStream) run() {
 }
 
 func (st *ServerStream) reset(code http2.ErrCode) {
-	st.c.finish(status.Errorf(codes.Canceled, "the client reset the stream (%v)", code))
+	err := status.Errorf(codes.Canceled, "the client reset the stream (%v)", code)
+	st.c.finish(err)
+	st.c.endSending(err)
 	st.cancel()
 }
 
@@ -362,8 +392,11 @@ func (st *ServerStream) broken(err error) {
 	st.cancel()
 }
 
+// abort runs on the reader: the status goes out from another goroutine, so
+// the reader never waits behind the handler's data write.
 func (st *ServerStream) abort(err error) {
+	st.forced.CompareAndSwap(nil, &err)
 	st.c.finish(err)
-	st.writeStatus(err)
 	st.cancel()
+	go st.writeStatus(err)
 }
