@@ -168,7 +168,7 @@ func New(cfg Config) (*Server, error) {
 // checkStart refuses a new job over a run's checkpoints and a resume
 // without one.
 func checkStart(cfg Config) error {
-	m := &checkpoint.Manager{Dir: cfg.CheckpointDir}
+	m := &checkpoint.Manager{Dir: cfg.CheckpointDir, ReadOnly: true} // rank 0 may write on another host
 	dir, ok, warning, err := m.Latest()
 	if warning != "" {
 		cfg.Logger.Warn("skipped damaged checkpoints", zap.String("details", warning))
@@ -412,7 +412,7 @@ func (s *Server) assignment(a Assign) *hjepav1.RegisterResponse {
 // probeCheckpoint finds the latest checkpoint under dir and its step.
 func probeCheckpoint(dir string, gen uint64, log *zap.Logger) CheckpointProbed {
 	ev := CheckpointProbed{Generation: gen}
-	path, ok, warning, err := (&checkpoint.Manager{Dir: dir}).Latest()
+	path, ok, warning, err := (&checkpoint.Manager{Dir: dir, ReadOnly: true}).Latest() // rank 0 may be writing on another host
 	if warning != "" {
 		log.Warn("skipped damaged checkpoints", zap.String("details", warning))
 	}

@@ -282,7 +282,7 @@ func isNoSpace(err error) bool {
 // Read loads the checkpoint in dir, verifying every checksum. A directory
 // left missing by a crash in the middle of a replace is recovered first.
 func Read(dir string) (*Checkpoint, error) {
-	return read(dir, nil, nil, true)
+	return read(dir, nil, nil, true, true)
 }
 
 // ReadExpect is Read plus a check that model.safetensors and
@@ -290,19 +290,23 @@ func Read(dir string) (*Checkpoint, error) {
 // (nil map: that file is not checked). Every mismatch is listed; nothing is
 // loaded when any is found.
 func ReadExpect(dir string, model, optimizer map[string][]int) (*Checkpoint, error) {
-	return read(dir, model, optimizer, true)
+	return read(dir, model, optimizer, true, true)
 }
 
 // Verify reads dir as Read does, checksums included, without keeping the
 // tensors (one tensor in memory at a time).
 func Verify(dir string) error {
-	_, err := read(dir, nil, nil, false)
+	_, err := read(dir, nil, nil, false, true)
 	return err
 }
 
-func read(dir string, wantModel, wantOptim map[string][]int, keep bool) (*Checkpoint, error) {
+// read loads (keep) or checks dir; recover first finishes or undoes an
+// interrupted write of it (see Manager.ReadOnly for when not to).
+func read(dir string, wantModel, wantOptim map[string][]int, keep, recover bool) (*Checkpoint, error) {
 	dir = filepath.Clean(dir)
-	recoverIn(filepath.Dir(dir), filepath.Base(dir))
+	if recover {
+		recoverIn(filepath.Dir(dir), filepath.Base(dir))
+	}
 	fail := func(file string, format string, args ...any) error {
 		where := dir
 		if file != "" {

@@ -550,3 +550,40 @@ func TestEstimateBytesBoundsSize(t *testing.T) {
 }
 
 var _ io.Writer = enospcWriter{}
+
+// A read-only Manager (the coordinator's, possibly on another host than
+// the writer) finds the latest checkpoint without touching a temporary
+// directory whose pid it cannot see alive; a normal one removes it.
+func TestReadOnlyManagerLeavesWritesAlone(t *testing.T) {
+	dir := t.TempDir()
+	if err := Write(filepath.Join(dir, LatestName), sample(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".tmp-%s-%d-0a0b", LatestName, deadPid))
+	if err := Write(tmp, sample(2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, fmt.Sprintf(".old-step_9-%d-0c0d", deadPid))
+	if err := Write(old, sample(3, 3)); err != nil {
+		t.Fatal(err)
+	}
+	ro := &Manager{Dir: dir, ReadOnly: true}
+	got, ok, _, err := ro.Latest()
+	if err != nil || !ok || got != filepath.Join(dir, LatestName) {
+		t.Fatalf("read-only Latest = %q, %v, %v", got, ok, err)
+	}
+	for _, p := range []string{tmp, old} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("read-only Latest touched %s: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "step_9")); err == nil {
+		t.Fatal("read-only Latest restored an interrupted replace")
+	}
+	if _, _, _, err := (&Manager{Dir: dir}).Latest(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("a normal Latest left the abandoned %s (%v)", tmp, err)
+	}
+}

@@ -47,6 +47,13 @@ type Manager struct {
 	KeepLast int
 	// KeepBestN is how many best checkpoints are kept; 0 and 1 keep checkpoint_best only.
 	KeepBestN int
+	// ReadOnly makes List and Latest leave interrupted writes alone. A
+	// process that only looks (the distributed coordinator) may run on
+	// another host than the writer, where the writer's pid in a temporary
+	// directory's name means nothing: recovery would take a checkpoint
+	// being written for an abandoned one and delete it. A checkpoint in
+	// the middle of a replace is then skipped, and an older one found.
+	ReadOnly bool
 }
 
 // bestRecord is best.json, inside every best checkpoint, so the metric is
@@ -233,11 +240,13 @@ func (m *Manager) remove(name string) error {
 	return nil
 }
 
-// List recovers interrupted operations in Dir and returns its checkpoints:
+// List recovers interrupted operations in Dir (unless ReadOnly) and returns its checkpoints:
 // latest, best, the ranked best ones, then epoch and step checkpoints by
 // number. A missing Dir holds none.
 func (m *Manager) List() ([]Entry, error) {
-	recoverIn(m.Dir, "")
+	if !m.ReadOnly {
+		recoverIn(m.Dir, "")
+	}
 	des, err := os.ReadDir(m.Dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -343,7 +352,7 @@ func (m *Manager) Latest() (dir string, ok bool, warning string, err error) {
 	cands = append(cands, rest...)
 	var skipped []string
 	for _, c := range cands {
-		if err := Verify(c.path); err != nil {
+		if _, err := read(c.path, nil, nil, false, !m.ReadOnly); err != nil {
 			skipped = append(skipped, fmt.Sprintf("skipped damaged checkpoint: %v", err))
 			continue
 		}
