@@ -57,7 +57,7 @@ const (
 	// what a peer can make it hold unread. The window is given back as
 	// RecvMsg consumes messages, so the reader never stops reading (it sees
 	// a reset or a closed connection at once).
-	windowMessages = 4
+	windowMessages = 8
 	// minWindow is the smallest window this side advertises.
 	minWindow = 64 << 10
 	// defaultWindow and defaultFrameSize are HTTP/2's until the peer's
@@ -522,13 +522,14 @@ func (c *conn) recvMsg(m any) error {
 }
 
 // giveBack returns consumed bytes to the peer's windows, in WINDOW_UPDATEs
-// of at least a quarter of the window.
+// of at least half the window (one per four 1 MiB chunks on the ring:
+// fewer small writes and wake-ups than one per chunk).
 func (c *conn) giveBack(n int64) {
 	c.fmu.Lock()
 	c.recvUnacked -= n
 	c.recvCredit += n
 	var incr int64
-	if c.recvCredit >= c.recvWin/4 {
+	if c.recvCredit >= c.recvWin/2 {
 		incr, c.recvCredit = c.recvCredit, 0
 	}
 	ended := c.halfIn || c.closed

@@ -1161,11 +1161,14 @@ func TestWireServerFlowControlViolation(t *testing.T) {
 // bytes; a queue entry for each would cost about ten times the window).
 func TestWireEmptyMessageFlood(t *testing.T) {
 	const (
-		maxMsg = 64 << 10
+		maxMsg = 32 << 10
 		count  = 100_000
 		mark   = 1000
 	)
 	win := wantWindow(maxMsg)
+	if int(win/5)-mark >= count {
+		t.Fatalf("a window of %d bytes holds all %d messages: lower maxMsg", win, count)
+	}
 	early := int(win/5) - mark // sent before the handler reads: within the window
 	ready := make(chan struct{})
 	resume := make(chan struct{})
