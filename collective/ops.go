@@ -204,6 +204,8 @@ func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (
 	c.sends, c.recvs = r.sends[:0], r.recvs[:0]
 	plan(c)
 	r.sends, r.recvs = c.sends, c.recvs
+	r.startPlacing(c)
+	defer r.stopPlacing() // before the caller has its buffer back
 
 	timeout := r.cfg.Timeout
 	timer := time.NewTimer(timeout)
@@ -409,9 +411,11 @@ func (r *Ring) consume(c *collective, it *item, m *inMsg) error {
 		c.blocks[it.block] = m.payload()
 	} else {
 		dst := c.data[it.off : it.off+it.n]
-		if it.reduce {
+		switch {
+		case it.reduce:
 			addLE(dst, m.parts)
-		} else {
+		case inPlace(dst, m.parts): // the reader put it there (place.go)
+		default:
 			copyLE(dst, m.parts)
 		}
 	}

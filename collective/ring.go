@@ -20,9 +20,11 @@
 // ("hjepa-ring", codec.go) without protobuf's copies, and carried by
 // grpcwire, a lean gRPC-over-HTTP/2 transport for this one stream: a
 // chunk is one DATA frame, its float32 payload leaves with one writev
-// straight from the caller's buffer, and arrives straight from the socket
-// in one pooled buffer, from which the reduction adds (or the all-gather
-// copies) into the caller's buffer. (grpc-go's transport cuts messages into
+// straight from the caller's buffer, and arrives straight from the socket:
+// a chunk to be added into one pooled buffer, from which the reduction adds
+// into the caller's buffer, and a chunk to be copied (the all-gather half,
+// broadcasts) into the caller's buffer itself, once its header has been
+// checked against the receive it must be (place.go). (grpc-go's transport cuts messages into
 // 16 KiB frames and copies every byte twice more; on a 2-core machine that
 // cost more CPU than Gloo's whole all-reduce.) A payload longer than one
 // chunk is refused before anything is held, and the server refuses any
@@ -125,6 +127,15 @@ type Ring struct {
 	recvs    []item
 	ack      ackMsg
 
+	// Placement of received chunks into the running collective's buffer
+	// (place.go), by the predecessor stream's reader.
+	placeMu      sync.Mutex
+	placeCond    *sync.Cond
+	placeC       *collective // nil: no placement
+	placeNext    int         // c.recvs before this index are past
+	placing      bool        // the reader is writing into placeC's buffer
+	placedChunks int         // chunks placed so far (tests)
+
 	// tamper, when set (tests), edits each outgoing chunk header.
 	tamper func(*header)
 }
@@ -169,6 +180,7 @@ func (e *Endpoint) Join(ctx context.Context, cfg RingConfig) (*Ring, error) {
 	for i := range r.outSlots {
 		r.outSlots[i].released = make(chan struct{}, 1)
 	}
+	r.placeCond = sync.NewCond(&r.placeMu)
 	r.log = e.opts.Logger.With(zap.String("run", cfg.RunID), zap.Uint64("generation", cfg.Generation),
 		zap.Int("rank", cfg.Rank), zap.Int("world_size", n))
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -291,6 +303,7 @@ func (r *Ring) attachIn(stream *grpcwire.ServerStream, from string) error {
 		return fmt.Errorf("rank %d: ring already closed", r.rank)
 	}
 	r.in, r.inAddr = stream, from
+	stream.SetPlacer(r)
 	r.wg.Add(1)
 	go r.recvLoop()
 	close(r.inReady)

@@ -33,7 +33,44 @@ func TestAllReduceSum(t *testing.T) {
 					}
 				}
 			}
+			if placedChunks(rings) == 0 {
+				t.Fatal("no all-gather chunk was received in place (place.go)")
+			}
 		})
+	}
+}
+
+// placedChunks counts the chunks the rings' readers received in place.
+func placedChunks(rings []*Ring) int {
+	n := 0
+	for _, r := range rings {
+		r.placeMu.Lock()
+		n += r.placedChunks
+		r.placeMu.Unlock()
+	}
+	return n
+}
+
+// TestBroadcastInPlace: 1 MiB chunks of a broadcast land straight in the
+// receivers' buffers, with the root's bits.
+func TestBroadcastInPlace(t *testing.T) {
+	const n, size = 3, 3<<18 + 5 // 3 MiB and a bit: four chunks
+	_, rings := newRing(t, n, ringOpts{})
+	bufs := make([][]float32, n)
+	for r := range bufs {
+		bufs[r] = rankData(9, r, size)
+	}
+	want := append([]float32(nil), bufs[1]...)
+	noErrors(t, onAll(n, func(r int) error { return rings[r].Broadcast(context.Background(), 3, 1, bufs[r]) }))
+	for r := range n {
+		if !sameBits(bufs[r], want) {
+			t.Fatalf("rank %d differs from the root's data", r)
+		}
+	}
+	// Up to 8 (4 chunks on each of 2 receivers); a chunk that arrives
+	// before its receiver's Broadcast has started is received as usual.
+	if got := placedChunks(rings); got == 0 || got > 8 {
+		t.Fatalf("%d chunks received in place, want 1 to 8", got)
 	}
 }
 

@@ -58,6 +58,11 @@ const (
 	// RecvMsg consumes messages, so the reader never stops reading (it sees
 	// a reset or a closed connection at once).
 	windowMessages = 8
+	// PlaceHeadBytes is how much of a large message a Placer sees before it
+	// decides where the rest goes.
+	PlaceHeadBytes = 512
+	// placeMinBytes is the smallest message offered to a Placer.
+	placeMinBytes = 64 << 10
 	// minWindow is the smallest window this side advertises.
 	minWindow = 64 << 10
 	// defaultWindow and defaultFrameSize are HTTP/2's until the peer's
@@ -119,6 +124,8 @@ type conn struct {
 
 	streamID uint32
 	active   atomic.Bool // server: a request arrived (GracefulStop waits for it)
+	placer   atomic.Pointer[Placer]
+	asm      assembler
 	// queue holds whole messages in order (guarded by fmu); final is the
 	// stream's end once known (io.EOF: the peer half-closed or, client
 	// side, ended with status OK), returned after the queued messages.
@@ -140,6 +147,7 @@ type codecV2 interface {
 
 type recvItem struct {
 	msg    mem.Buffer // nil: empties empty messages in a row
+	placed mem.Buffer // the rest of the message, where a Placer put it
 	credit int64      // window bytes it took (each empty one: 5)
 	empty  int
 }
@@ -505,6 +513,9 @@ func (c *conn) recvMsg(m any) error {
 			if it.msg != nil {
 				bufs = mem.BufferSlice{it.msg}
 			}
+			if it.placed != nil {
+				bufs = append(bufs, it.placed)
+			}
 			err := c.codec.Unmarshal(bufs, m)
 			bufs.Free()
 			if err != nil {
@@ -577,6 +588,7 @@ func (e connError) Error() string { return fmt.Sprintf("http2 %v: %s", e.code, e
 // only in the sense that readLoop requires it: first is true then.
 func (c *conn) readLoop(h frameHandler) {
 	err := c.readFrames(h)
+	c.asm.placed() // a message cut short: its Placer's dst is free again
 	var ce connError
 	if errors.As(err, &ce) {
 		c.sendGoAway(ce.code, ce.msg)
@@ -593,9 +605,9 @@ func (c *conn) readFrames(h frameHandler) error {
 		block       []byte // header block being assembled
 		blockEnd    bool   // END_STREAM of the HEADERS that started it
 		inBlock     bool
-		asm         assembler
 		sawSettings bool
 	)
+	asm := &c.asm
 	asm.c, asm.h = c, h
 	for {
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
@@ -865,14 +877,16 @@ func (c *conn) peerHalfClose(midMessage bool) error {
 // most the window's bytes plus a record of ~60 bytes per message of at
 // least 6 window bytes (a flood of 1-byte messages: ~10x the window; empty
 // messages in a row share one record).
-func (c *conn) deliver(b mem.Buffer, credit int64) error {
+func (c *conn) deliver(b, placed mem.Buffer, credit int64) error {
 	c.fmu.Lock()
 	if c.closed {
 		c.fmu.Unlock()
 		b.Free()
 		return errStreamOver
 	}
-	if b.Len() == 0 { // empty messages in a row share one record
+	if placed != nil {
+		c.queue = append(c.queue, recvItem{msg: b, placed: placed, credit: credit})
+	} else if b.Len() == 0 { // empty messages in a row share one record
 		b.Free()
 		if n := len(c.queue); n > 0 && c.queue[n-1].msg == nil {
 			c.queue[n-1].empty++
@@ -901,9 +915,61 @@ type assembler struct {
 	np     int // prefix bytes so far
 	buf    *[]byte
 	got    int
+	// A large message offered to a Placer: its head is read first
+	// (headN bytes), then the rest goes to dst (message bytes from at on)
+	// or, if the Placer declines, to buf.
+	size    int
+	head    [PlaceHeadBytes]byte
+	headN   int
+	inHead  bool
+	at      int
+	dst     []byte
+	placing Placer // the Placer whose dst is being written
+}
+
+// A Placer lets a large received message's bulk go straight to its final
+// place instead of a buffer it would be copied from.
+type Placer interface {
+	// Place is given the first min(size, PlaceHeadBytes) bytes of a message
+	// of size bytes and returns where message bytes [at, size) go
+	// (len(dst) == size-at), or a nil dst to receive the message as usual.
+	// It runs on the connection's reader. Once it returns a dst, the
+	// transport writes into it until it calls Placed.
+	Place(head []byte, size int) (at int, dst []byte)
+	// Placed says the transport no longer writes into the last dst: the
+	// message is complete (RecvMsg will return it, its payload a view of
+	// dst) or the stream broke.
+	Placed()
+}
+
+// placed ends the current placement, if any.
+func (a *assembler) placed() {
+	if a.placing != nil {
+		p := a.placing
+		a.placing, a.dst = nil, nil
+		p.Placed()
+	}
 }
 
 func (a *assembler) pending() bool { return a.np > 0 }
+
+// startBody gives the message's rest a destination once its head is in.
+func (a *assembler) startBody() {
+	c := a.c
+	a.inHead = false
+	if p := c.placer.Load(); p != nil {
+		at, dst := (*p).Place(a.head[:a.headN], a.size)
+		if dst != nil && at >= 0 && at <= a.headN && len(dst) == a.size-at {
+			a.placing, a.at, a.dst = *p, at, dst
+			copy(dst, a.head[at:a.headN])
+			a.got = a.headN
+			return
+		}
+	}
+	a.buf = c.pool.Get(a.size)
+	*a.buf = (*a.buf)[:a.size]
+	a.got = copy(*a.buf, a.head[:a.headN])
+}
 
 func (a *assembler) data(n int, flags http2.Flags) error {
 	c := a.c
@@ -950,25 +1016,54 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 				c.credit(n + pad)
 				return err
 			}
-			if mem.IsBelowBufferPoolingThreshold(size) {
+			a.size = size
+			switch {
+			case size >= placeMinBytes && c.placer.Load() != nil:
+				a.inHead, a.headN, a.got = true, 0, 0
+			case mem.IsBelowBufferPoolingThreshold(size):
 				b := make([]byte, size) // mem.NewBuffer would not pool it back anyway
 				a.buf = &b
-			} else {
+				a.got = 0
+			default:
 				a.buf = c.pool.Get(size)
 				*a.buf = (*a.buf)[:size]
+				a.got = 0
 			}
-			a.got = 0
 		}
-		k := min(n, len(*a.buf)-a.got)
-		if _, err := io.ReadFull(c.br, (*a.buf)[a.got:a.got+k]); err != nil {
+		if a.inHead {
+			want := min(a.size, PlaceHeadBytes)
+			k := min(n, want-a.headN)
+			if _, err := io.ReadFull(c.br, a.head[a.headN:a.headN+k]); err != nil {
+				return err
+			}
+			a.headN, n = a.headN+k, n-k
+			if a.headN < want {
+				continue
+			}
+			a.startBody()
+		}
+		var into []byte
+		if a.dst != nil {
+			into = a.dst[a.got-a.at:]
+		} else {
+			into = (*a.buf)[a.got:]
+		}
+		k := min(n, len(into))
+		if _, err := io.ReadFull(c.br, into[:k]); err != nil {
 			return err
 		}
 		a.got, n = a.got+k, n-k
-		if a.got == len(*a.buf) {
-			b := mem.NewBuffer(a.buf, c.pool)
-			credit := int64(len(*a.buf)) + 5
+		if a.got == a.size {
+			credit := int64(a.size) + 5
+			var b, placed mem.Buffer
+			if a.dst != nil {
+				b, placed = mem.SliceBuffer(append([]byte(nil), a.head[:a.at]...)), mem.SliceBuffer(a.dst)
+				a.placed()
+			} else {
+				b = mem.NewBuffer(a.buf, c.pool)
+			}
 			a.buf, a.np = nil, 0
-			if err := c.deliver(b, credit); err != nil {
+			if err := c.deliver(b, placed, credit); err != nil {
 				return err
 			}
 		}
@@ -985,7 +1080,7 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 	if a.buf != nil && len(*a.buf) == 0 {
 		b := mem.NewBuffer(a.buf, c.pool)
 		a.buf, a.np = nil, 0
-		return c.deliver(b, 5)
+		return c.deliver(b, nil, 5)
 	}
 	return nil
 }

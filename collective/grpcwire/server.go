@@ -400,3 +400,13 @@ func (st *ServerStream) abort(err error) {
 	st.cancel()
 	go st.writeStatus(err)
 }
+
+// SetPlacer has the stream's large messages placed by p (nil: none). It may
+// be called while messages arrive; it applies from the next one.
+func (st *ServerStream) SetPlacer(p Placer) {
+	if p == nil {
+		st.c.placer.Store(nil)
+		return
+	}
+	st.c.placer.Store(&p)
+}
