@@ -76,6 +76,12 @@ func (testCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		*m = data.Materialize()
 	case *int:
 		*m = data.Len()
+	case *checkMsgRaw:
+		m.data = data.Materialize()
+		m.lastPart = nil
+		if len(data) > 0 {
+			m.lastPart = data[len(data)-1].ReadOnlyData()
+		}
 	case *checkMsg:
 		m.n = data.Len()
 		m.ok = m.n == len(m.want)
