@@ -1076,12 +1076,6 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 	if flags.Has(http2.FlagDataPadded) {
 		c.credit(pad + 1)
 	}
-	// A zero-length message is its prefix alone.
-	if a.buf != nil && len(*a.buf) == 0 {
-		b := mem.NewBuffer(a.buf, c.pool)
-		a.buf, a.np = nil, 0
-		return c.deliver(b, nil, 5)
-	}
 	return nil
 }
 
