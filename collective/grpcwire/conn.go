@@ -38,6 +38,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -126,6 +127,8 @@ type conn struct {
 	active   atomic.Bool // server: a request arrived (GracefulStop waits for it)
 	placer   atomic.Pointer[Placer]
 	asm      assembler
+	raw      syscall.RawConn // the TCP socket, for SO_RCVLOWAT (nil: not TCP)
+	lowat    int
 	// queue holds whole messages in order (guarded by fmu); final is the
 	// stream's end once known (io.EOF: the peer half-closed or, client
 	// side, ended with status OK), returned after the queued messages.
@@ -177,6 +180,10 @@ func newConn(nc net.Conn, isServer bool, codec codecV2, pool mem.BufferPool, max
 		stop:        make(chan struct{}),
 	}
 	c.fcond = sync.NewCond(&c.fmu)
+	if tc, ok := nc.(*net.TCPConn); ok {
+		c.raw, _ = tc.SyscallConn()
+	}
+	c.lowat = 1
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.hdec = hpack.NewDecoder(4096, nil)
 	c.hdec.SetMaxStringLength(maxHeaderBytes)
@@ -901,6 +908,47 @@ func (c *conn) deliver(b, placed mem.Buffer, credit int64) error {
 	return nil
 }
 
+// maxLowat bounds SO_RCVLOWAT: the reader wakes for at least this much of a
+// large payload rather than for every segment the kernel queues.
+const maxLowat = 256 << 10
+
+// setLowat makes the socket readable (for the poller) only once n bytes
+// (at most maxLowat) are queued; n is what will certainly come (the rest of
+// the message being read), so a wait never outlasts the data.
+func (c *conn) setLowat(n int) {
+	n = min(max(n, 1), maxLowat)
+	if c.raw == nil || n == c.lowat {
+		return
+	}
+	c.lowat = n
+	_ = c.raw.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
+	})
+}
+
+// readBulk fills p from the socket. For a large p the socket is made
+// readable only once the rest of p (at most maxLowat) is queued, so the
+// reader wakes a few times per megabyte instead of once per segment.
+func (c *conn) readBulk(p []byte) error {
+	if c.raw == nil || len(p) < 2*readBufferBytes {
+		_, err := io.ReadFull(c.br, p)
+		return err
+	}
+	defer c.setLowat(1)
+	for got := 0; got < len(p); {
+		c.setLowat(len(p) - got - c.br.Buffered())
+		n, err := c.br.Read(p[got:])
+		got += n
+		if err != nil && got < len(p) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // credit gives back window bytes that never reach RecvMsg (padding, and
 // the data of a stream that has ended).
 func (c *conn) credit(n int) { c.giveBack(int64(n)) }
@@ -1049,7 +1097,7 @@ func (a *assembler) data(n int, flags http2.Flags) error {
 			into = (*a.buf)[a.got:]
 		}
 		k := min(n, len(into))
-		if _, err := io.ReadFull(c.br, into[:k]); err != nil {
+		if err := c.readBulk(into[:k]); err != nil {
 			return err
 		}
 		a.got, n = a.got+k, n-k
