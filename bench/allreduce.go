@@ -91,6 +91,10 @@ type allreduceResult struct {
 	// timed iteration: the cost of an all-reduce, whatever else the machine
 	// is doing.
 	CPUS float64 `json:"cpu_s"`
+	// Switches is rank 0's context switches (voluntary and not, all
+	// threads) in the median timed iteration: hand-offs between threads
+	// cost most when the ranks outnumber the cores.
+	Switches float64 `json:"ctx_switches"`
 }
 
 func runAllReduce(want func(string) bool, report func(Result)) error {
@@ -126,8 +130,8 @@ func runAllReduce(want func(string) bool, report func(Result)) error {
 			if o.MedianS <= 0 || b.MedianS <= 0 {
 				return fmt.Errorf("%s: missing result (ours %+v, gloo %+v)", allreduceName(world, s), o, b)
 			}
-			fmt.Fprintf(os.Stderr, "%s: ours median %.2f ms (min %.2f, rank 0 CPU %.1f ms), gloo median %.2f ms (min %.2f, rank 0 CPU %.1f ms)\n",
-				allreduceName(world, s), 1e3*o.MedianS, 1e3*o.MinS, 1e3*o.CPUS, 1e3*b.MedianS, 1e3*b.MinS, 1e3*b.CPUS)
+			fmt.Fprintf(os.Stderr, "%s: ours median %.2f ms (min %.2f, rank 0 CPU %.1f ms, %.0f context switches), gloo median %.2f ms (min %.2f, rank 0 CPU %.1f ms, %.0f context switches)\n",
+				allreduceName(world, s), 1e3*o.MedianS, 1e3*o.MinS, 1e3*o.CPUS, o.Switches, 1e3*b.MedianS, 1e3*b.MinS, 1e3*b.CPUS, b.Switches)
 			report(Result{Name: allreduceName(world, s), Value: busBW(world, s.bytes, o.MedianS), Unit: "GB/s",
 				Baseline: busBW(world, s.bytes, b.MedianS)})
 		}
@@ -276,7 +280,7 @@ func allreduceRank(spec string) error {
 	step := int64(0)
 	for _, s := range sizes {
 		data := make([]float32, s.bytes/4)
-		var times, cpus []float64
+		var times, cpus, switches []float64
 		for it := range s.warmup + s.iters {
 			for i := range data {
 				data[i] = 1e-3
@@ -285,19 +289,22 @@ func allreduceRank(spec string) error {
 			if err := ring.Barrier(ctx, step); err != nil {
 				return err
 			}
-			t0, c0 := time.Now(), cpuSeconds()
+			t0, c0, w0 := time.Now(), cpuSeconds(), contextSwitches()
 			if err := ring.AllReduceSum(ctx, step, 0, data); err != nil {
 				return err
 			}
 			if it >= s.warmup {
 				times = append(times, time.Since(t0).Seconds())
 				cpus = append(cpus, cpuSeconds()-c0)
+				switches = append(switches, contextSwitches()-w0)
 			}
 		}
 		if rank == 0 {
 			slices.Sort(times)
 			slices.Sort(cpus)
-			line, _ := json.Marshal(allreduceResult{Bytes: s.bytes, MedianS: median(times), MinS: times[0], Iters: len(times), CPUS: median(cpus)})
+			slices.Sort(switches)
+			line, _ := json.Marshal(allreduceResult{Bytes: s.bytes, MedianS: median(times), MinS: times[0], Iters: len(times),
+				CPUS: median(cpus), Switches: median(switches)})
 			fmt.Printf("RESULT %s\n", line)
 		}
 	}
@@ -311,6 +318,15 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// contextSwitches is this process's context switches so far.
+func contextSwitches() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Nvcsw + ru.Nivcsw)
 }
 
 func median(sorted []float64) float64 {

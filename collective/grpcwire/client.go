@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -44,8 +43,7 @@ type ClientStream struct {
 	ctx  context.Context
 	addr string
 
-	hmu         sync.Mutex
-	gotHeaders  bool
+	gotHeaders  bool // only the reader touches it
 	readerDone  chan struct{}
 	stopWatcher func() bool
 }
@@ -184,10 +182,8 @@ func (cs *ClientStream) fail(err error) {
 }
 
 func (cs *ClientStream) headers(fields []hpack.HeaderField, endStream bool) error {
-	cs.hmu.Lock()
 	first := !cs.gotHeaders
 	cs.gotHeaders = true
-	cs.hmu.Unlock()
 	var httpStatus, grpcStatus, grpcMessage, contentType string
 	hasGrpcStatus := false
 	for _, f := range fields {

@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -777,7 +778,7 @@ func headersFragment(p []byte, flags http2.Flags) ([]byte, error) {
 
 // readPayload reads a small frame payload (valid until the next read).
 func (c *conn) readPayload(n int) ([]byte, error) {
-	if n > maxHeaderBytes+64 && n > 8 {
+	if n > maxHeaderBytes+64 {
 		return nil, connError{http2.ErrCodeFrameSize, fmt.Sprintf("control frame of %d bytes", n)}
 	}
 	p := make([]byte, n)
@@ -1151,9 +1152,8 @@ func decodeGrpcMessage(msg string) string {
 	var b strings.Builder
 	for i := 0; i < len(msg); i++ {
 		if msg[i] == '%' && i+2 < len(msg) {
-			var v byte
-			if _, err := fmt.Sscanf(msg[i+1:i+3], "%02X", &v); err == nil {
-				b.WriteByte(v)
+			if v, err := strconv.ParseUint(msg[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
 				i += 2
 				continue
 			}
