@@ -103,8 +103,7 @@ type inMsg struct {
 	size       int    // payload bytes
 	parts      [][]byte
 	refs       []mem.Buffer
-	maxPayload int   // bytes
-	end        error // not a message: the predecessor ended its stream
+	maxPayload int // bytes
 }
 
 // release drops the message's hold on the transport's buffers.
@@ -130,7 +129,6 @@ func (m *inMsg) payload() []byte {
 type ackMsg struct {
 	seq, ringStep, chunk int32
 	err                  string
-	end                  error // not a message: the successor ended its stream
 }
 
 // ringCodec is the Ring stream's codec. Messages other than ours (none

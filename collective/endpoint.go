@@ -299,9 +299,10 @@ func (e *Endpoint) serveRing(stream *grpcwire.ServerStream) error {
 	select {
 	case <-r.aborted:
 	case <-r.closeNow:
-	case <-r.inEOF: // the predecessor closed its ring
-	case <-ctx.Done():
-		// The predecessor went away; the receive loop reports it.
+	case <-stream.Ended(): // the predecessor closed or aborted its ring, or went away
+		r.predecessorEnded(ctx)
+	case <-ctx.Done(): // the predecessor went away
+		r.predecessorEnded(ctx)
 		return nil
 	}
 	if err := r.abortErr(); err != nil {

@@ -125,3 +125,27 @@ func waitAborted(t *testing.T, r *Ring) error {
 	t.Fatal("ring not aborted within a minute")
 	return nil
 }
+
+// stallPlacer stands for a successor that stops reading (a stopped
+// process): its stream's reader waits in Place until released.
+type stallPlacer struct{ release chan struct{} }
+
+func (p stallPlacer) Place([]byte, int) (int, []byte) { <-p.release; return 0, nil }
+func (p stallPlacer) Placed()                         {}
+
+// A send that cannot finish (the successor's socket is full and nobody
+// reads it) fails the collective within the timeout instead of hanging on
+// the write.
+func TestStalledSuccessor(t *testing.T) {
+	const chunk = 32 << 20 // more than the loopback socket buffers hold
+	_, rings := newRing(t, 2, ringOpts{timeout: time.Second, chunkBytes: chunk})
+	release := make(chan struct{})
+	rings[1].in.SetPlacer(stallPlacer{release})
+	defer close(release)
+	done := make(chan error, 1)
+	go func() { done <- rings[0].AllReduceSum(context.Background(), 1, 0, make([]float32, 2*chunk/4)) }()
+	err := waitErr(t, done, time.Minute, "all-reduce to a stalled successor")
+	if err == nil || !strings.Contains(err.Error(), "a send to rank 1") || !strings.Contains(err.Error(), "has not finished within 1s") {
+		t.Fatalf("error %v, want one saying the send to rank 1 has not finished within 1s", err)
+	}
+}

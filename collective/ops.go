@@ -3,6 +3,7 @@ package collective
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
@@ -179,14 +180,6 @@ func (r *Ring) planGather(c *collective) {
 func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (err error) {
 	r.opMu.Lock()
 	defer r.opMu.Unlock()
-	defer func() {
-		if err != nil {
-			// A chunk may be on its way out without a copy (outMsg): the
-			// caller gets its buffer back only once the transport is done
-			// with it (bounded: an aborted ring's stream is cancelled).
-			r.waitSendLoop()
-		}
-	}()
 	if err := r.usable(); err != nil {
 		return fmt.Errorf("%s: %w", c.name(), err)
 	}
@@ -216,15 +209,23 @@ func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (
 	if r.outEnd != nil && nS > 0 {
 		return r.opFail(c, r.outEnd)
 	}
-	var issued, sent, acked, consumed int
+	// Everything happens on this goroutine: sends are written here (send),
+	// and chunks and acks are taken from the streams' queues as their
+	// readers announce them (Ready), so a chunk costs no hand-off between
+	// goroutines beyond the reader's.
+	outOver := r.outEnd != nil // the successor's end has been taken
+	var issued, acked, consumed int
 	var pending *inMsg // received, waiting for the send it overwrites
+	spare := r.getMsg()
+	a := &r.gotAck
 	defer func() {
 		if pending != nil {
 			r.putMsg(pending)
 		}
+		r.putMsg(spare)
 	}()
 	for {
-		for issued < nS && issued-acked < sendWindow && issued-sent < sendWindow {
+		for issued < nS && issued-acked < sendWindow {
 			it := &c.sends[issued]
 			if it.dep >= consumed {
 				break
@@ -232,10 +233,15 @@ func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (
 			if issued == acked {
 				lastAck = time.Now() // the ack clock starts with the first unacked chunk
 			}
-			r.sendQ <- r.fillSend(c, it, &r.outSlots[issued%sendWindow]) // never blocks: at most sendWindow outstanding
+			if err := r.send(r.fillSend(c, it, &r.outSlots[issued%sendWindow])); err != nil {
+				if err == io.EOF { // the stream has ended: its status says why
+					return r.opFail(c, r.successorEnd())
+				}
+				return r.opFail(c, fmt.Errorf("send to %s: %w", r.peerNext(), err))
+			}
 			issued++
 		}
-		if pending != nil && c.recvs[consumed].dep < sent {
+		if pending != nil && c.recvs[consumed].dep < issued {
 			if err := r.consume(c, &c.recvs[consumed], pending); err != nil {
 				return r.opFail(c, err)
 			}
@@ -243,54 +249,82 @@ func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (
 			consumed++
 			continue
 		}
-		if consumed == nR && acked == nS && sent == nS {
+		if consumed == nR && acked == nS {
 			return nil
 		}
-		var inbox chan *inMsg
+		progress := false
 		if pending == nil && consumed < nR {
-			inbox = r.inbox
+			ok, err := r.in.TryRecvMsg(spare)
+			if ok {
+				progress = true
+				lastIn = time.Now()
+				m := spare
+				spare = r.getMsg()
+				switch {
+				case err != nil:
+					r.putMsg(m)
+					return r.opFail(c, r.inBroken(err))
+				case m.h.op == hjepav1.Op_OP_ABORT:
+					r.fail(fmt.Errorf("%s aborted the ring: %s", r.peerPrev(), m.payload()))
+					r.putMsg(m)
+					return fmt.Errorf("%s: %w", c.name(), r.usable())
+				}
+				it := &c.recvs[consumed]
+				if err := r.check(c, it, m); err != nil {
+					r.putMsg(m)
+					return r.opFail(c, err)
+				}
+				if it.dep >= issued {
+					pending = m
+					continue
+				}
+				if err := r.consume(c, it, m); err != nil {
+					return r.opFail(c, err)
+				}
+				consumed++
+			}
+		}
+		if !outOver {
+			ok, err := r.out.TryRecvMsg(a)
+			if ok {
+				progress = true
+				lastAck = time.Now()
+				switch {
+				case err == io.EOF:
+					r.outEnd, outOver = r.outBroken(err), true
+					if acked < nS { // chunks still to be acked: they never will
+						return r.opFail(c, r.outEnd)
+					}
+				case err != nil:
+					return r.opFail(c, r.outBroken(err))
+				case a.err != "":
+					r.fail(fmt.Errorf("%s aborted the ring: %s", r.peerNext(), a.err))
+					return fmt.Errorf("%s: %w", c.name(), r.usable())
+				case acked >= issued:
+					return r.opFail(c, fmt.Errorf("ack from %s with no chunk in flight", r.peerNext()))
+				default:
+					it := &c.sends[acked]
+					if a.seq != c.seq || a.ringStep != it.ringStep || a.chunk != it.chunk {
+						return r.opFail(c, fmt.Errorf("ack from %s: expected seq %d ring_step %d chunk %d, got seq %d ring_step %d chunk %d",
+							r.peerNext(), c.seq, it.ringStep, it.chunk, a.seq, a.ringStep, a.chunk))
+					}
+					acked++
+				}
+			}
+		}
+		if progress {
+			continue
+		}
+		var inReady, outReady <-chan struct{}
+		if pending == nil && consumed < nR {
+			inReady = r.in.Ready()
+		}
+		if !outOver {
+			outReady = r.out.Ready()
 		}
 		select {
-		case m := <-inbox:
-			lastIn = time.Now()
-			if m.end != nil {
-				err := m.end
-				r.putMsg(m)
-				return r.opFail(c, err)
-			}
-			it := &c.recvs[consumed]
-			if err := r.check(c, it, m); err != nil {
-				r.putMsg(m)
-				return r.opFail(c, err)
-			}
-			if it.dep >= sent {
-				pending = m
-				continue
-			}
-			if err := r.consume(c, it, m); err != nil {
-				return r.opFail(c, err)
-			}
-			consumed++
-		case <-r.sentCh:
-			sent++ // a failed send aborts the ring (send or ack loop)
-		case a := <-r.ackCh:
-			lastAck = time.Now()
-			if a.end != nil {
-				r.outEnd = a.end
-				if acked < nS { // chunks still to be acked: they never will
-					return r.opFail(c, a.end)
-				}
-				continue
-			}
-			if acked >= issued {
-				return r.opFail(c, fmt.Errorf("ack from %s with no chunk in flight", r.peerNext()))
-			}
-			it := &c.sends[acked]
-			if a.seq != c.seq || a.ringStep != it.ringStep || a.chunk != it.chunk {
-				return r.opFail(c, fmt.Errorf("ack from %s: expected seq %d ring_step %d chunk %d, got seq %d ring_step %d chunk %d",
-					r.peerNext(), c.seq, it.ringStep, it.chunk, a.seq, a.ringStep, a.chunk))
-			}
-			acked++
+		case <-inReady:
+		case <-outReady:
 		case <-r.done:
 			return fmt.Errorf("%s: %w", c.name(), r.usable())
 		case <-ctx.Done():
@@ -316,10 +350,22 @@ func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (
 	}
 }
 
-// waitSendLoop returns once the send loop is not inside a send.
-func (r *Ring) waitSendLoop() {
-	r.sendMu.Lock()
-	defer r.sendMu.Unlock()
+// successorEnd returns why the stream to the successor ended, once a send
+// found it ended (its end is then known): the acks queued before it are
+// dropped, the collective fails anyway.
+func (r *Ring) successorEnd() error {
+	var a ackMsg
+	for {
+		ok, err := r.out.TryRecvMsg(&a)
+		switch {
+		case !ok:
+			return fmt.Errorf("the stream to %s has ended", r.peerNext())
+		case err != nil:
+			return r.outBroken(err)
+		case a.err != "":
+			return fmt.Errorf("%s aborted the ring: %s", r.peerNext(), a.err)
+		}
+	}
 }
 
 // opFail aborts the ring because collective c failed with err. If the ring

@@ -84,26 +84,25 @@ type Ring struct {
 	maxPayload int // bytes: max(ChunkBytes, MaxGatherBytes)
 
 	// ctx is the lifetime of the stream to the successor; cancel cuts it.
-	ctx     context.Context
-	cancel  context.CancelFunc
-	out     *grpcwire.ClientStream
-	silent  atomic.Bool // crash(): tear down without telling anyone
-	looping atomic.Bool // the send loop owns the successor stream's teardown
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    *grpcwire.ClientStream
+	silent atomic.Bool // crash(): tear down without telling anyone
+	joined atomic.Bool // Join succeeded: closeOut owns the successor stream's teardown
 
-	in       *grpcwire.ServerStream
-	inAddr   string
-	inReady  chan struct{}
-	inEOF    chan struct{} // closed when the predecessor half-closes cleanly
-	recvDone chan struct{} // closed when the receive loop ends
-	inMu     sync.Mutex    // guards acks on in against the handler returning
-	inEnded  bool
+	in      *grpcwire.ServerStream
+	inAddr  string
+	inReady chan struct{}
+	inMu    sync.Mutex // guards acks on in against the handler returning
+	inEnded bool
 
-	inbox  chan *inMsg
-	sendQ  chan *outMsg
-	sendMu sync.Mutex // held by the send loop while gRPC may read a collective's data
-	sentCh chan error
-	ackCh  chan ackMsg
-	acksIn chan struct{} // closed when the ack loop ends
+	// sendMu makes one SendMsg at a time on out: a collective's chunks, or
+	// closeOut's goodbye. sendWatch aborts the ring when a send has not
+	// finished within the timeout (the successor stopped reading).
+	sendMu    sync.Mutex
+	sendWatch *time.Timer
+	closeOnce sync.Once
+	acksIn    chan struct{} // closed once the successor's end of out has been taken
 
 	msgMu sync.Mutex
 	msgs  []*inMsg
@@ -125,7 +124,8 @@ type Ring struct {
 	outSlots [sendWindow]outMsg
 	sends    []item
 	recvs    []item
-	ack      ackMsg
+	ack      ackMsg // the ack being sent
+	gotAck   ackMsg // the ack being received
 
 	// Placement of received chunks into the running collective's buffer
 	// (place.go), by the predecessor stream's reader.
@@ -166,17 +166,13 @@ func (e *Endpoint) Join(ctx context.Context, cfg RingConfig) (*Ring, error) {
 		chunkElems: cfg.ChunkBytes / 4,
 		maxPayload: max(cfg.ChunkBytes, MaxGatherBytes),
 		inReady:    make(chan struct{}),
-		inEOF:      make(chan struct{}),
-		recvDone:   make(chan struct{}),
 		aborted:    make(chan struct{}),
 		closeNow:   make(chan struct{}),
-		inbox:      make(chan *inMsg, sendWindow+2),
-		sendQ:      make(chan *outMsg, sendWindow),
-		sentCh:     make(chan error, sendWindow),
-		ackCh:      make(chan ackMsg, sendWindow),
 		acksIn:     make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	r.sendWatch = time.AfterFunc(time.Hour, r.sendStalled)
+	r.sendWatch.Stop()
 	for i := range r.outSlots {
 		r.outSlots[i].released = make(chan struct{}, 1)
 	}
@@ -227,10 +223,9 @@ func (e *Endpoint) Join(ctx context.Context, cfg RingConfig) (*Ring, error) {
 		_ = r.Close()
 		return nil, err
 	}
-	r.wg.Add(2)
-	r.looping.Store(true)
-	go r.sendLoop()
-	go r.ackLoop()
+	r.joined.Store(true)
+	r.wg.Add(1)
+	go r.watchOut()
 	r.log.Info("joined ring", zap.String("next", cfg.Next), zap.String("prev", r.peerPrev()))
 	return r, nil
 }
@@ -304,8 +299,6 @@ func (r *Ring) attachIn(stream *grpcwire.ServerStream, from string) error {
 	}
 	r.in, r.inAddr = stream, from
 	stream.SetPlacer(r)
-	r.wg.Add(1)
-	go r.recvLoop()
 	close(r.inReady)
 	return nil
 }
@@ -339,12 +332,10 @@ func (r *Ring) fail(err error) bool {
 	close(r.aborted)
 	close(r.done)
 	r.mu.Unlock()
-	if !r.looping.Load() || r.silent.Load() { // no send loop to tear the stream down
-		r.cancel()
+	if r.joined.Load() {
+		r.startClose()
 	} else {
-		// The send loop ends the stream; if it is stuck in a send to a
-		// successor that no longer reads, this cuts it.
-		time.AfterFunc(teardownGrace+time.Second, r.cancel)
+		r.cancel()
 	}
 	r.log.Warn("ring aborted", zap.Error(err))
 	return true
@@ -387,21 +378,23 @@ func (r *Ring) Close() error {
 	if !aborted {
 		close(r.done)
 	}
-	attached := r.in != nil
+	in := r.in
 	r.mu.Unlock()
 	if r.n > 1 {
 		r.e.unregister(r)
 	}
-	if !aborted && r.looping.Load() && !r.silent.Load() {
+	if r.joined.Load() {
+		r.startClose() // (already started if the ring was aborted)
+	}
+	if !aborted && r.joined.Load() && !r.silent.Load() {
 		grace := time.NewTimer(teardownGrace)
 		select { // the successor has seen our end and ended its side
 		case <-r.acksIn:
 		case <-grace.C:
 		}
-		if attached {
+		if in != nil {
 			select { // the predecessor has closed too
-			case <-r.inEOF:
-			case <-r.recvDone:
+			case <-in.Ended():
 			case <-grace.C:
 			}
 		}
@@ -425,43 +418,15 @@ func (r *Ring) peerPrev() string {
 	return fmt.Sprintf("rank %d (%s)", r.prev, r.inAddr)
 }
 
-// sendLoop owns SendMsg on the successor stream: it sends what the running
-// collective queues and, when the ring ends, tells the successor why
-// (abort) and closes the stream.
-func (r *Ring) sendLoop() {
-	defer r.wg.Done()
-	for {
-		select {
-		case m := <-r.sendQ:
-			r.sendMu.Lock()
-			select {
-			case <-r.done:
-				// The collective has failed (it closes done, then waits for
-				// sendMu) and its caller owns the data again: don't send.
-				r.sendMu.Unlock()
-				continue
-			default:
-			}
-			err := r.out.SendMsg(m)
-			if err == nil && m.zeroCopy {
-				// The collective may overwrite the data once it is "sent",
-				// and its caller once it returns: wait until the transport
-				// has copied it out (or the stream is gone).
-				select {
-				case <-m.released:
-				case <-r.ctx.Done():
-				}
-			}
-			r.sendMu.Unlock()
-			r.sentCh <- err
-			if err != nil && err != io.EOF { // EOF: the ack loop gets the real status
-				r.fail(fmt.Errorf("send to %s: %w", r.peerNext(), err))
-			}
-		case <-r.done:
+// startClose starts closeOut (once).
+func (r *Ring) startClose() {
+	r.closeOnce.Do(func() {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
 			r.closeOut()
-			return
-		}
-	}
+		}()
+	})
 }
 
 // closeOut ends the successor stream: an abort notice first when the ring
@@ -473,8 +438,11 @@ func (r *Ring) closeOut() {
 	if r.silent.Load() {
 		return
 	}
-	guard := time.AfterFunc(teardownGrace, r.cancel) // SendMsg blocks at most this long
+	// A send stuck on a successor that no longer reads holds sendMu: this
+	// cuts it, and bounds the goodbye.
+	guard := time.AfterFunc(teardownGrace, r.cancel)
 	defer guard.Stop()
+	r.sendMu.Lock()
 	if err := r.abortErr(); err != nil {
 		reason := err.Error()
 		if len(reason) > MaxGatherBytes {
@@ -484,6 +452,7 @@ func (r *Ring) closeOut() {
 		_ = r.out.SendMsg(notice)
 	}
 	_ = r.out.CloseSend()
+	r.sendMu.Unlock()
 	select {
 	case <-r.acksIn:
 	case <-time.After(teardownGrace):
@@ -494,30 +463,52 @@ func (r *Ring) closeOut() {
 // the wait for it to end the stream.
 const teardownGrace = 2 * time.Second
 
-// ackLoop reads the successor's acks (and, at the end, its status).
-func (r *Ring) ackLoop() {
+// send writes one message of the running collective to the successor. The
+// write happens on the collective's goroutine (a hand-off to a sending
+// goroutine and back cost more than the write on a busy machine); should
+// it not finish within the timeout, sendWatch aborts the ring, which cuts
+// the stream and so ends the write.
+func (r *Ring) send(m *outMsg) error {
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	if err := r.usable(); err != nil {
+		return err
+	}
+	r.sendWatch.Reset(r.cfg.Timeout)
+	err := r.out.SendMsg(m)
+	r.sendWatch.Stop()
+	return err
+}
+
+func (r *Ring) sendStalled() {
+	r.fail(fmt.Errorf("a send to %s has not finished within %v (it stopped reading)", r.peerNext(), r.cfg.Timeout))
+}
+
+// watchOut takes the successor's end of the stream (its status) when no
+// collective does: an abort or a broken stream aborts the ring at once; a
+// clean end (the successor closed its ring) is noted in outEnd, so that
+// only a collective that still sends fails. A collective in flight reads
+// the acks and the end itself (ops.go); this waits for it to finish.
+func (r *Ring) watchOut() {
 	defer r.wg.Done()
 	defer close(r.acksIn)
+	<-r.out.Ended()
+	r.opMu.Lock()
+	defer r.opMu.Unlock()
 	for {
 		var a ackMsg
-		err := r.out.RecvMsg(&a)
-		if err == io.EOF { // the successor closed its ring: see recvLoop
-			a.end = r.outBroken(err)
-		} else if err != nil {
+		ok, err := r.out.TryRecvMsg(&a)
+		switch {
+		case !ok: // cannot happen: the end is known
+			return
+		case err == io.EOF:
+			r.outEnd = r.outBroken(err)
+			return
+		case err != nil:
 			r.fail(r.outBroken(err))
 			return
-		}
-		if a.err != "" {
+		case a.err != "":
 			r.fail(fmt.Errorf("%s aborted the ring: %s", r.peerNext(), a.err))
-			return
-		}
-		select {
-		case r.ackCh <- a:
-		case <-r.done:
-			// keep reading until the stream ends, so closeOut sees it end
-		}
-		if a.end != nil {
-			return
 		}
 	}
 }
@@ -532,39 +523,34 @@ func (r *Ring) outBroken(err error) error {
 	return fmt.Errorf("connection to %s broke: %w", r.peerNext(), err)
 }
 
-// recvLoop reads the predecessor's chunks into the inbox. A clean end of
-// the stream (the predecessor closed its ring) is not an abort: it queues
-// an end marker behind the chunks already received, so only a collective
-// that still needs data from the predecessor fails. Once the ring is done
-// it discards what comes, until the stream ends.
-func (r *Ring) recvLoop() {
-	defer r.wg.Done()
-	defer close(r.recvDone)
+// predecessorEnded takes the end of the predecessor's stream when no
+// collective does (the stream's handler calls it; a collective in flight
+// reads the stream itself, and this waits for it to finish). An abort
+// notice or a broken stream aborts the ring at once; a clean end (the
+// predecessor closed its ring) does not: only a collective that still
+// needs data from the predecessor fails, when it reads the end. Chunks
+// still queued are dropped: a predecessor that closes cleanly has had
+// every chunk it sent consumed (each is acknowledged).
+func (r *Ring) predecessorEnded(ctx context.Context) {
+	r.opMu.Lock()
+	defer r.opMu.Unlock()
+	m := r.getMsg()
+	defer r.putMsg(m)
 	for {
-		m := r.getMsg()
-		err := r.in.RecvMsg(m)
+		ok, err := r.in.TryRecvMsg(m)
 		switch {
+		case !ok: // the stream's context ended before its end was queued
+			r.fail(r.inBroken(status.FromContextError(ctx.Err()).Err()))
+			return
 		case err == io.EOF:
-			m.end = r.inBroken(err)
-			close(r.inEOF) // the handler ends the stream: the predecessor's Close sees it
+			return
 		case err != nil:
-			r.putMsg(m)
 			r.fail(r.inBroken(err))
 			return
 		case m.h.op == hjepav1.Op_OP_ABORT:
 			r.fail(fmt.Errorf("%s aborted the ring: %s", r.peerPrev(), m.payload()))
-			r.putMsg(m)
-			return
 		}
-		end := m.end
-		select {
-		case r.inbox <- m:
-		case <-r.done:
-			r.putMsg(m)
-		}
-		if end != nil {
-			return
-		}
+		m.release()
 	}
 }
 
@@ -583,7 +569,6 @@ func (r *Ring) getMsg() *inMsg {
 	defer r.msgMu.Unlock()
 	if n := len(r.msgs); n > 0 {
 		m := r.msgs[n-1]
-		m.end = nil
 		r.msgs = r.msgs[:n-1]
 		return m
 	}

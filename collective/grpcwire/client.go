@@ -172,6 +172,21 @@ func (cs *ClientStream) CloseSend() error {
 // the stream with status OK, else the stream's status.
 func (cs *ClientStream) RecvMsg(m any) error { return cs.c.recvMsg(m) }
 
+// TryRecvMsg is RecvMsg without the wait: ok is false when no message is
+// queued and the stream has not ended (see Ready).
+func (cs *ClientStream) TryRecvMsg(m any) (ok bool, err error) { return cs.c.tryRecvMsg(m) }
+
+// Ready returns a channel that receives a value after a message, or the
+// stream's end, has been queued. It is for one consumer that polls with
+// TryRecvMsg until that reports nothing queued, then waits on Ready (with
+// its other events, in one select): no goroutine of its own is needed to
+// receive. RecvMsg and Ready must not be used at the same time.
+func (cs *ClientStream) Ready() <-chan struct{} { return cs.c.queued }
+
+// Ended returns a channel closed once the stream's end is known; messages
+// queued before the end can still be received.
+func (cs *ClientStream) Ended() <-chan struct{} { return cs.c.ended }
+
 // Context returns the stream's context.
 func (cs *ClientStream) Context() context.Context { return cs.ctx }
 

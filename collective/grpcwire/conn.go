@@ -503,41 +503,47 @@ func (c *conn) notify() {
 // Consuming a message gives its bytes back to the peer's window.
 func (c *conn) recvMsg(m any) error {
 	for {
-		c.fmu.Lock()
-		if len(c.queue) > 0 {
-			it := c.queue[0]
-			if it.msg == nil && it.empty > 1 {
-				c.queue[0].empty--
-			} else {
-				c.queue[0] = recvItem{}
-				c.queue = c.queue[1:]
-				if len(c.queue) == 0 {
-					c.queue = c.queue[:0:0] // let a flood's backing array go
-				}
-			}
-			c.fmu.Unlock()
-			c.giveBack(it.credit)
-			var bufs mem.BufferSlice
-			if it.msg != nil {
-				bufs = mem.BufferSlice{it.msg}
-			}
-			if it.placed != nil {
-				bufs = append(bufs, it.placed)
-			}
-			err := c.codec.Unmarshal(bufs, m)
-			bufs.Free()
-			if err != nil {
-				return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
-			}
-			return nil
-		}
-		final := c.final
-		c.fmu.Unlock()
-		if final != nil {
-			return final
+		if ok, err := c.tryRecvMsg(m); ok {
+			return err
 		}
 		<-c.queued
 	}
+}
+
+// tryRecvMsg is recvMsg without the wait: ok is false when no message is
+// queued and the stream has not ended.
+func (c *conn) tryRecvMsg(m any) (ok bool, err error) {
+	c.fmu.Lock()
+	if len(c.queue) > 0 {
+		it := c.queue[0]
+		if it.msg == nil && it.empty > 1 {
+			c.queue[0].empty--
+		} else {
+			c.queue[0] = recvItem{}
+			c.queue = c.queue[1:]
+			if len(c.queue) == 0 {
+				c.queue = c.queue[:0:0] // let a flood's backing array go
+			}
+		}
+		c.fmu.Unlock()
+		c.giveBack(it.credit)
+		var bufs mem.BufferSlice
+		if it.msg != nil {
+			bufs = mem.BufferSlice{it.msg}
+		}
+		if it.placed != nil {
+			bufs = append(bufs, it.placed)
+		}
+		err := c.codec.Unmarshal(bufs, m)
+		bufs.Free()
+		if err != nil {
+			return true, status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
+		}
+		return true, nil
+	}
+	final := c.final
+	c.fmu.Unlock()
+	return final != nil, final
 }
 
 // giveBack returns consumed bytes to the peer's windows, in WINDOW_UPDATEs

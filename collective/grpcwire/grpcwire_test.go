@@ -1832,3 +1832,77 @@ func TestWireClientCancelWithSilentServer(t *testing.T) {
 		wantStatus(t, "RecvMsg", await(t, errc, "RecvMsg to return after cancel"), codes.Canceled, "*")
 	})
 }
+
+// TryRecvMsg, Ready and Ended let one goroutine receive without waiting in
+// RecvMsg: nothing queued, then messages in order after Ready, then the end
+// (once Ended is closed) after the messages queued before it.
+func TestTryRecvMsgReadyEnded(t *testing.T) {
+	got := make(chan *ServerStream, 1)
+	release := make(chan struct{})
+	_, addr := startWire(t, ServerOptions{Handler: func(st *ServerStream) error {
+		got <- st
+		<-release
+		return nil
+	}})
+	defer close(release)
+	cs, _ := wireStream(t, addr, wireOpts())
+	first := payload(1, 100)
+	if err := cs.SendMsg(&first); err != nil {
+		t.Fatal(err)
+	}
+	st := await(t, got, "the handler")
+	// drain polls until n messages have come (waiting on Ready between
+	// polls) and then expects nothing queued.
+	drain := func(n int, seed uint64) {
+		t.Helper()
+		for i := 0; i < n; {
+			var b []byte
+			ok, err := st.TryRecvMsg(&b)
+			if err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+			if !ok {
+				await(t, st.Ready(), "Ready")
+				continue
+			}
+			if want := payload(seed+uint64(i), 100+i); !bytes.Equal(b, want) {
+				t.Fatalf("message %d: %d bytes differ from the %d sent", i, len(b), len(want))
+			}
+			i++
+		}
+		var b []byte
+		if ok, err := st.TryRecvMsg(&b); ok || err != nil {
+			t.Fatalf("TryRecvMsg with nothing sent: ok %v, err %v", ok, err)
+		}
+	}
+	drain(1, 1)
+	for i := range 5 {
+		m := payload(10+uint64(i), 100+i)
+		if err := cs.SendMsg(&m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain(5, 10)
+	select {
+	case <-st.Ended():
+		t.Fatal("Ended closed before the client half-closed")
+	default:
+	}
+	last := payload(20, 100)
+	if err := cs.SendMsg(&last); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	await(t, st.Ended(), "Ended after CloseSend")
+	var b []byte
+	if ok, err := st.TryRecvMsg(&b); !ok || err != nil || !bytes.Equal(b, last) {
+		t.Fatalf("after Ended: ok %v, err %v, %d bytes: want the message sent before the half-close", ok, err, len(b))
+	}
+	for range 2 { // the end stays
+		if ok, err := st.TryRecvMsg(&b); !ok || err != io.EOF {
+			t.Fatalf("after the last message: ok %v, err %v; want true, io.EOF", ok, err)
+		}
+	}
+}

@@ -232,6 +232,15 @@ func (st *ServerStream) Context() context.Context { return st.ctx }
 // half-closed.
 func (st *ServerStream) RecvMsg(m any) error { return st.c.recvMsg(m) }
 
+// TryRecvMsg, Ready and Ended are as for ClientStream.
+func (st *ServerStream) TryRecvMsg(m any) (ok bool, err error) { return st.c.tryRecvMsg(m) }
+
+// Ready is as for ClientStream.
+func (st *ServerStream) Ready() <-chan struct{} { return st.c.queued }
+
+// Ended is as for ClientStream.
+func (st *ServerStream) Ended() <-chan struct{} { return st.c.ended }
+
 // SendMsg sends m.
 func (st *ServerStream) SendMsg(m any) error {
 	if err := st.ctx.Err(); err != nil {
