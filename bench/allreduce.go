@@ -58,7 +58,13 @@ const allreduceRankFlag = "-allreduce-rank="
 
 func init() {
 	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], allreduceRankFlag) {
-		if err := allreduceRank(strings.TrimPrefix(os.Args[1], allreduceRankFlag)); err != nil {
+		// Not on this goroutine: during init it is locked to the main
+		// thread, and a locked goroutine that blocks costs two thread
+		// switches each time (stoplockedm/startlockedm), which a worker's
+		// collective does not pay.
+		done := make(chan error)
+		go func() { done <- allreduceRank(strings.TrimPrefix(os.Args[1], allreduceRankFlag)) }()
+		if err := <-done; err != nil {
 			fmt.Fprintf(os.Stderr, "allreduce rank: %v\n", err)
 			os.Exit(1)
 		}
