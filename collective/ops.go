@@ -199,6 +199,7 @@ func (r *Ring) run(ctx context.Context, c *collective, plan func(*collective)) (
 	r.sends, r.recvs = c.sends, c.recvs
 	r.startPlacing(c)
 	defer r.stopPlacing() // before the caller has its buffer back
+	defer r.watchSends()()
 
 	timeout := r.cfg.Timeout
 	timer := time.NewTimer(timeout)

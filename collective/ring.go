@@ -97,10 +97,13 @@ type Ring struct {
 	inEnded bool
 
 	// sendMu makes one SendMsg at a time on out: a collective's chunks, or
-	// closeOut's goodbye. sendWatch aborts the ring when a send has not
-	// finished within the timeout (the successor stopped reading).
+	// closeOut's goodbye. sendWatch, armed while a collective runs, aborts
+	// the ring when a send has been in progress (since sendSince, Unix
+	// nanoseconds; 0: none) for the timeout: the successor stopped reading.
 	sendMu    sync.Mutex
 	sendWatch *time.Timer
+	sendSince atomic.Int64
+	running   atomic.Bool // a collective is running: sendWatch re-arms
 	closeOnce sync.Once
 	acksIn    chan struct{} // closed once the successor's end of out has been taken
 
@@ -401,6 +404,7 @@ func (r *Ring) Close() error {
 		grace.Stop()
 	}
 	close(r.closeNow)
+	r.sendWatch.Stop()
 	watchdog := time.AfterFunc(teardownGrace+time.Second, r.cancel) // as in fail
 	defer watchdog.Stop()
 	r.wg.Wait()
@@ -467,21 +471,45 @@ const teardownGrace = 2 * time.Second
 // write happens on the collective's goroutine (a hand-off to a sending
 // goroutine and back cost more than the write on a busy machine); should
 // it not finish within the timeout, sendWatch aborts the ring, which cuts
-// the stream and so ends the write.
+// the stream and so ends the write. (The watch is a timestamp, not a timer
+// reset per send: arming a timer can wake the runtime's network poller,
+// a thread switch per chunk.)
 func (r *Ring) send(m *outMsg) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	if err := r.usable(); err != nil {
 		return err
 	}
-	r.sendWatch.Reset(r.cfg.Timeout)
+	r.sendSince.Store(time.Now().UnixNano())
 	err := r.out.SendMsg(m)
-	r.sendWatch.Stop()
+	r.sendSince.Store(0)
 	return err
 }
 
+// watchSends arms sendWatch for a collective; the returned func disarms it.
+func (r *Ring) watchSends() (stop func()) {
+	r.running.Store(true)
+	r.sendWatch.Reset(r.cfg.Timeout)
+	return func() {
+		r.running.Store(false)
+		r.sendWatch.Stop()
+	}
+}
+
+// sendStalled runs when sendWatch fires: it aborts the ring if the send in
+// progress began a timeout ago, else checks again when it could.
 func (r *Ring) sendStalled() {
-	r.fail(fmt.Errorf("a send to %s has not finished within %v (it stopped reading)", r.peerNext(), r.cfg.Timeout))
+	left := r.cfg.Timeout
+	if since := r.sendSince.Load(); since != 0 {
+		left -= time.Since(time.Unix(0, since))
+	}
+	if left <= 0 {
+		r.fail(fmt.Errorf("a send to %s has not finished within %v (it stopped reading)", r.peerNext(), r.cfg.Timeout))
+		return
+	}
+	if r.running.Load() {
+		r.sendWatch.Reset(left)
+	}
 }
 
 // watchOut takes the successor's end of the stream (its status) when no
