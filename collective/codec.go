@@ -68,12 +68,13 @@ type header struct {
 // machine of a message with a released channel: the transport then gets a
 // view of f32 itself (no copy at all) and releases it, through released,
 // once it has written it to the socket; f32 must not change until then.
+// grpcwire writes before SendMsg returns, so the ring's sends are released
+// by then; the signal keeps the view safe on a transport that writes later.
 type outMsg struct {
 	h        header
 	f32      []float32
 	raw      []byte
 	released chan struct{} // cap 1; nil: always copy
-	zeroCopy bool          // set by Marshal: wait for released
 	view     []byte
 }
 
@@ -199,7 +200,6 @@ func (m *outMsg) payloadBytes() int {
 
 func (m *outMsg) marshal() mem.BufferSlice {
 	n := m.payloadBytes()
-	m.zeroCopy = false
 	if m.released != nil && m.f32 != nil && littleEndian && n >= zeroCopyMinBytes {
 		bp := wireBufs.Get(maxHeaderBytes(m.h.runID) + 1 + binary.MaxVarintLen64)
 		b := appendHeader((*bp)[:0], &m.h)
@@ -208,7 +208,6 @@ func (m *outMsg) marshal() mem.BufferSlice {
 		m.view = float32Bytes(m.f32)
 		view := mem.NewBuffer(&m.view, releaseSignal(m.released))
 		if _, pooled := view.(mem.SliceBuffer); !pooled { // else it would never be released
-			m.zeroCopy = true
 			return mem.BufferSlice{mem.NewBuffer(bp, wireBufs), view}
 		}
 		wireBufs.Put(bp)

@@ -383,11 +383,10 @@ func (r *Ring) opFail(c *collective, err error) error {
 
 // fillSend writes send item it of c into m and returns m.
 func (r *Ring) fillSend(c *collective, it *item, m *outMsg) *outMsg {
-	select { // a release left over from a send that failed
+	select { // the release of m's last send
 	case <-m.released:
 	default:
 	}
-	m.zeroCopy = false
 	m.h = r.header(c.op, c.step, c.seq, c.bucket)
 	m.h.ringStep, m.h.chunk, m.h.offset = it.ringStep, it.chunk, int64(it.off)
 	if c.gather() {
