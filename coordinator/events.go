@@ -138,6 +138,15 @@ type Refuse struct {
 	Msg    string
 }
 
+// EndRegistration answers a waiting Register: the job ended while the
+// worker waited for a generation; it exits with ExitCode.
+type EndRegistration struct {
+	Call     CallID
+	Worker   string
+	ExitCode int
+	Msg      string
+}
+
 // SendCommand sends a command on a Heartbeat stream.
 type SendCommand struct {
 	Stream     CallID
@@ -212,6 +221,7 @@ type ExitJob struct {
 
 func (Assign) isAction()          {}
 func (Refuse) isAction()          {}
+func (EndRegistration) isAction() {}
 func (SendCommand) isAction()     {}
 func (ReplyFinish) isAction()     {}
 func (ProbeCheckpoint) isAction() {}

@@ -599,7 +599,7 @@ func (p *Policy) failJob(now time.Time, msg string) []Action {
 	wasActive := p.active()
 	p.phase, p.exitCode, p.exitMsg, p.endAt = PhaseEnding, 1, msg, now
 	acts := []Action{Log{LevelError, "job failed", []Field{{"generation", p.gen}, {"reason", msg}}}}
-	acts = append(acts, p.refusePending(codes.FailedPrecondition, "the job has failed: "+msg)...)
+	acts = append(acts, p.endPending(1, "the job has failed: "+msg)...)
 	p.reserved = nil
 	if !wasActive {
 		return append(acts, p.exit(1, msg)...)
@@ -635,13 +635,25 @@ func (p *Policy) finishJob(code int, msg string) []Action {
 		acts = append(acts, p.answer(m, hjepav1.Next_NEXT_EXIT, code, msg)...)
 		m.replied = true
 	}
-	acts = append(acts, p.refusePending(codes.FailedPrecondition, "the job has ended: "+msg)...)
+	acts = append(acts, p.endPending(code, "the job has ended: "+msg)...)
 	return append(acts, p.exit(code, msg)...)
 }
 
 func (p *Policy) exit(code int, msg string) []Action {
 	p.phase, p.exitCode, p.exitMsg = PhaseDone, code, msg
 	return []Action{ExitJob{Code: code, Msg: msg}}
+}
+
+// endPending tells the workers waiting in Register that the job has ended
+// (they exit with code: a stopped job's waiting workers exit 0, like its
+// members).
+func (p *Policy) endPending(code int, msg string) []Action {
+	var acts []Action
+	for _, q := range p.pending {
+		acts = append(acts, EndRegistration{Call: q.Call, Worker: q.Worker, ExitCode: code, Msg: msg})
+	}
+	p.pending = nil
+	return acts
 }
 
 func (p *Policy) refusePending(code codes.Code, msg string) []Action {
@@ -762,7 +774,7 @@ func (p *Policy) stop(now time.Time, reason string) []Action {
 			msg += "; resume with --resume"
 		}
 		acts := []Action{Log{LevelInfo, "stopping", []Field{{"reason", reason}}}}
-		acts = append(acts, p.refusePending(codes.FailedPrecondition, "the job has stopped: "+msg)...)
+		acts = append(acts, p.endPending(0, "the job has stopped: "+msg)...)
 		return append(acts, p.exit(0, msg)...)
 	case PhaseRunning:
 	default:
@@ -775,7 +787,7 @@ func (p *Policy) stop(now time.Time, reason string) []Action {
 			acts = append(acts, SendCommand{Stream: m.stream, Worker: m.worker, Rank: m.rank, Generation: p.gen, Command: hjepav1.Command_COMMAND_STOP, Reason: reason})
 		}
 	}
-	acts = append(acts, p.refusePending(codes.FailedPrecondition, fmt.Sprintf("the job is stopping (%s): no further generation will start", reason))...)
+	acts = append(acts, p.endPending(0, fmt.Sprintf("the job is stopping (%s): no further generation will start", reason))...)
 	return append(acts, p.checkDone()...)
 }
 

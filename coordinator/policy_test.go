@@ -108,6 +108,8 @@ func (s *sim) step(ev Event) []Action {
 			}
 		case ReplyFinish:
 			call = x.Call
+		case EndRegistration:
+			call = x.Call
 		case ProbeCheckpoint:
 			s.probes = append(s.probes, x.Generation)
 		case ExitJob:
@@ -215,6 +217,25 @@ func (s *sim) wantRefused(c CallID, code codes.Code, substr ...string) Refuse {
 	for _, sub := range substr {
 		if !strings.Contains(r.Msg, sub) {
 			s.t.Fatalf("refusal %q lacks %q", r.Msg, sub)
+		}
+	}
+	return r
+}
+
+// wantJobEnd checks that c (a Register) was told the job has ended, with
+// the exit code its worker takes.
+func (s *sim) wantJobEnd(c CallID, code int, substr ...string) EndRegistration {
+	s.t.Helper()
+	r, ok := s.answer(c).(EndRegistration)
+	if !ok {
+		s.t.Fatalf("call %d answered %#v, want the job's end (exit %d)", c, s.answer(c), code)
+	}
+	if r.ExitCode != code {
+		s.t.Fatalf("call %d told exit %d %q, want exit %d", c, r.ExitCode, r.Msg, code)
+	}
+	for _, sub := range substr {
+		if !strings.Contains(r.Msg, sub) {
+			s.t.Fatalf("job end %q lacks %q", r.Msg, sub)
 		}
 	}
 	return r
@@ -989,7 +1010,7 @@ func TestStop(t *testing.T) {
 		s := newSim(t, PolicyConfig{WorldSize: 2})
 		s.register("a")
 		s.step(StopRequested{Reason: "SIGTERM"})
-		s.wantRefused(s.regCall["a"], codes.FailedPrecondition, "stopped")
+		s.wantJobEnd(s.regCall["a"], 0, "the job has stopped")
 		s.wantExit(0)
 	})
 	t.Run("while waiting after an abort", func(t *testing.T) {
@@ -1014,7 +1035,7 @@ func TestStop(t *testing.T) {
 		acts := s.step(StopRequested{Reason: "SIGTERM"})
 		s.wantCommand("a", acts, stopCmd)
 		s.wantCommand("b", acts, stopCmd)
-		s.wantRefused(s.regCall["late"], codes.FailedPrecondition, "stopping")
+		s.wantJobEnd(s.regCall["late"], 0, "stopping")
 		s.wantPhase(PhaseStopping)
 		s.wantCommand("c", s.beat("c", 60), stopCmd)
 		s.wantCommand("a", s.beat("a", 60, func(b *Beat) { b.Phase = hjepav1.WorkerPhase_WORKER_PHASE_CHECKPOINTING }), stopCmd)
@@ -1200,7 +1221,7 @@ func TestRendezvousTimeout(t *testing.T) {
 	s.advance(29 * time.Second)
 	s.wantNoExit()
 	s.advance(time.Second)
-	s.wantRefused(s.regCall["a"], codes.FailedPrecondition, "rendezvous timed out")
+	s.wantJobEnd(s.regCall["a"], 1, "rendezvous timed out")
 	s.wantExit(1, "rendezvous timed out after 1m0s: 1 of 3 workers", "a on host-a")
 }
 
@@ -1244,7 +1265,7 @@ func TestCheckpointProbe(t *testing.T) {
 		s.register("a")
 		s.register("b")
 		s.step(CheckpointProbed{Generation: 1, Err: "no readable checkpoint"})
-		s.wantRefused(s.regCall["a"], codes.FailedPrecondition, "no readable checkpoint")
+		s.wantJobEnd(s.regCall["a"], 1, "no readable checkpoint")
 		s.wantExit(1, "cannot resume")
 	})
 	t.Run("a stale probe result is ignored", func(t *testing.T) {

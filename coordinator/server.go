@@ -339,6 +339,9 @@ func (s *Server) perform(a Action) {
 			// decide its fate; a CONTINUE lost here changes nothing.
 			s.log.Warn("heartbeat stream not reading; command dropped", zap.String("worker", a.Worker), zap.String("command", a.Command.String()))
 		}
+	case EndRegistration:
+		s.log.Info("registration answered: the job has ended", zap.String("worker", a.Worker), zap.Int("exit_code", a.ExitCode), zap.String("message", a.Msg))
+		s.answer(a.Call, result{reg: &hjepav1.RegisterResponse{RunId: s.runID, JobEnd: &hjepav1.JobEnd{ExitCode: int32(a.ExitCode), Message: a.Msg}}})
 	case ReplyFinish:
 		s.log.Info("finish answered", zap.String("worker", a.Worker), zap.String("next", a.Next.String()),
 			zap.Int("exit_code", a.ExitCode), zap.String("message", a.Msg))

@@ -194,6 +194,13 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 		}
 		return 1, false, fmt.Errorf("coordinator %s refused registration: %s", w.opts.Coordinator, status.Convert(err).Message())
 	}
+	if end := a.GetJobEnd(); end != nil { // the job ended while this worker waited
+		if end.ExitCode != 0 {
+			return int(end.ExitCode), false, errors.New(end.Message)
+		}
+		w.log.Info("job finished before this worker joined a generation", zap.String("message", end.Message))
+		return 0, false, nil
+	}
 	rank := int(a.Rank)
 	w.prevRank = rank
 	log := w.log.With(zap.Int("rank", rank), zap.Uint64("generation", a.Generation))

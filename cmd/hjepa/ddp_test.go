@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,15 +43,36 @@ const testToken = "0123456789abcdef0123456789abcdef"
 
 // proc is a started hjepa process with its output.
 type proc struct {
-	cmd    *exec.Cmd
-	so, se *bytes.Buffer
-	done   chan struct{}
-	res    result
+	cmd  *exec.Cmd
+	so   *bytes.Buffer
+	se   *lockedBuffer // readable while the process runs (its log)
+	done chan struct{}
+	res  result
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startProc(t *testing.T, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	c, so, se := hjepaCmd(dir, env, args...)
+	c, so, _ := hjepaCmd(dir, env, args...)
+	se := &lockedBuffer{}
+	c.Stderr = se
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -331,6 +353,26 @@ func TestDDPCoordinatorKilled(t *testing.T) {
 	dir, ok, warning, err := m.Latest()
 	if err != nil || !ok || warning != "" {
 		t.Fatalf("checkpoints after the coordinator died: %q ok=%v warning=%q err=%v", dir, ok, warning, err)
+	}
+}
+
+// TestDDPStopWhileWaiting: SIGTERM to the coordinator while a worker waits
+// for the others stops the job, and the waiting worker is told so and
+// exits 0 like the coordinator (not as a refused registration).
+func TestDDPStopWhileWaiting(t *testing.T) {
+	root := t.TempDir()
+	coord, addr := startCoordinator(t, root, filepath.Join(root, "out"), 2, ddpSets())
+	w := startWorker(t, root, addr, -1)
+	if !poll(t, time.Minute, func() bool { return strings.Contains(coord.se.String(), "worker registered") || coord.exited() }) || coord.exited() {
+		t.Fatalf("the worker did not register:\n%s", coord.res)
+	}
+	_ = coord.cmd.Process.Signal(syscall.SIGTERM)
+	if r := coord.wait(t, 30*time.Second); r.code != 0 {
+		t.Fatalf("coordinator: exit %d, want 0:\n%s", r.code, tail(r.stderr, 2000))
+	}
+	r := w.wait(t, 30*time.Second)
+	if r.code != 0 || !strings.Contains(r.stderr, "job finished before this worker joined a generation") || !strings.Contains(r.stderr, "stopped while waiting for workers") {
+		t.Fatalf("waiting worker: exit %d, want 0 saying the job stopped while it waited:\n%s", r.code, tail(r.stderr, 2000))
 	}
 }
 

@@ -683,8 +683,12 @@ type RegisterResponse struct {
 	// resume is true (chosen once by the coordinator, so the ranks cannot
 	// disagree about which one is the latest).
 	ResumeCheckpoint string `protobuf:"bytes,15,opt,name=resume_checkpoint,json=resumeCheckpoint,proto3" json:"resume_checkpoint,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// job_end is set, and nothing else, when the job ended (completed,
+	// failed or was stopped) while this worker waited for a generation: the
+	// worker runs nothing and exits with job_end.exit_code.
+	JobEnd        *JobEnd `protobuf:"bytes,16,opt,name=job_end,json=jobEnd,proto3" json:"job_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterResponse) Reset() {
@@ -822,6 +826,67 @@ func (x *RegisterResponse) GetResumeCheckpoint() string {
 	return ""
 }
 
+func (x *RegisterResponse) GetJobEnd() *JobEnd {
+	if x != nil {
+		return x.JobEnd
+	}
+	return nil
+}
+
+// JobEnd is how the job ended, for a worker that was not in its last
+// generation.
+type JobEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExitCode      int32                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobEnd) Reset() {
+	*x = JobEnd{}
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobEnd) ProtoMessage() {}
+
+func (x *JobEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobEnd.ProtoReflect.Descriptor instead.
+func (*JobEnd) Descriptor() ([]byte, []int) {
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JobEnd) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *JobEnd) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type HeartbeatRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	RunId      string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -841,7 +906,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[6]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +918,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[6]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +931,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{6}
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatRequest) GetRunId() string {
@@ -936,7 +1001,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[7]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1013,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[7]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1026,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatResponse) GetCommand() Command {
@@ -1000,7 +1065,7 @@ type FinishRequest struct {
 
 func (x *FinishRequest) Reset() {
 	*x = FinishRequest{}
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[8]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1077,7 @@ func (x *FinishRequest) String() string {
 func (*FinishRequest) ProtoMessage() {}
 
 func (x *FinishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[8]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1090,7 @@ func (x *FinishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishRequest.ProtoReflect.Descriptor instead.
 func (*FinishRequest) Descriptor() ([]byte, []int) {
-	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FinishRequest) GetRunId() string {
@@ -1088,7 +1153,7 @@ type FinishResponse struct {
 
 func (x *FinishResponse) Reset() {
 	*x = FinishResponse{}
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[9]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1165,7 @@ func (x *FinishResponse) String() string {
 func (*FinishResponse) ProtoMessage() {}
 
 func (x *FinishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hjepa_v1_coordinator_proto_msgTypes[9]
+	mi := &file_hjepa_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1178,7 @@ func (x *FinishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishResponse.ProtoReflect.Descriptor instead.
 func (*FinishResponse) Descriptor() ([]byte, []int) {
-	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FinishResponse) GetNext() Next {
@@ -1178,7 +1243,7 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"\fbucket_bytes\x18\x03 \x01(\x03R\vbucketBytes\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x12%\n" +
-	"\x0echecksum_every\x18\x05 \x01(\x05R\rchecksumEvery\"\xb5\x04\n" +
+	"\x0echecksum_every\x18\x05 \x01(\x05R\rchecksumEvery\"\xe0\x04\n" +
 	"\x10RegisterResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\n" +
@@ -1202,7 +1267,11 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"collective\x122\n" +
 	"\x15heartbeat_interval_ms\x18\r \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
 	"\x14heartbeat_timeout_ms\x18\x0e \x01(\x03R\x12heartbeatTimeoutMs\x12+\n" +
-	"\x11resume_checkpoint\x18\x0f \x01(\tR\x10resumeCheckpoint\"\xfc\x01\n" +
+	"\x11resume_checkpoint\x18\x0f \x01(\tR\x10resumeCheckpoint\x12)\n" +
+	"\ajob_end\x18\x10 \x01(\v2\x10.hjepa.v1.JobEndR\x06jobEnd\"?\n" +
+	"\x06JobEnd\x12\x1b\n" +
+	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xfc\x01\n" +
 	"\x10HeartbeatRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\n" +
@@ -1273,7 +1342,7 @@ func file_hjepa_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hjepa_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_hjepa_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hjepa_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_hjepa_v1_coordinator_proto_goTypes = []any{
 	(WorkerPhase)(0),          // 0: hjepa.v1.WorkerPhase
 	(Command)(0),              // 1: hjepa.v1.Command
@@ -1285,31 +1354,33 @@ var file_hjepa_v1_coordinator_proto_goTypes = []any{
 	(*ShardPlan)(nil),         // 7: hjepa.v1.ShardPlan
 	(*CollectiveOptions)(nil), // 8: hjepa.v1.CollectiveOptions
 	(*RegisterResponse)(nil),  // 9: hjepa.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),  // 10: hjepa.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil), // 11: hjepa.v1.HeartbeatResponse
-	(*FinishRequest)(nil),     // 12: hjepa.v1.FinishRequest
-	(*FinishResponse)(nil),    // 13: hjepa.v1.FinishResponse
+	(*JobEnd)(nil),            // 10: hjepa.v1.JobEnd
+	(*HeartbeatRequest)(nil),  // 11: hjepa.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil), // 12: hjepa.v1.HeartbeatResponse
+	(*FinishRequest)(nil),     // 13: hjepa.v1.FinishRequest
+	(*FinishResponse)(nil),    // 14: hjepa.v1.FinishResponse
 }
 var file_hjepa_v1_coordinator_proto_depIdxs = []int32{
 	4,  // 0: hjepa.v1.RegisterRequest.devices:type_name -> hjepa.v1.Device
 	6,  // 1: hjepa.v1.RegisterResponse.peers:type_name -> hjepa.v1.Peer
 	7,  // 2: hjepa.v1.RegisterResponse.shard:type_name -> hjepa.v1.ShardPlan
 	8,  // 3: hjepa.v1.RegisterResponse.collective:type_name -> hjepa.v1.CollectiveOptions
-	0,  // 4: hjepa.v1.HeartbeatRequest.phase:type_name -> hjepa.v1.WorkerPhase
-	1,  // 5: hjepa.v1.HeartbeatResponse.command:type_name -> hjepa.v1.Command
-	2,  // 6: hjepa.v1.FinishRequest.outcome:type_name -> hjepa.v1.Outcome
-	3,  // 7: hjepa.v1.FinishResponse.next:type_name -> hjepa.v1.Next
-	5,  // 8: hjepa.v1.CoordinatorService.Register:input_type -> hjepa.v1.RegisterRequest
-	10, // 9: hjepa.v1.CoordinatorService.Heartbeat:input_type -> hjepa.v1.HeartbeatRequest
-	12, // 10: hjepa.v1.CoordinatorService.Finish:input_type -> hjepa.v1.FinishRequest
-	9,  // 11: hjepa.v1.CoordinatorService.Register:output_type -> hjepa.v1.RegisterResponse
-	11, // 12: hjepa.v1.CoordinatorService.Heartbeat:output_type -> hjepa.v1.HeartbeatResponse
-	13, // 13: hjepa.v1.CoordinatorService.Finish:output_type -> hjepa.v1.FinishResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 4: hjepa.v1.RegisterResponse.job_end:type_name -> hjepa.v1.JobEnd
+	0,  // 5: hjepa.v1.HeartbeatRequest.phase:type_name -> hjepa.v1.WorkerPhase
+	1,  // 6: hjepa.v1.HeartbeatResponse.command:type_name -> hjepa.v1.Command
+	2,  // 7: hjepa.v1.FinishRequest.outcome:type_name -> hjepa.v1.Outcome
+	3,  // 8: hjepa.v1.FinishResponse.next:type_name -> hjepa.v1.Next
+	5,  // 9: hjepa.v1.CoordinatorService.Register:input_type -> hjepa.v1.RegisterRequest
+	11, // 10: hjepa.v1.CoordinatorService.Heartbeat:input_type -> hjepa.v1.HeartbeatRequest
+	13, // 11: hjepa.v1.CoordinatorService.Finish:input_type -> hjepa.v1.FinishRequest
+	9,  // 12: hjepa.v1.CoordinatorService.Register:output_type -> hjepa.v1.RegisterResponse
+	12, // 13: hjepa.v1.CoordinatorService.Heartbeat:output_type -> hjepa.v1.HeartbeatResponse
+	14, // 14: hjepa.v1.CoordinatorService.Finish:output_type -> hjepa.v1.FinishResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_hjepa_v1_coordinator_proto_init() }
@@ -1324,7 +1395,7 @@ func file_hjepa_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hjepa_v1_coordinator_proto_rawDesc), len(file_hjepa_v1_coordinator_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
