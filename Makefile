@@ -66,6 +66,7 @@ bench: deps bench-deps
 # Regenerate the PyTorch golden fixtures (needs python3-torch; CI does not).
 golden: bench-deps
 	/usr/bin/python3 tools/golden/make_fixtures.py --out nn/testdata/golden
+	/usr/bin/python3 tools/golden/make_step_fixture.py --out jepa/testdata/golden
 
 # The container image (deploy/Dockerfile, FROM scratch): a static CPU build
 # of hjepa and the presets. `docker-compose -f deploy/compose.yaml up` then

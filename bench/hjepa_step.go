@@ -169,7 +169,7 @@ func hjepaStepOurs(s *hjepaStepSetup, b tensor.Backend, label string) (float64, 
 		masks := s.masks[i%len(s.masks)]
 		t0 := time.Now()
 		m.Params.ZeroGrad(b)
-		if _, err := m.ForwardBackward(b, img, masks, loss, true); err != nil {
+		if _, err := m.ForwardBackward(b, img, masks, loss, jepa.StepOptions{Backward: true}); err != nil {
 			return 0, err
 		}
 		train.ClipGradNorm(b, m.Params.Grads, t.ClipGrad)

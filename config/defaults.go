@@ -31,6 +31,8 @@ func Default() Config {
 			EMA: EMA{Momentum: 0.996, MomentumEnd: 1.0},
 			// trunc_normal std of I-JEPA's init.
 			InitStd: 0.02,
+			// See Model.PatchEmbedInit and docs/learning.md.
+			PatchEmbedInit: PatchInitFanIn,
 		},
 		Data: Data{
 			// The PyTorch default is "imagenet"; here that is an ImageFolder
@@ -57,6 +59,8 @@ func Default() Config {
 				HorizontalFlip: true,
 				// 0: off, as I-JEPA (the PyTorch config also set it to 0).
 				ColorJitter: 0,
+				// One view, as I-JEPA.
+				Views: 1,
 			},
 			// Images of the synthetic dataset (only used when dataset is
 			// synthetic): enough for a few batches of a smoke test.
@@ -140,11 +144,11 @@ func Default() Config {
 			// 50 batches (6,400 images at batch 128) keep validation cheap
 			// next to an ImageNet epoch; 0 uses the whole split.
 			ValBatches: 50,
-			// Collapse alarms: LayerNorm'd features have per-dimension std
-			// near 1 when healthy and near 0 when collapsed; RankMe/D below
-			// 5% means a handful of directions carry everything.
-			CollapseStd:  0.01,
-			CollapseRank: 0.05,
+			// Collapse alarms, relative to the run's own history (see
+			// Evaluation): RankMe below a fifth of its peak, or the features'
+			// spread across images below a tenth of the initialisation's.
+			CollapseStd:  0.1,
+			CollapseRank: 0.2,
 			KNNK:         20,
 			KNNTemp:      0.07,
 			// L2 penalty λ of the probe (mean cross-entropy + λ/2·||W||²) on

@@ -55,6 +55,12 @@ var vitPresets = map[string]vitPreset{
 // VisionTransformer default).
 const presetPatch = 16
 
+// Patch-embedding initialisations (model.patch_embed_init).
+const (
+	PatchInitFanIn       = "fan_in"
+	PatchInitTruncNormal = "trunc_normal"
+)
+
 // CustomEncoder is the encoder_type that takes every size from model.*.
 const CustomEncoder = "custom"
 

@@ -45,10 +45,21 @@ type Model struct {
 	Predictor      Predictor `mapstructure:"predictor" yaml:"predictor" json:"predictor"`
 	EMA            EMA       `mapstructure:"ema" yaml:"ema" json:"ema"`
 	InitStd        float64   `mapstructure:"init_std" yaml:"init_std" json:"init_std"`
-	// PatchEmbedInitStd is the patch embedding's init std (0: init_std, as
-	// I-JEPA). With few pixels per patch (fan-in patch^2 * channels) 0.02
-	// leaves the patch content ~1% of the fixed sin-cos positions' variance.
+	// PatchEmbedInit is the patch embedding's initialisation: "fan_in"
+	// draws trunc_normal with std 1/sqrt(3*fan_in), the variance of
+	// PyTorch's Conv2d default, so image content keeps a share of each token
+	// at any patch size (fan_in = channels*patch^2); "trunc_normal" is
+	// I-JEPA's trunc_normal(init_std), which with few pixels per patch
+	// (patch 2, one channel: fan-in 4) leaves the content ~1% of the tokens'
+	// variance and the fixed sin-cos positions the rest.
+	PatchEmbedInit string `mapstructure:"patch_embed_init" yaml:"patch_embed_init" json:"patch_embed_init"`
+	// PatchEmbedInitStd, when > 0, is the patch embedding's trunc_normal std
+	// and overrides patch_embed_init.
 	PatchEmbedInitStd float64 `mapstructure:"patch_embed_init_std" yaml:"patch_embed_init_std" json:"patch_embed_init_std"`
+	// PredictionHeads gives each level l > 0 a trained head (Linear +
+	// LayerNorm) on its pooled predictions; without it they are LayerNorm'd
+	// without affine, like the targets. Targets never have parameters.
+	PredictionHeads bool `mapstructure:"prediction_heads" yaml:"prediction_heads" json:"prediction_heads"`
 }
 
 // Predictor is the narrow ViT that predicts target features.
@@ -98,6 +109,11 @@ type Augmentation struct {
 	CropRatio      []float64 `mapstructure:"crop_ratio" yaml:"crop_ratio" json:"crop_ratio"`
 	HorizontalFlip bool      `mapstructure:"horizontal_flip" yaml:"horizontal_flip" json:"horizontal_flip"`
 	ColorJitter    float64   `mapstructure:"color_jitter" yaml:"color_jitter" json:"color_jitter"`
+	// Views is the number of independently augmented views of each training
+	// image (1 or 2). With 2, the JEPA loss sees the first view and VICReg's
+	// invariance term compares its mean context embedding with the target
+	// encoder's mean embedding of the second (loss.vicreg.invariance_coeff).
+	Views int `mapstructure:"views" yaml:"views" json:"views"`
 }
 
 // Masking is I-JEPA's multi-block masking.
@@ -200,8 +216,11 @@ type Evaluation struct {
 	EverySteps    int `mapstructure:"every_steps" yaml:"every_steps" json:"every_steps"`
 	// ValBatches bounds the validation pass (0: the whole split).
 	ValBatches int `mapstructure:"val_batches" yaml:"val_batches" json:"val_batches"`
-	// CollapseStd alarms when the mean per-dimension std of pooled target
-	// features falls below it; CollapseRank when RankMe/D falls below it.
+	// The collapse alarm compares each validation with the run's own
+	// history: CollapseRank alarms when the centred RankMe of pooled target
+	// features falls below that fraction of its peak in the run,
+	// CollapseStd when their mean per-dimension std falls below that
+	// fraction of its value at initialisation (0: that alarm is off).
 	CollapseStd  float64 `mapstructure:"collapse_std" yaml:"collapse_std" json:"collapse_std"`
 	CollapseRank float64 `mapstructure:"collapse_rank" yaml:"collapse_rank" json:"collapse_rank"`
 	KNNK         int     `mapstructure:"knn_k" yaml:"knn_k" json:"knn_k"`

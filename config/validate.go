@@ -173,6 +173,7 @@ func (c Config) validateModel(ck *checker) {
 	ck.positive("model.num_hierarchies", m.NumHierarchies)
 	ck.positiveF("model.init_std", m.InitStd)
 	ck.nonNegativeF("model.patch_embed_init_std", m.PatchEmbedInitStd)
+	ck.oneOf("model.patch_embed_init", m.PatchEmbedInit, []string{PatchInitFanIn, PatchInitTruncNormal})
 
 	e, err := c.Encoder()
 	if err != nil {
@@ -266,6 +267,9 @@ func (c Config) validateData(ck *checker) {
 	ck.pair("data.augmentation.crop_scale", a.CropScale, func(x float64) bool { return x > 0 && x <= 1 }, "in (0, 1]")
 	ck.pair("data.augmentation.crop_ratio", a.CropRatio, func(x float64) bool { return x > 0 && !math.IsInf(x, 0) }, "> 0")
 	ck.nonNegativeF("data.augmentation.color_jitter", a.ColorJitter)
+	if a.Views != 1 && a.Views != 2 {
+		ck.add("data.augmentation.views", "is %d; must be 1 or 2", a.Views)
+	}
 }
 
 func (c Config) validateMasking(ck *checker) {
@@ -366,6 +370,9 @@ func (c Config) validateLoss(ck *checker) {
 	if l.VICReg.InvarianceCoeff > 0 && l.VICReg.TokensPerImage > 0 {
 		ck.add("loss.vicreg.invariance_coeff", "needs loss.vicreg.tokens_per_image 0 (it compares per-image mean embeddings); set one of them to 0")
 	}
+	if c.Data.Augmentation.Views == 2 && !(l.VICReg.Weight > 0 && l.VICReg.InvarianceCoeff > 0) {
+		ck.add("data.augmentation.views", "is 2 but only VICReg's invariance term uses the second view; set loss.vicreg.weight and loss.vicreg.invariance_coeff > 0, or views to 1")
+	}
 }
 
 func (c Config) validateRest(ck *checker) {
@@ -389,7 +396,7 @@ func (c Config) validateRest(ck *checker) {
 	ck.nonNegative("evaluation.eval_frequency", e.EvalFrequency)
 	ck.nonNegative("evaluation.every_steps", e.EverySteps)
 	ck.nonNegative("evaluation.val_batches", e.ValBatches)
-	ck.nonNegativeF("evaluation.collapse_std", e.CollapseStd)
+	ck.unit("evaluation.collapse_std", e.CollapseStd)
 	ck.unit("evaluation.collapse_rank", e.CollapseRank)
 	ck.positive("evaluation.knn_k", e.KNNK)
 	ck.positiveF("evaluation.knn_temperature", e.KNNTemp)

@@ -99,7 +99,7 @@ func pair(v []float64, def [2]float64) [2]float64 {
 // TrainTransform is the I-JEPA training transform from cfg: random resized
 // crop (default scale [0.3, 1], ratio [3/4, 4/3]) or the eval geometry,
 // optional flip and colour jitter, then normalisation.
-func TrainTransform(cfg config.Data) (*Pipeline, error) {
+func TrainTransform(cfg config.Data) (Transform, error) {
 	a := cfg.Augmentation
 	p := &Pipeline{
 		Size:              cfg.ImageSize,
@@ -115,7 +115,13 @@ func TrainTransform(cfg config.Data) (*Pipeline, error) {
 	if cfg.Dataset == "imagefolder" {
 		p.ResizeTo = EvalResize(cfg.ImageSize)
 	}
-	return p, p.Validate()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if a.Views > 1 {
+		return Views{T: p, N: a.Views}, nil
+	}
+	return p, nil
 }
 
 // EvalTransform is resize + centre crop + normalisation. For ImageFolder the

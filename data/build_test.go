@@ -31,10 +31,20 @@ func TestOpenFromConfig(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 	cfg.Augmentation = config.Augmentation{RandomCrop: true, CropScale: []float64{0.3, 1}, HorizontalFlip: true}
-	p, err := TrainTransform(cfg)
-	if err != nil || !p.RandomResizedCrop || p.Scale != [2]float64{0.3, 1} || p.Ratio != [2]float64{0.75, 4.0 / 3} {
-		t.Fatalf("%v %+v", err, p)
+	tf, err := TrainTransform(cfg)
+	p, ok := tf.(*Pipeline)
+	if err != nil || !ok || !p.RandomResizedCrop || p.Scale != [2]float64{0.3, 1} || p.Ratio != [2]float64{0.75, 4.0 / 3} {
+		t.Fatalf("%v %+v", err, tf)
 	}
+	cfg.Augmentation.Views = 2
+	tf, err = TrainTransform(cfg)
+	if v, ok := tf.(Views); err != nil || !ok || v.N != 2 {
+		t.Fatalf("views 2: %v %+v", err, tf)
+	}
+	if c, _, _ := tf.OutShape(); c != 2*cfg.Channels {
+		t.Fatalf("views 2: %d channels, want %d", c, 2*cfg.Channels)
+	}
+	cfg.Augmentation.Views = 0
 	cfg.Augmentation.CropScale = []float64{0.9, 0.1}
 	if _, err := TrainTransform(cfg); err == nil {
 		t.Fatal("bad crop scale accepted")

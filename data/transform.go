@@ -317,3 +317,33 @@ func normalize(x []float32, c, n int, mean, std []float32) {
 		}
 	}
 }
+
+// Views applies T to the same image N times with successive draws from the
+// sample's rng: N independently augmented views, written one after the
+// other ([N*C, H, W]). Two views give joint-embedding terms (VICReg's
+// invariance) a second look at every image.
+type Views struct {
+	T Transform
+	N int
+}
+
+// OutShape is [N*C, H, W].
+func (v Views) OutShape() (c, h, w int) {
+	c, h, w = v.T.OutShape()
+	return v.N * c, h, w
+}
+
+// Apply writes the N views of img into dst.
+func (v Views) Apply(dst []float32, img Image, rng *rand.Rand) error {
+	c, h, w := v.T.OutShape()
+	n := c * h * w
+	if len(dst) < v.N*n {
+		return fmt.Errorf("transform: %d views of %d values into %d", v.N, n, len(dst))
+	}
+	for i := 0; i < v.N; i++ {
+		if err := v.T.Apply(dst[i*n:(i+1)*n], img, rng); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -2,9 +2,6 @@ package eval
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 
 	"github.com/hjepa-go/hjepa/data"
 	"github.com/hjepa-go/hjepa/jepa"
@@ -18,50 +15,27 @@ type Features struct {
 	N, D   int
 }
 
-// ExtractFeatures runs the model's target encoder (the encoder I-JEPA
-// evaluates) over the first limit images of ds (all when limit <= 0) with
-// the evaluation transform tf, in batches of batch, and returns the
-// mean-pooled features with their labels.
+// TargetExtractor is the row of m's target encoder (the encoder I-JEPA
+// evaluates), mean-pooled over all patches.
+func TargetExtractor(name string, m *jepa.Model) Extractor {
+	return Extractor{Name: name, Encoder: "target", Dim: m.Cfg.Encoder.Dim, Features: m.TargetFeatures}
+}
+
+// ContextExtractor is the row of m's context encoder on whole images,
+// mean-pooled over all patches.
+func ContextExtractor(name string, m *jepa.Model) Extractor {
+	return Extractor{Name: name, Encoder: "context", Dim: m.Cfg.Encoder.Dim, Features: m.ContextFeatures}
+}
+
+// ExtractFeatures runs the model's target encoder over the first limit
+// images of ds (all when limit <= 0) with the evaluation transform tf, in
+// batches of batch, and returns the mean-pooled features with their labels.
 func ExtractFeatures(ctx context.Context, b tensor.Backend, m *jepa.Model, ds data.Dataset, tf data.Transform, batch, workers, limit int) (*Features, error) {
-	n := ds.Len()
-	if limit > 0 && limit < n {
-		n = limit
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("eval: dataset %s is empty", ds.Info().Path)
-	}
-	var sub data.Dataset = ds
-	if n < ds.Len() {
-		sub = prefix{ds, n}
-	}
-	s, err := data.NewDistributedSampler(n, 1, 0, false, 0, false)
+	f, err := ExtractAll(ctx, b, ds, tf, batch, workers, limit, []Extractor{TargetExtractor("trained", m)})
 	if err != nil {
 		return nil, err
 	}
-	ld, err := data.NewLoader(sub, tf, s, data.LoaderOptions{BatchSize: batch, NumWorkers: workers, Prefetch: 2})
-	if err != nil {
-		return nil, err
-	}
-	defer ld.Close()
-	d := m.Cfg.Encoder.Dim
-	f := &Features{X: make([]float32, 0, n*d), Labels: make([]int, 0, n), D: d}
-	var img tensor.Workspace
-	for {
-		bt, err := ld.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		x := img.Get(b, bt.B, bt.C, bt.H, bt.W)
-		b.Upload(x, bt.Images)
-		f.X = append(f.X, m.TargetFeatures(b, x)...)
-		f.Labels = append(f.Labels, bt.Labels...)
-		bt.Release()
-	}
-	f.N = len(f.Labels)
-	return f, nil
+	return f[0], nil
 }
 
 // prefix is the first n images of a dataset.

@@ -15,6 +15,9 @@ type KNNOptions struct {
 	Threads int     // workers (default GOMAXPROCS)
 }
 
+// defaultKNNK is DINO's k.
+const defaultKNNK = 20
+
 // Block sizes of the similarity matrix: one worker holds a [knnTestBlock,
 // knnTrainBlock] float32 tile (1 MiB), never the whole test x train matrix.
 const (
@@ -38,7 +41,7 @@ func KNN(train []float32, trainLabels []int, test []float32, d, c int, opts KNNO
 	}
 	k, temp := opts.K, opts.T
 	if k <= 0 {
-		k = 20
+		k = defaultKNNK
 	}
 	if temp <= 0 {
 		temp = 0.07

@@ -11,8 +11,13 @@ import (
 type ModelConfig struct {
 	Encoder   nn.ViTConfig
 	Predictor nn.PredictorConfig
-	// Levels is the number of hierarchy levels L (one projection head each).
+	// Levels is the number of hierarchy levels L.
 	Levels int
+	// PredictionHeads gives every level l > 0 a trained head (Linear(D, D),
+	// LayerNorm(D) with affine) on the pooled predictions; without it the
+	// pooled predictions are LayerNorm'd without affine, like the targets.
+	// Level 0 never has one (it is I-JEPA's loss).
+	PredictionHeads bool
 }
 
 // Validate reports every invalid field.
@@ -33,7 +38,8 @@ func (c ModelConfig) Validate() error {
 	return nil
 }
 
-// Head is one hierarchy level's projection: Linear(D, D) then LayerNorm(D).
+// Head is a level's optional prediction-side projection: Linear(D, D) then
+// LayerNorm(D).
 type Head struct {
 	Proj *nn.Linear
 	Norm *nn.LayerNorm
@@ -56,30 +62,26 @@ func (h *Head) Backward(b tensor.Backend, dx, dy, scratch *tensor.Tensor) {
 	h.Proj.Backward(b, dx, scratch)
 }
 
-// Model is H-JEPA: the context encoder, predictor and level heads (trained,
-// one arena), and their EMA copies on the target side (the target encoder
-// and target heads, a second arena with no gradient use).
+// Model is H-JEPA: the context encoder, predictor and optional prediction
+// heads (trained, one arena), and the target encoder, their EMA copy of the
+// context encoder (a second arena with no gradient use). Targets have no
+// parameters besides the target encoder (DESIGN.md section 4): level 0 is
+// LayerNorm(target encoder output), level l > 0 the LayerNorm of its 2^l x 2^l
+// window means.
 //
 // Params lays out heads, predictor, encoder in that order (the order in which
-// backward finishes their gradients); TargetParams lays out heads, encoder
-// with the same per-scope layout, so EMA is one pass per scope.
+// backward finishes their gradients); TargetParams is the encoder's layout.
 type Model struct {
 	Cfg       ModelConfig
 	Encoder   *nn.Encoder
 	Predictor *nn.Predictor
-	Heads     []*Head
-	Params    *nn.Arena
+	// Heads[l] is level l's prediction head; nil at level 0 and at every
+	// level without ModelConfig.PredictionHeads.
+	Heads  []*Head
+	Params *nn.Arena
 
 	TargetEncoder *nn.Encoder
-	TargetHeads   []*Head
 	TargetParams  *nn.Arena
-
-	// GradsReady, when set, is called during ForwardBackward's backward
-	// with growing upTo as Params.Grads[:upTo] become final (heads and
-	// predictor first, then the encoder block by block: Build lays the
-	// parameters out in reverse declaration order), and with Params.Len()
-	// at the end. Data-parallel training starts reducing buckets with it.
-	GradsReady func(upTo int)
 
 	// encoderStart and blockEnds cache the arena boundaries GradsReady
 	// reports (gradBoundaries).
@@ -116,8 +118,9 @@ func NewModel(b tensor.Backend, cfg ModelConfig) (*Model, error) {
 	if m.Predictor, err = nn.NewPredictor(pb.Scope(PredictorScope), cfg.Predictor); err != nil {
 		return nil, err
 	}
-	for l := 0; l < cfg.Levels; l++ {
-		m.Heads = append(m.Heads, newHead(pb.Scope(fmt.Sprintf("%s%d.", HeadsScope, l)), d, eps))
+	m.Heads = make([]*Head, cfg.Levels)
+	for l := 1; l < cfg.Levels && cfg.PredictionHeads; l++ {
+		m.Heads[l] = newHead(pb.Scope(fmt.Sprintf("%s%d.", HeadsScope, l)), d, eps)
 	}
 	if m.Params, err = pb.Build(b); err != nil {
 		return nil, err
@@ -127,31 +130,29 @@ func NewModel(b tensor.Backend, cfg ModelConfig) (*Model, error) {
 	if m.TargetEncoder, err = nn.NewEncoder(tb.Scope(EncoderScope), cfg.Encoder); err != nil {
 		return nil, err
 	}
-	for l := 0; l < cfg.Levels; l++ {
-		m.TargetHeads = append(m.TargetHeads, newHead(tb.Scope(fmt.Sprintf("%s%d.", HeadsScope, l)), d, eps))
-	}
 	if m.TargetParams, err = tb.Build(b); err != nil {
 		return nil, err
 	}
-	for _, scope := range []string{HeadsScope, EncoderScope} {
-		if err := m.Params.SameLayout(scope, m.TargetParams, scope); err != nil {
-			return nil, fmt.Errorf("jepa: target arena: %w", err)
-		}
-		src, _ := m.Params.ValuesOf(scope)
-		dst, _ := m.TargetParams.ValuesOf(scope)
-		m.emaPairs = append(m.emaPairs, [2]*tensor.Tensor{src, dst})
+	if err := m.Params.SameLayout(EncoderScope, m.TargetParams, EncoderScope); err != nil {
+		return nil, fmt.Errorf("jepa: target arena: %w", err)
 	}
+	src, _ := m.Params.ValuesOf(EncoderScope)
+	dst, _ := m.TargetParams.ValuesOf(EncoderScope)
+	m.emaPairs = append(m.emaPairs, [2]*tensor.Tensor{src, dst})
 	return m, nil
 }
 
 // Init draws the trained parameters as I-JEPA does (encoder, predictor, then
-// each head: trunc_normal(0.02) weights, zero biases, LayerNorm 1/0) and
-// copies them to the target side, as I-JEPA's deepcopy of the encoder.
+// each prediction head: trunc_normal(0.02) weights, zero biases, LayerNorm
+// 1/0) and copies the encoder to the target side, as I-JEPA's deepcopy.
 func (m *Model) Init(b tensor.Backend, rng *tensor.RNG) {
 	m.Encoder.Init(b, rng)
 	m.Predictor.Init(b, rng)
 	std := m.Cfg.Encoder.InitStd
 	for _, h := range m.Heads {
+		if h == nil {
+			continue
+		}
 		b.TruncNormal(h.Proj.W.W, rng, 0, std, -2, 2)
 		b.Fill(h.Proj.B.W, 0)
 		b.Fill(h.Norm.W.W, 1)
@@ -163,7 +164,7 @@ func (m *Model) Init(b tensor.Backend, rng *tensor.RNG) {
 }
 
 // UpdateTarget applies the EMA step target = momentum*target + (1-momentum)*trained
-// to the target encoder and target heads.
+// to the target encoder.
 func (m *Model) UpdateTarget(b tensor.Backend, momentum float32) {
 	for _, p := range m.emaPairs {
 		b.EMA(p[1], p[0], momentum)

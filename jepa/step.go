@@ -22,15 +22,18 @@ type LossConfig struct {
 	VICRegTokens int
 	// InvarianceCoeff (with VICRegTokens 0) adds VICReg's invariance term:
 	// the mean squared difference between each image's mean context
-	// embedding and the target encoder's mean embedding of the whole image
-	// (no gradient to the target side).
+	// embedding and the target encoder's mean embedding of the whole image,
+	// or of its second view (StepOptions.View2); no gradient to the target
+	// side.
 	InvarianceCoeff float64
 }
 
 // StepStats are the losses of one forward pass.
 type StepStats struct {
-	// Loss = sum_l w_l * Levels[l] + VICReg.
+	// Loss = JEPA + VICReg, the objective the gradients are of.
 	Loss float64
+	// JEPA = sum_l w_l * Levels[l], the predictive loss.
+	JEPA float64
 	// Levels[l] is level l's mean loss; 0 when Windows[l] == 0.
 	Levels []float64
 	// Windows[l] is the number of pooling windows per target block at level l
@@ -38,6 +41,39 @@ type StepStats struct {
 	Windows []int
 	// VICReg is the weighted VICReg term (0 when off).
 	VICReg float64
+}
+
+// StepOptions are what one ForwardBackward call needs besides the batch.
+type StepOptions struct {
+	// Backward runs the backward pass too, accumulating every gradient of
+	// the trained arena (the caller zeroes them).
+	Backward bool
+	// Replicas, in data-parallel training, gathers VICReg's samples from
+	// every replica so that its batch statistics cover the global batch, as
+	// the official VICReg's FullGatherLayer; nil: this batch alone.
+	Replicas BatchGather
+	// View2, when set, is a second augmented view of the same images
+	// [B, C, H, W]: VICReg's invariance term compares each image's mean
+	// context embedding with the target encoder's mean embedding of its
+	// second view instead of the first (the one the JEPA loss sees).
+	View2 *tensor.Tensor
+	// GradsReady, when set with Backward, is called during the backward
+	// with growing upTo as Params.Grads[:upTo] become final (heads and
+	// predictor first, then the encoder block by block: NewModel lays the
+	// parameters out in reverse declaration order), and with Params.Len()
+	// at the end. Data-parallel training starts reducing buckets with it.
+	GradsReady func(upTo int)
+}
+
+// BatchGather exchanges small per-replica matrices between data-parallel
+// replicas.
+type BatchGather interface {
+	// Rank and WorldSize place this replica.
+	Rank() int
+	WorldSize() int
+	// GatherRows returns every replica's local (same length everywhere),
+	// indexed by rank.
+	GatherRows(local []float32) ([][]float32, error)
 }
 
 // stepState holds the per-step buffers (grow-only).
@@ -56,28 +92,40 @@ type stepState struct {
 	vicSel, vicGrad         tensor.Workspace
 	hostSel                 []float32
 	hostTarget              []float32 // pooled target embeddings for the invariance term
+	hostGlobal              []float32 // VICReg's samples of the global batch
 
 	// saved by forward for backward
 	p    *tensor.Tensor // predictor output [T, D]
 	used []bool
 }
 
-// levelState holds one level's buffers: pooled inputs, the loss gradient
-// and the backward scratch.
+// levelState holds one level's buffers: pooled inputs, their LayerNorm
+// (no affine) on both sides, the loss gradient and the backward scratch.
 type levelState struct {
-	gather, pred, tgt tensor.Workspace
-	grad, tmp         tensor.Workspace
-	scratch, dIn      tensor.Workspace
-	wtot, s           int
+	gather, pred, tgt    tensor.Workspace
+	tgtN, tgtMu, tgtRstd tensor.Workspace
+	prdN, prdMu, prdRstd tensor.Workspace
+	predIn               *tensor.Tensor // pooled predictions (LayerNorm input)
+	grad, tmp            tensor.Workspace
+	scratch, dIn         tensor.Workspace
+	wtot, s              int
 }
+
+// TargetNormEps is the epsilon of the parameter-free LayerNorms of the
+// targets (and of the pooled predictions at levels l > 0): I-JEPA normalises
+// its targets with F.layer_norm's default, 1e-5, not the encoder's 1e-6.
+const TargetNormEps = 1e-5
 
 // ForwardBackward runs one H-JEPA step on img [B, C, H, W] with masks drawn
 // for B images: the target encoder on the whole image (LayerNorm'd, no
-// affine), the context encoder on the context patches, the predictor at the
-// target positions, and per level the pooled predictions through the trained
-// head against the pooled targets through the EMA head. With backward it
-// accumulates every gradient of the trained arena (the caller zeroes them).
-func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Masks, lc LossConfig, backward bool) (StepStats, error) {
+// affine), the context encoder on the context patches and the predictor at
+// the target positions. Level 0 is I-JEPA's loss between the predictions and
+// the normalised targets at the target patches; level l > 0 compares
+// LayerNorm (no affine) of the 2^l x 2^l window means of the normalised
+// targets with the same windows' mean predictions, LayerNorm'd without affine
+// or through the level's prediction head. With opts.Backward it accumulates
+// every gradient of the trained arena (the caller zeroes them).
+func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Masks, lc LossConfig, opts StepOptions) (StepStats, error) {
 	cfg := m.Cfg
 	if len(lc.Weights) != cfg.Levels || len(masks.Levels) != cfg.Levels {
 		return StepStats{}, fmt.Errorf("jepa: %d loss weights and %d mask levels for %d levels", len(lc.Weights), len(masks.Levels), cfg.Levels)
@@ -91,6 +139,7 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 		return StepStats{}, fmt.Errorf("jepa: masks for %d images, batch of %d", masks.B, bs)
 	}
 	d := cfg.Encoder.Dim
+	const eps = TargetNormEps
 	np := cfg.Encoder.NumPatches()
 	nt := masks.Nt
 	bt := len(masks.Targets) / nt // NumTargets * B
@@ -109,7 +158,7 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 	// Targets: LayerNorm(target_encoder(img)) at the target patches.
 	h := m.TargetEncoder.Forward(b, img, nil) // [B, Np, D]
 	tn := st.tnorm.Get(b, bs*np, d)
-	b.LayerNormForward(tn, st.tmean.Get(b, bs*np), st.trstd.Get(b, bs*np), h.Reshape(bs*np, d), nil, nil, cfg.Encoder.Eps)
+	b.LayerNormForward(tn, st.tmean.Get(b, bs*np), st.trstd.Get(b, bs*np), h.Reshape(bs*np, d), nil, nil, eps)
 	tsel := st.tsel.Get(b, tRows, d)
 	b.Gather(tsel, tn, tgtRows)
 
@@ -135,19 +184,25 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 		}
 		ls.s = lw.S
 		ls.wtot = bt * lw.Windows
-		predIn, tgtIn := st.p, tsel
+		pred, tgt := st.p, tsel
 		if lw.S > 1 {
 			mem := st.members[l].upload(b, lw.Members, len(lw.Members))
 			win := st.windows[l].upload(b, lw.Window, len(lw.Window))
-			predIn = poolWindows(b, &ls.gather, &ls.pred, st.p, mem, win, ls.wtot, lw.S)
-			tgtIn = poolWindows(b, &ls.gather, &ls.tgt, tsel, mem, win, ls.wtot, lw.S)
+			ls.predIn = poolWindows(b, &ls.gather, &ls.pred, st.p, mem, win, ls.wtot, lw.S)
+			tgtIn := poolWindows(b, &ls.gather, &ls.tgt, tsel, mem, win, ls.wtot, lw.S)
+			tgt = ls.tgtN.Get(b, ls.wtot, d)
+			b.LayerNormForward(tgt, ls.tgtMu.Get(b, ls.wtot), ls.tgtRstd.Get(b, ls.wtot), tgtIn, nil, nil, eps)
+			if hd := m.Heads[l]; hd != nil {
+				pred = hd.Forward(b, ls.predIn)
+			} else {
+				pred = ls.prdN.Get(b, ls.wtot, d)
+				b.LayerNormForward(pred, ls.prdMu.Get(b, ls.wtot), ls.prdRstd.Get(b, ls.wtot), ls.predIn, nil, nil, eps)
+			}
 		}
-		pred := m.Heads[l].Forward(b, predIn)
-		tgt := m.TargetHeads[l].Forward(b, tgtIn)
 		n := ls.wtot * d
 		scale := float32(lc.Weights[l] / float64(n))
 		var g *tensor.Tensor
-		if backward {
+		if opts.Backward {
 			g = ls.grad.Get(b, ls.wtot, d)
 		}
 		var sum float64
@@ -157,43 +212,25 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			sum = b.MSELoss(g, pred, tgt, scale)
 		}
 		stats.Levels[l] = sum / float64(n)
-		stats.Loss += lc.Weights[l] * stats.Levels[l]
+		stats.JEPA += lc.Weights[l] * stats.Levels[l]
 	}
+	stats.Loss = stats.JEPA
 
 	var vicGrad []float32
 	if lc.VICRegWeight > 0 {
-		var tgtPooled []float32
-		if lc.InvarianceCoeff > 0 && lc.VICRegTokens == 0 {
-			st.hostTarget = append(st.hostTarget[:0], m.meanTokens(b, h)...)
-			tgtPooled = st.hostTarget
-		}
-		x, n := m.vicregSamples(b, z, lc.VICRegTokens)
-		var v float64
-		v, vicGrad = VICReg(x, n, d, lc.VarianceCoeff, lc.CovarianceCoeff)
-		if tgtPooled != nil {
-			var inv float64
-			g := 2 * lc.InvarianceCoeff / float64(n*d)
-			for i, xi := range x {
-				diff := float64(xi) - float64(tgtPooled[i])
-				inv += diff * diff
-				vicGrad[i] += float32(g * diff)
-			}
-			v += lc.InvarianceCoeff * inv / float64(n*d)
-		}
-		stats.VICReg = lc.VICRegWeight * v
-		stats.Loss += stats.VICReg
-		for i := range vicGrad {
-			vicGrad[i] *= float32(lc.VICRegWeight)
+		var err error
+		if vicGrad, err = m.vicreg(b, h, z, lc, opts, &stats); err != nil {
+			return stats, err
 		}
 	}
 	if math.IsNaN(stats.Loss) || math.IsInf(stats.Loss, 0) {
-		return stats, fmt.Errorf("jepa: loss is %v (levels %v)", stats.Loss, stats.Levels)
+		return stats, fmt.Errorf("jepa: loss is %v (levels %v, vicreg %v)", stats.Loss, stats.Levels, stats.VICReg)
 	}
-	if !backward {
+	if !opts.Backward {
 		return stats, nil
 	}
 
-	// Backward: heads -> unpool -> predictor -> context encoder.
+	// Backward: level normalisation or heads -> unpool -> predictor -> context encoder.
 	dp := st.dp.Get(b, tRows, d)
 	b.Fill(dp, 0)
 	for l := 0; l < cfg.Levels; l++ {
@@ -202,11 +239,16 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 		}
 		ls := &st.levels[l]
 		g := ls.grad.Get(b, ls.wtot, d)
-		dIn := ls.dIn.Get(b, ls.wtot, d)
-		m.Heads[l].Backward(b, dIn, g, ls.scratch.Get(b, ls.wtot, d))
 		if ls.s == 1 {
-			b.Axpy(dp, 1, dIn)
+			b.Axpy(dp, 1, g)
 			continue
+		}
+		dIn := ls.dIn.Get(b, ls.wtot, d)
+		if hd := m.Heads[l]; hd != nil {
+			hd.Backward(b, dIn, g, ls.scratch.Get(b, ls.wtot, d))
+		} else {
+			b.Fill(dIn, 0)
+			b.LayerNormBackward(dIn, nil, nil, g, ls.predIn, ls.prdMu.Get(b, ls.wtot), ls.prdRstd.Get(b, ls.wtot), nil)
 		}
 		// Pooling's adjoint: every member row receives its window's
 		// gradient divided by the window size.
@@ -226,17 +268,102 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			m.addTokenBroadcast(b, dz, vicGrad)
 		}
 	}
-	if ready := m.GradsReady; ready != nil {
+	if ready := opts.GradsReady; ready != nil {
 		enc, blockEnds := m.gradBoundaries()
 		ready(enc) // heads and predictor
 		m.Encoder.AfterBlockBackward = func(i int) { ready(blockEnds[i]) }
 		defer func() { m.Encoder.AfterBlockBackward = nil }()
 	}
 	m.Encoder.Backward(b, dz)
-	if m.GradsReady != nil {
-		m.GradsReady(m.Params.Len())
+	if opts.GradsReady != nil {
+		opts.GradsReady(m.Params.Len())
 	}
 	return stats, nil
+}
+
+// vicreg adds the weighted VICReg term to stats and returns its gradient
+// with respect to this replica's samples (on the host, [n, D]). With
+// replicas the variance and covariance are those of the global batch: every
+// replica gathers all samples (in the global batch's image order, so the
+// sums run in the same order as in one process), computes the same loss and
+// keeps its own rows' gradient, multiplied by the world size because the
+// gradient all-reduce then averages over replicas.
+func (m *Model) vicreg(b tensor.Backend, h, z *tensor.Tensor, lc LossConfig, opts StepOptions, stats *StepStats) ([]float32, error) {
+	st := &m.step
+	d := m.Cfg.Encoder.Dim
+	replicas := opts.Replicas
+	var tgtPooled []float32
+	if lc.InvarianceCoeff > 0 && lc.VICRegTokens == 0 {
+		if opts.View2 != nil {
+			// h (the first view's target features) is not needed any more:
+			// the normalised targets were copied out of it.
+			h = m.TargetEncoder.Forward(b, opts.View2, nil)
+		}
+		st.hostTarget = append(st.hostTarget[:0], m.meanTokens(b, h)...)
+		tgtPooled = st.hostTarget
+	}
+	x, n := m.vicregSamples(b, z, lc.VICRegTokens)
+	world, rank := 1, 0
+	all, nAll := x, n
+	if replicas != nil && replicas.WorldSize() > 1 {
+		world, rank = replicas.WorldSize(), replicas.Rank()
+		blocks, err := replicas.GatherRows(x)
+		if err != nil {
+			return nil, fmt.Errorf("jepa: gathering VICReg samples: %w", err)
+		}
+		nAll = n * world
+		if st.hostGlobal, err = interleaveRows(st.hostGlobal, blocks, n, d); err != nil {
+			return nil, fmt.Errorf("jepa: gathering VICReg samples: %w", err)
+		}
+		all = st.hostGlobal
+	}
+	v, gAll := VICReg(all, nAll, d, lc.VarianceCoeff, lc.CovarianceCoeff)
+	grad := gAll
+	if world > 1 {
+		grad = make([]float32, n*d)
+		for j := 0; j < n; j++ {
+			src := gAll[(j*world+rank)*d:][:d]
+			dst := grad[j*d:][:d]
+			for k := range dst {
+				dst[k] = src[k] * float32(world)
+			}
+		}
+	}
+	if tgtPooled != nil {
+		// The invariance term is a mean over this replica's samples; the
+		// gradient all-reduce averages it into the global mean.
+		var inv float64
+		g := 2 * lc.InvarianceCoeff / float64(n*d)
+		for i, xi := range x {
+			diff := float64(xi) - float64(tgtPooled[i])
+			inv += diff * diff
+			grad[i] += float32(g * diff)
+		}
+		v += lc.InvarianceCoeff * inv / float64(n*d)
+	}
+	stats.VICReg = lc.VICRegWeight * v
+	stats.Loss += stats.VICReg
+	for i := range grad {
+		grad[i] *= float32(lc.VICRegWeight)
+	}
+	return grad, nil
+}
+
+// interleaveRows lays out blocks[r] (n rows of d each, replica r's samples)
+// in the global batch's order: replica r's row j is global row j*world + r,
+// the image DistributedSampler gave it (see SampleShard).
+func interleaveRows(dst []float32, blocks [][]float32, n, d int) ([]float32, error) {
+	world := len(blocks)
+	dst = append(dst[:0], make([]float32, n*world*d)...)
+	for r, blk := range blocks {
+		if len(blk) != n*d {
+			return nil, fmt.Errorf("replica %d sent %d values, this replica has %d (batch sizes differ)", r, len(blk), n*d)
+		}
+		for j := 0; j < n; j++ {
+			copy(dst[(j*world+r)*d:][:d], blk[j*d:][:d])
+		}
+	}
+	return dst, nil
 }
 
 // gradBoundaries returns the arena offset where the encoder's parameters
@@ -257,6 +384,13 @@ func (m *Model) gradBoundaries() (encoder int, blockEnds []int) {
 // the features the linear probe, kNN and collapse monitors read.
 func (m *Model) TargetFeatures(b tensor.Backend, img *tensor.Tensor) []float32 {
 	return m.meanTokens(b, m.TargetEncoder.Forward(b, img, nil))
+}
+
+// ContextFeatures is TargetFeatures for the context encoder (on the whole
+// image, as it is evaluated), separating what the encoder learned from what
+// the EMA has passed on to the target encoder yet.
+func (m *Model) ContextFeatures(b tensor.Backend, img *tensor.Tensor) []float32 {
+	return m.meanTokens(b, m.Encoder.Forward(b, img, nil))
 }
 
 // poolWindows averages the rows of src [T, D] over windows: dst[w] =

@@ -11,10 +11,15 @@ import (
 )
 
 func tinyModel(t *testing.T, b tensor.Backend, levels int) *Model {
+	return tinyModelHeads(t, b, levels, false)
+}
+
+// tinyModelHeads is tinyModel with or without prediction heads.
+func tinyModelHeads(t *testing.T, b tensor.Backend, levels int, heads bool) *Model {
 	t.Helper()
 	enc := nn.ViTConfig{ImgSize: 16, PatchSize: 2, InChans: 1, Dim: 16, Depth: 2, Heads: 2, MLPRatio: 2, Eps: 1e-6, InitStd: 0.02}
 	pred := nn.PredictorConfig{GridSize: 8, EmbedDim: 16, Dim: 8, Depth: 1, Heads: 2, MLPRatio: 2, Eps: 1e-6, InitStd: 0.02}
-	m, err := NewModel(b, ModelConfig{Encoder: enc, Predictor: pred, Levels: levels})
+	m, err := NewModel(b, ModelConfig{Encoder: enc, Predictor: pred, Levels: levels, PredictionHeads: heads})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +57,12 @@ func TestStepGradientDirectional(t *testing.T) {
 			w      float64
 			tokens int
 			inv    float64
-		}{{0, 0, 0}, {0.5, 0, 0}, {0.5, 5, 0}, {0.5, 0, 3}} {
+			heads  bool
+			view2  bool
+		}{{0, 0, 0, false, false}, {0, 0, 0, true, false}, {0.5, 0, 0, false, false}, {0.5, 5, 0, true, false}, {0.5, 0, 3, false, false}, {0.5, 0, 3, false, true}} {
 			vic := vc.w
 			b := cpu.New(2)
-			m := tinyModel(t, b, 3)
+			m := tinyModelHeads(t, b, 3, vc.heads)
 			masker, err := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
 				TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
 				ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 3}, 5)
@@ -64,10 +71,14 @@ func TestStepGradientDirectional(t *testing.T) {
 			}
 			const bs = 3
 			img := randImages(b, bs, 9)
+			var view2 *tensor.Tensor
+			if vc.view2 {
+				view2 = randImages(b, bs, 19)
+			}
 			masks := masker.Sample(0, bs)
 			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1, VICRegTokens: vc.tokens, InvarianceCoeff: vc.inv}
 			m.Params.ZeroGrad(b)
-			st, err := m.ForwardBackward(b, img, masks, lc, true)
+			st, err := m.ForwardBackward(b, img, masks, lc, StepOptions{Backward: true, View2: view2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +105,7 @@ func TestStepGradientDirectional(t *testing.T) {
 						p[i] = float32(float64(theta[i]) + sign*eps*v[i])
 					}
 					b.Upload(m.Params.Values, p)
-					s, err := m.ForwardBackward(b, img, masks, lc, false)
+					s, err := m.ForwardBackward(b, img, masks, lc, StepOptions{View2: view2})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -103,7 +114,7 @@ func TestStepGradientDirectional(t *testing.T) {
 				fd := (loss(1) - loss(-1)) / (2 * eps)
 				b.Upload(m.Params.Values, theta)
 				if rel := math.Abs(fd-gv) / math.Max(math.Abs(gv), 1e-3); rel > 2e-2 {
-					t.Errorf("%s vicreg=%v tokens=%d trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, trial, fd, gv, rel)
+					t.Errorf("%s vicreg=%v tokens=%d heads=%v trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, vc.heads, trial, fd, gv, rel)
 				}
 			}
 		}
@@ -115,7 +126,7 @@ func TestStepGradientDirectional(t *testing.T) {
 // cannot hide behind a large gradient elsewhere.
 func TestStepGradientPerScope(t *testing.T) {
 	b := cpu.New(1)
-	m := tinyModel(t, b, 2)
+	m := tinyModelHeads(t, b, 2, true)
 	masker, _ := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
 		TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
 		ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 2}, 6)
@@ -123,7 +134,7 @@ func TestStepGradientPerScope(t *testing.T) {
 	masks := masker.Sample(3, 2)
 	lc := LossConfig{Type: "mse", Weights: []float64{1, 0.5}}
 	m.Params.ZeroGrad(b)
-	if _, err := m.ForwardBackward(b, img, masks, lc, true); err != nil {
+	if _, err := m.ForwardBackward(b, img, masks, lc, StepOptions{Backward: true}); err != nil {
 		t.Fatal(err)
 	}
 	n := m.Params.Len()
@@ -132,7 +143,7 @@ func TestStepGradientPerScope(t *testing.T) {
 	b.Download(theta, m.Params.Values)
 	b.Download(grad, m.Params.Grads)
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, scope := range []string{"encoder.", "predictor.", "heads.0.", "heads.1."} {
+	for _, scope := range []string{"encoder.", "predictor.", "heads.1."} {
 		off, cnt, err := m.Params.Range(scope)
 		if err != nil {
 			t.Fatal(err)
@@ -151,7 +162,7 @@ func TestStepGradientPerScope(t *testing.T) {
 				p[off+i] = float32(float64(theta[off+i]) + sign*eps*v[i])
 			}
 			b.Upload(m.Params.Values, p)
-			s, _ := m.ForwardBackward(b, img, masks, lc, false)
+			s, _ := m.ForwardBackward(b, img, masks, lc, StepOptions{})
 			return s.Loss
 		}
 		fd := (loss(1) - loss(-1)) / (2 * eps)
@@ -229,13 +240,13 @@ func TestGradsReadyPrefixesAreFinal(t *testing.T) {
 		g    []float32
 	}
 	var snaps []snap
-	m.GradsReady = func(upTo int) {
+	ready := func(upTo int) {
 		g := make([]float32, m.Params.Len())
 		b.Download(g, m.Params.Grads)
 		snaps = append(snaps, snap{upTo, g[:upTo]})
 	}
 	m.Params.ZeroGrad(b)
-	if _, err := m.ForwardBackward(b, img, masker.Sample(3, 2), lc, true); err != nil {
+	if _, err := m.ForwardBackward(b, img, masker.Sample(3, 2), lc, StepOptions{Backward: true, GradsReady: ready}); err != nil {
 		t.Fatal(err)
 	}
 	final := make([]float32, m.Params.Len())
@@ -254,5 +265,34 @@ func TestGradsReadyPrefixesAreFinal(t *testing.T) {
 				t.Fatalf("GradsReady(%d): grad[%d] was %v, final %v", s.upTo, i, x, final[i])
 			}
 		}
+	}
+}
+
+// TestView2IsTheInvarianceTarget: with a second view the invariance term
+// compares with the target encoder's embedding of that view, so only the
+// VICReg part of the loss changes; the same images as second view change
+// nothing.
+func TestView2IsTheInvarianceTarget(t *testing.T) {
+	b := cpu.New(1)
+	m := tinyModel(t, b, 2)
+	masker, _ := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
+		TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
+		ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 2}, 6)
+	img, other := randImages(b, 3, 10), randImages(b, 3, 11)
+	masks := masker.Sample(1, 3)
+	lc := LossConfig{Type: "smoothl1", Weights: []float64{1, 0.5}, VICRegWeight: 1, VarianceCoeff: 25, CovarianceCoeff: 1, InvarianceCoeff: 10}
+	run := func(v2 *tensor.Tensor) StepStats {
+		s, err := m.ForwardBackward(b, img, masks, lc, StepOptions{View2: v2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	same, self, diff := run(nil), run(img), run(other)
+	if self.Loss != same.Loss {
+		t.Errorf("View2 = the images themselves: loss %v, without View2 %v", self.Loss, same.Loss)
+	}
+	if diff.JEPA != same.JEPA || diff.VICReg == same.VICReg {
+		t.Errorf("another View2 changed JEPA %v -> %v and VICReg %v -> %v; want only VICReg to change", same.JEPA, diff.JEPA, same.VICReg, diff.VICReg)
 	}
 }

@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"strconv"
 	"strings"
@@ -27,10 +28,13 @@ func ModelConfig(c config.Config) (jepa.ModelConfig, error) {
 	enc := nn.ViTConfig{ImgSize: e.ImageSize, PatchSize: e.PatchSize, InChans: e.Channels, Dim: e.EmbedDim,
 		Depth: e.Depth, Heads: e.NumHeads, MLPRatio: e.MLPRatio, Eps: 1e-6, InitStd: std,
 		PatchInitStd: float32(c.Model.PatchEmbedInitStd)}
+	if enc.PatchInitStd == 0 && c.Model.PatchEmbedInit == config.PatchInitFanIn {
+		enc.PatchInitStd = float32(1 / math.Sqrt(3*float64(enc.PatchDim())))
+	}
 	p := c.Model.Predictor
 	pred := nn.PredictorConfig{GridSize: enc.GridSize(), EmbedDim: enc.Dim, Dim: p.EmbedDim, Depth: p.Depth,
 		Heads: p.NumHeads, MLPRatio: p.MLPRatio, Eps: 1e-6, InitStd: std}
-	mc := jepa.ModelConfig{Encoder: enc, Predictor: pred, Levels: c.Model.NumHierarchies}
+	mc := jepa.ModelConfig{Encoder: enc, Predictor: pred, Levels: c.Model.NumHierarchies, PredictionHeads: c.Model.PredictionHeads}
 	return mc, mc.Validate()
 }
 

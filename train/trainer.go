@@ -34,6 +34,9 @@ type GradSync interface {
 	// ReduceMean replaces each value with its mean over replicas (losses
 	// for logging, the stop vote).
 	ReduceMean(ctx context.Context, step int64, v []float64) error
+	// AllGather returns every replica's local (the same length on every
+	// replica), indexed by rank: VICReg's samples of the global batch.
+	AllGather(ctx context.Context, step int64, local []float32) ([][]float32, error)
 	// Broadcast overwrites t with rank 0's values (DDP's initial parameter
 	// broadcast).
 	Broadcast(ctx context.Context, t *tensor.Tensor) error
@@ -62,7 +65,10 @@ func (LocalSync) AllReduceMean(context.Context, int64, *tensor.Tensor) error {
 	return nil
 }
 func (LocalSync) ReduceMean(context.Context, int64, []float64) error { return nil }
-func (LocalSync) Broadcast(context.Context, *tensor.Tensor) error    { return nil }
+func (LocalSync) AllGather(_ context.Context, _ int64, local []float32) ([][]float32, error) {
+	return [][]float32{local}, nil
+}
+func (LocalSync) Broadcast(context.Context, *tensor.Tensor) error { return nil }
 func (LocalSync) AfterStep(context.Context, int64, *tensor.Tensor, *tensor.Tensor) error {
 	return nil
 }
@@ -105,6 +111,7 @@ type Summary struct {
 	Steps          int64
 	Epochs         int
 	FinalLoss      float64
+	FinalJEPALoss  float64
 	BestValLoss    float64
 	RankMe         float64
 	FeatureStd     float64
@@ -130,9 +137,11 @@ type State struct {
 	ConfigDigest   string             `json:"config_digest"`
 	Config         json.RawMessage    `json:"config"`
 	Metrics        map[string]float64 `json:"metrics,omitempty"`
-	WorldSize      int                `json:"world_size"`
-	Versions       map[string]string  `json:"versions"`
-	Time           string             `json:"time"`
+	// Collapse is the collapse monitor's history (initial and peak values).
+	Collapse  *CollapseMonitor  `json:"collapse_monitor,omitempty"`
+	WorldSize int               `json:"world_size"`
+	Versions  map[string]string `json:"versions"`
+	Time      string            `json:"time"`
 }
 
 const stateFormat = 1
@@ -158,7 +167,8 @@ type trainer struct {
 	train, val    data.Dataset
 	loader        *data.Loader
 	valLoader     *data.Loader
-	img           tensor.Workspace
+	img, img2     tensor.Workspace
+	viewHost      []float32 // staging for uploadViews
 	stepsPerEpoch int
 	accum         int
 	ckpt          *checkpoint.Manager
@@ -168,6 +178,7 @@ type trainer struct {
 	step          int64
 	epoch         int
 	best          float64
+	monitor       CollapseMonitor
 	lastStats     jepa.StepStats
 	summary       Summary
 	// epochEnded defers the epoch-end work to the end of the step;
@@ -322,6 +333,7 @@ func newTrainer(opts Options) (*trainer, error) {
 		return fail(err)
 	}
 	t.loss = LossConfig(cfg)
+	t.monitor = CollapseMonitor{RankFraction: cfg.Evaluation.CollapseRank, StdFraction: cfg.Evaluation.CollapseStd}
 	betas := cfg.Training.Betas
 	t.opt = NewAdamW(t.b, t.model.Params, float32(betas[0]), float32(betas[1]), float32(cfg.Training.Eps))
 
@@ -400,6 +412,12 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			}
 		}
 	}
+	if t.step == 0 && total > 0 {
+		// The collapse monitor's reference: the initialisation's features.
+		if err := t.validate(ctx); err != nil {
+			return nil, err
+		}
+	}
 	for t.step < total {
 		stop, err := t.stopVote(ctx)
 		if err != nil {
@@ -429,13 +447,13 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 				}
 				return nil, err
 			}
-			img := t.upload(batch)
+			img, view2 := t.uploadViews(batch)
 			masks := t.masker.SampleShard(t.step*int64(t.accum)+int64(micro), batch.B, t.sync.Rank(), t.sync.WorldSize())
-			t.model.GradsReady = nil
+			opts := jepa.StepOptions{Backward: true, Replicas: t.replicas(ctx), View2: view2}
 			if ov, ok := t.sync.(OverlappingSync); ok && t.accum == 1 && ov.BeginBackward(ctx, t.step, t.model.Params.Grads) {
-				t.model.GradsReady = ov.GradsReady
+				opts.GradsReady = ov.GradsReady
 			}
-			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, true)
+			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, opts)
 			batch.Release()
 			if err != nil {
 				return nil, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
@@ -561,11 +579,34 @@ func accumulate(acc, s jepa.StepStats, n int) jepa.StepStats {
 		acc.Windows = s.Windows
 	}
 	acc.Loss += s.Loss / float64(n)
+	acc.JEPA += s.JEPA / float64(n)
 	acc.VICReg += s.VICReg / float64(n)
 	for l := range s.Levels {
 		acc.Levels[l] += s.Levels[l] / float64(n)
 	}
 	return acc
+}
+
+// replicas is the step's view of the other data-parallel replicas (nil for
+// one process): VICReg gathers its samples through it.
+func (t *trainer) replicas(ctx context.Context) jepa.BatchGather {
+	if t.sync.WorldSize() <= 1 {
+		return nil
+	}
+	return syncGather{ctx: ctx, step: t.step, sync: t.sync}
+}
+
+// syncGather is a GradSync's AllGather bound to one step.
+type syncGather struct {
+	ctx  context.Context
+	step int64
+	sync GradSync
+}
+
+func (g syncGather) Rank() int      { return g.sync.Rank() }
+func (g syncGather) WorldSize() int { return g.sync.WorldSize() }
+func (g syncGather) GatherRows(local []float32) ([][]float32, error) {
+	return g.sync.AllGather(g.ctx, g.step, local)
 }
 
 // nextBatch returns the next training batch, rolling over epochs. The
@@ -610,6 +651,31 @@ func (t *trainer) upload(batch *data.Batch) *tensor.Tensor {
 	img := t.img.Get(t.b, batch.B, batch.C, batch.H, batch.W)
 	t.b.Upload(img, batch.Images)
 	return img
+}
+
+// uploadViews uploads a training batch of data.augmentation.views views per
+// image ([B, V*C, H, W], each image's views one after the other) as the
+// first view and, with two, the second.
+func (t *trainer) uploadViews(batch *data.Batch) (first, second *tensor.Tensor) {
+	v := max(1, t.cfg.Data.Augmentation.Views)
+	if v == 1 {
+		return t.upload(batch), nil
+	}
+	c := batch.C / v
+	n := c * batch.H * batch.W
+	if cap(t.viewHost) < batch.B*n {
+		t.viewHost = make([]float32, batch.B*n)
+	}
+	host := t.viewHost[:batch.B*n]
+	out := [2]*tensor.Tensor{}
+	for k, ws := range []*tensor.Workspace{&t.img, &t.img2} {
+		for i := 0; i < batch.B; i++ {
+			copy(host[i*n:(i+1)*n], batch.Images[(i*v+k)*n:][:n])
+		}
+		out[k] = ws.Get(t.b, batch.B, c, batch.H, batch.W)
+		t.b.Upload(out[k], host)
+	}
+	return out[0], out[1]
 }
 
 // fatal adds the guard's advice to a non-finite loss or gradient error.

@@ -33,23 +33,24 @@ var Version = "0.1.0-dev"
 // logStep averages the step's losses over replicas and writes them to every
 // sink: zap, metrics.jsonl, TensorBoard and the progress bar.
 func (t *trainer) logStep(ctx context.Context, s jepa.StepStats, lr, wd, ema, gradNorm float64, took time.Duration) error {
-	vals := append([]float64{s.Loss, s.VICReg}, s.Levels...)
+	vals := append([]float64{s.Loss, s.JEPA, s.VICReg}, s.Levels...)
 	if err := t.sync.ReduceMean(ctx, t.step, vals); err != nil {
 		return t.abortErr(ctx, fmt.Errorf("step %d: averaging losses over ranks: %w", t.step, err))
 	}
-	t.summary.FinalLoss = vals[0]
+	t.summary.FinalLoss, t.summary.FinalJEPALoss = vals[0], vals[1]
 	if t.sync.Rank() != 0 {
 		return nil
 	}
 	row := map[string]any{
-		"step": t.step, "epoch": t.epoch, "loss": vals[0], "lr": lr, "wd": wd,
+		"step": t.step, "epoch": t.epoch, "loss": vals[0], "jepa_loss": vals[1], "lr": lr, "wd": wd,
 		"ema_momentum": ema, "grad_norm": gradNorm, "step_ms": float64(took.Microseconds()) / 1000,
 	}
+	fields := []zap.Field{zap.Int64("step", t.step), zap.Int("epoch", t.epoch), zap.Float64("loss", vals[0]), zap.Float64("jepa_loss", vals[1])}
 	if t.loss.VICRegWeight > 0 {
-		row["vicreg"] = vals[1]
+		row["vicreg"] = vals[2]
+		fields = append(fields, zap.Float64("vicreg", vals[2]))
 	}
-	fields := []zap.Field{zap.Int64("step", t.step), zap.Int("epoch", t.epoch), zap.Float64("loss", vals[0])}
-	for l, v := range vals[2:] {
+	for l, v := range vals[3:] {
 		key := fmt.Sprintf("loss_l%d", l)
 		row[key] = v
 		row[fmt.Sprintf("windows_l%d", l)] = s.Windows[l]
@@ -59,7 +60,11 @@ func (t *trainer) logStep(ctx context.Context, s jepa.StepStats, lr, wd, ema, gr
 	if t.bar == nil {
 		t.log.Info("step", fields...)
 	} else {
-		t.bar.Update(t.step, progress.F("loss", vals[0]), progress.F("lr", lr))
+		fs := []progress.Field{progress.F("jepa", vals[1])}
+		if t.loss.VICRegWeight > 0 {
+			fs = append(fs, progress.F("vicreg", vals[2]))
+		}
+		t.bar.Update(t.step, append(fs, progress.F("lr", lr))...)
 	}
 	if err := t.writeMetrics(row); err != nil {
 		return err
@@ -102,8 +107,8 @@ func (t *trainer) writeMetrics(row map[string]any) error {
 
 // validate computes the validation loss (masks drawn from their own stream,
 // the same every time) and the collapse monitors on mean-pooled target
-// features: per-dimension std and RankMe. It raises the collapse alarm and
-// keeps the best checkpoint. Only rank 0 validates.
+// features: per-dimension std and RankMe. It raises the collapse alarm and,
+// after training steps, keeps the best checkpoint. Only rank 0 validates.
 func (t *trainer) validate(ctx context.Context) error {
 	if t.sync.Rank() != 0 {
 		return nil
@@ -124,7 +129,7 @@ func (t *trainer) validate(ctx context.Context) error {
 		}
 		img := t.upload(batch)
 		masks := t.vmasker.Sample(int64(i), batch.B)
-		s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, false)
+		s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, jepa.StepOptions{})
 		if err != nil {
 			batch.Release()
 			return fmt.Errorf("validation at step %d: %w", t.step, err)
@@ -149,15 +154,10 @@ func (t *trainer) validate(ctx context.Context) error {
 	}
 	t.summary.RankMe, t.summary.FeatureStd = rank, std.Mean
 	alarm := 0
-	if ev.CollapseStd > 0 && std.Mean < ev.CollapseStd {
+	for _, a := range t.monitor.Observe(rank, std.Mean) {
 		alarm = 1
-		t.log.Warn("collapse alarm: target features have almost no variance across images",
-			zap.Int64("step", t.step), zap.Float64("feature_std", std.Mean), zap.Float64("threshold", ev.CollapseStd))
-	}
-	if ev.CollapseRank > 0 && rank < ev.CollapseRank*float64(d) {
-		alarm = 1
-		t.log.Warn("collapse alarm: RankMe of target features fell below evaluation.collapse_rank * D",
-			zap.Int64("step", t.step), zap.Float64("rankme", rank), zap.Float64("threshold", ev.CollapseRank*float64(d)))
+		t.log.Warn(a.Message, zap.Int64("step", t.step), zap.String("metric", a.Metric),
+			zap.Float64("value", a.Value), zap.Float64("threshold", a.Threshold))
 	}
 	t.summary.CollapseAlarms += alarm
 	t.log.Info("validation", zap.Int64("step", t.step), zap.Float64("val_loss", valLoss), zap.Float64("rankme", rank),
@@ -166,7 +166,7 @@ func (t *trainer) validate(ctx context.Context) error {
 		"rankme_frac": rank / float64(d), "feature_std": std.Mean, "feature_std_min": std.Min, "collapse_alarm": alarm}); err != nil {
 		return err
 	}
-	if valLoss < t.best {
+	if valLoss < t.best && t.step > 0 {
 		t.best = valLoss
 		t.summary.BestValLoss = valLoss
 		ck, err := t.snapshot()
@@ -239,8 +239,12 @@ func (t *trainer) snapshot() (*checkpoint.Checkpoint, error) {
 		b := t.best
 		st.BestValLoss = &b
 	}
+	if t.monitor.PeakRank > 0 {
+		mon := t.monitor
+		st.Collapse = &mon
+	}
 	if t.lastStats.Levels != nil {
-		st.Metrics = map[string]float64{"loss": t.lastStats.Loss}
+		st.Metrics = map[string]float64{"loss": t.lastStats.Loss, "jepa_loss": t.lastStats.JEPA, "vicreg": t.lastStats.VICReg}
 		for l, v := range t.lastStats.Levels {
 			st.Metrics[fmt.Sprintf("loss_l%d", l)] = v
 		}
@@ -314,6 +318,9 @@ func (t *trainer) resume() error {
 	if st.BestValLoss != nil {
 		t.best = *st.BestValLoss
 		t.summary.BestValLoss = t.best
+	}
+	if st.Collapse != nil {
+		t.monitor.InitialRank, t.monitor.PeakRank, t.monitor.InitialStd = st.Collapse.InitialRank, st.Collapse.PeakRank, st.Collapse.InitialStd
 	}
 	t.log.Info("resumed", zap.String("checkpoint", dir), zap.Int64("step", t.step), zap.Int("epoch", t.epoch))
 	return nil
@@ -420,9 +427,12 @@ func (t *trainer) preflight(mc jepa.ModelConfig) error {
 	blockParams := func(d, hidden int) int64 { return int64(4*d*d + 2*d*hidden + 9*d + hidden) }
 	encParams := blockParams(e.Dim, e.Hidden())*int64(e.Depth) + int64(e.Dim*e.PatchDim()+3*e.Dim)
 	predParams := blockParams(p.Dim, p.Hidden())*int64(p.Depth) + int64(2*e.Dim*p.Dim+4*p.Dim)
-	headParams := int64(mc.Levels) * int64(e.Dim*e.Dim+3*e.Dim)
+	var headParams int64
+	if mc.PredictionHeads {
+		headParams = int64(mc.Levels-1) * int64(e.Dim*e.Dim+3*e.Dim)
+	}
 	trained := encParams + predParams + headParams
-	target := encParams + headParams
+	target := encParams
 	ckBytes := 4*(3*trained+target) + 1<<20
 	keep := int64(max(c.Checkpoint.KeepLast, 0) + 2)
 	var problems []string

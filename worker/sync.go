@@ -130,6 +130,40 @@ func (s *ringSync) ReduceMean(ctx context.Context, step int64, v []float64) erro
 	return nil
 }
 
+// AllGather returns every rank's local, indexed by rank, exactly (the bits
+// travel as they are), in rounds of at most collective.MaxGatherBytes.
+func (s *ringSync) AllGather(ctx context.Context, step int64, local []float32) ([][]float32, error) {
+	const per = collective.MaxGatherBytes / 4
+	out := make([][]float32, s.ring.WorldSize())
+	for r := range out {
+		out[r] = make([]float32, 0, len(local))
+	}
+	buf := make([]byte, 0, 4*min(len(local), per))
+	for off := 0; off < len(local) || off == 0; off += per {
+		part := local[off:min(off+per, len(local))]
+		buf = buf[:4*len(part)]
+		for i, x := range part {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(x))
+		}
+		all, err := s.ring.AllGather(ctx, step, buf)
+		if err != nil {
+			return nil, err
+		}
+		for r, b := range all {
+			if len(b) != len(buf) {
+				return nil, fmt.Errorf("all-gather: rank %d sent %d values, this rank has %d (batch sizes differ)", r, len(b)/4, len(part))
+			}
+			for i := 0; i < len(b); i += 4 {
+				out[r] = append(out[r], math.Float32frombits(binary.LittleEndian.Uint32(b[i:])))
+			}
+		}
+		if len(local) == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
 func (s *ringSync) Broadcast(ctx context.Context, t *tensor.Tensor) error {
 	data, staged := s.hostView(t)
 	if err := s.ring.Broadcast(ctx, -1, 0, data); err != nil {

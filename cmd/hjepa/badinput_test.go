@@ -651,9 +651,11 @@ func badInputCases() []badInput {
 			hint: []string{"use a matching --config or start a new --out"},
 		},
 		{
-			name: "resume_mismatched_num_hierarchies",
+			// Prediction heads add parameters (the number of levels alone
+			// does not: targets are parameter-free).
+			name: "resume_mismatched_prediction_heads",
 			args: func(e *badEnv) []string {
-				return e.resume("model.num_hierarchies=2", "loss.hierarchy_weights=[1,0.5]")
+				return e.resume("model.prediction_heads=true")
 			},
 			want: append([]string{"--resume"}, mismatch...),
 			hint: []string{"use a matching --config or start a new --out"},

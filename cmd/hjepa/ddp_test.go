@@ -32,11 +32,11 @@ import (
 // set (32 steps per epoch at global batch 16).
 const ddpSteps = 20
 
-// ddpSets make runs comparable across world sizes: VICReg's batch
-// statistics are per replica (as in PyTorch DDP without a gather), so it is
-// off; everything else is the synthetic preset.
+// ddpSets are the synthetic preset for ddpSteps steps (its VICReg term's
+// batch statistics cover the global batch, so runs are comparable across
+// world sizes); later sets win.
 func ddpSets(sets ...string) []string {
-	return append([]string{"loss.vicreg.weight=0", fmt.Sprintf("training.max_steps=%d", ddpSteps)}, sets...)
+	return append([]string{fmt.Sprintf("training.max_steps=%d", ddpSteps)}, sets...)
 }
 
 const testToken = "0123456789abcdef0123456789abcdef"
@@ -193,44 +193,67 @@ func relDiff(t *testing.T, a, b []checkpoint.Tensor) (all, worst float64, worstN
 
 // TestDDPEquivalentToOneProcess: world 2 with batch 8 per worker trains
 // the same model as one process with batch 16 (same seed, data order and
-// masks): per-step losses and final parameters agree within 1e-5 relative.
+// masks). Without VICReg, per-step losses and final parameters agree within
+// 1e-5 relative. With VICReg (its batch statistics gathered over the
+// replicas), the per-step losses and their JEPA and VICReg parts agree
+// within 1e-5; the parameters start bitwise equal and drift by rounding (the
+// gradient is summed in another order), which VICReg's large gradients and
+// Adam's normalisation of near-zero ones amplify to ~2e-5 over 20 steps, so
+// they are held to 1e-4.
 func TestDDPEquivalentToOneProcess(t *testing.T) {
-	root := t.TempDir()
-	one := filepath.Join(root, "one")
-	mustSucceed(t, root, trainArgs(one, ddpSets("data.batch_size=16")...)...)
+	for _, c := range []struct {
+		name     string
+		vicreg   string
+		paramTol float64
+	}{{"vicreg_off", "loss.vicreg.weight=0", 1e-5}, {"vicreg_on", "loss.vicreg.weight=1", 1e-4}} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			one := filepath.Join(root, "one")
+			mustSucceed(t, root, trainArgs(one, ddpSets(c.vicreg, "data.batch_size=16")...)...)
 
-	two := filepath.Join(root, "two")
-	args := []string{"launch", "--nproc", "2", "--threads", "1", "--device", "cpu", "--config", syntheticCfg, "--out", two}
-	// Buckets of ~1.3k and ~2.6k gradients (the model has 24k): several
-	// buckets, each reduced while backward still runs.
-	for _, s := range ddpSets("data.batch_size=8", "distributed.first_bucket_mib=0.005", "distributed.bucket_mib=0.01") {
-		args = append(args, "--set", s)
-	}
-	r := mustSucceed(t, root, args...)
-	for _, want := range []string{"[coordinator]", "[rank 0]", "[rank 1]"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("launch output has no %q lines:\n%s", want, tail(r.stderr, 3000))
-		}
-	}
+			two := filepath.Join(root, "two")
+			args := []string{"launch", "--nproc", "2", "--threads", "1", "--device", "cpu", "--config", syntheticCfg, "--out", two}
+			// Buckets of ~1.3k and ~2.6k gradients (the model has 24k): several
+			// buckets, each reduced while backward still runs.
+			for _, s := range ddpSets(c.vicreg, "data.batch_size=8", "distributed.first_bucket_mib=0.005", "distributed.bucket_mib=0.01") {
+				args = append(args, "--set", s)
+			}
+			r := mustSucceed(t, root, args...)
+			for _, want := range []string{"[coordinator]", "[rank 0]", "[rank 1]"} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("launch output has no %q lines:\n%s", want, tail(r.stderr, 3000))
+				}
+			}
 
-	a := trainRows(t, readMetrics(t, filepath.Join(one, "metrics.jsonl")), "world 1")
-	b := trainRows(t, readMetrics(t, filepath.Join(two, "metrics.jsonl")), "world 2")
-	if len(a) != ddpSteps || len(b) != ddpSteps {
-		t.Fatalf("training rows: world 1 has %d, world 2 has %d, want %d each", len(a), len(b), ddpSteps)
-	}
-	worstLoss := 0.0
-	for s := int64(1); s <= ddpSteps; s++ {
-		la, lb := a[s]["loss"], b[s]["loss"]
-		rel := math.Abs(la-lb) / math.Abs(la)
-		worstLoss = math.Max(worstLoss, rel)
-		if rel > 1e-5 {
-			t.Errorf("step %d: loss %.9g (world 1) vs %.9g (world 2): relative difference %.2e > 1e-5", s, la, lb, rel)
-		}
-	}
-	all, worst, name := relDiff(t, readModel(t, one), readModel(t, two))
-	t.Logf("worst per-step loss difference %.2e; final parameters: relative L2 %.2e over the model, worst tensor %s %.2e", worstLoss, all, name, worst)
-	if all > 1e-5 {
-		t.Errorf("final parameters differ: relative L2 %.2e > 1e-5 (worst tensor %s: %.2e)", all, name, worst)
+			a := trainRows(t, readMetrics(t, filepath.Join(one, "metrics.jsonl")), "world 1")
+			b := trainRows(t, readMetrics(t, filepath.Join(two, "metrics.jsonl")), "world 2")
+			if len(a) != ddpSteps || len(b) != ddpSteps {
+				t.Fatalf("training rows: world 1 has %d, world 2 has %d, want %d each", len(a), len(b), ddpSteps)
+			}
+			keys := []string{"loss", "jepa_loss"}
+			if c.vicreg != "loss.vicreg.weight=0" {
+				keys = append(keys, "vicreg")
+			}
+			worstLoss := 0.0
+			for s := int64(1); s <= ddpSteps; s++ {
+				for _, key := range keys {
+					la, lb := a[s][key], b[s][key]
+					if la == 0 {
+						t.Fatalf("step %d: world 1 logged %s 0", s, key)
+					}
+					rel := math.Abs(la-lb) / math.Abs(la)
+					worstLoss = math.Max(worstLoss, rel)
+					if rel > 1e-5 {
+						t.Errorf("step %d: %s %.9g (world 1) vs %.9g (world 2): relative difference %.2e > 1e-5", s, key, la, lb, rel)
+					}
+				}
+			}
+			all, worst, name := relDiff(t, readModel(t, one), readModel(t, two))
+			t.Logf("worst per-step loss difference %.2e; final parameters: relative L2 %.2e over the model, worst tensor %s %.2e", worstLoss, all, name, worst)
+			if all > c.paramTol {
+				t.Errorf("final parameters differ: relative L2 %.2e > %g (worst tensor %s: %.2e)", all, c.paramTol, name, worst)
+			}
+		})
 	}
 }
 

@@ -3,9 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,10 +18,6 @@ import (
 	"github.com/hjepa-go/hjepa/train"
 )
 
-// fallbackOnce prints the device fallback line once per process (eval
-// --compare-init loads two models).
-var fallbackOnce sync.Once
-
 // loadModel builds the model of cfg and loads a checkpoint's weights into it
 // ("" or "init" keeps the initialisation: the baseline a trained encoder is compared to).
 func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, error) {
@@ -30,7 +26,7 @@ func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, er
 		return nil, nil, err
 	}
 	if fallback != "" {
-		fallbackOnce.Do(func() { fmt.Fprintln(os.Stderr, fallback) })
+		fmt.Fprintln(os.Stderr, fallback)
 	}
 	m, err := train.NewInitialModel(b, cfg)
 	if err != nil {
@@ -44,69 +40,81 @@ func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, er
 	return b, m, nil
 }
 
-// EvalReport is what `hjepa eval` prints and writes.
-type EvalReport struct {
-	Checkpoint     string  `json:"checkpoint"`
-	Encoder        string  `json:"encoder"`
-	TrainImages    int     `json:"train_images"`
-	TestImages     int     `json:"test_images"`
-	Dim            int     `json:"dim"`
-	ProbeAccuracy  float64 `json:"linear_probe_accuracy"`
-	ProbeL2        float64 `json:"linear_probe_l2"`
-	ProbeIters     int     `json:"linear_probe_iterations"`
-	KNNAccuracy    float64 `json:"knn_accuracy"`
-	KNNK           int     `json:"knn_k"`
-	RankMe         float64 `json:"rankme"` // on centred features (the collapse monitor)
-	RankMeFraction float64 `json:"rankme_fraction"`
-	RankMeRaw      float64 `json:"rankme_uncentered"` // Garrido et al.'s definition
-	FeatureStd     float64 `json:"feature_std"`
-	Seconds        float64 `json:"seconds"`
-}
-
 func evalCmd() *cobra.Command {
 	var cf configFlags
 	var ck, out string
-	var noKNN, compareInit bool
+	var noKNN, compareInit, pixels, context, all bool
 	c := &cobra.Command{
 		Use:   "eval",
-		Short: "Linear probe, kNN and RankMe of a checkpoint's target encoder",
-		Long: `Extracts mean-pooled target-encoder features of the training and test splits,
-fits a multinomial logistic regression (L-BFGS, standardised features, L2 chosen
-on a held-out tenth of the training set) and a kNN classifier (k=20, cosine,
-temperature 0.07), and reports test accuracy and RankMe. --checkpoint init
-evaluates the encoder at initialisation.`,
+		Short: "Linear probe, kNN and RankMe of a checkpoint's encoders (and of the raw pixels and the initialisation)",
+		Long: `Extracts mean-pooled encoder features of the training and test splits (forward
+passes only, one pass over the images for every row), fits a multinomial
+logistic regression (L-BFGS, standardised features, L2 chosen on a held-out
+tenth of the training set) and a kNN classifier (k=20, cosine, temperature
+0.07), and reports test accuracy and RankMe.
+
+Rows: "trained" is the checkpoint's target encoder (what I-JEPA evaluates);
+--context adds its context encoder ("context"), --compare-init the same
+encoder at initialisation ("init"), --pixels the same probe on the raw
+normalised pixels ("pixels"); --all adds all three. Every row uses the same
+images (evaluation.train_limit / test_limit) and the same protocol.
+--checkpoint init evaluates the initialisation alone.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.load(true)
 			if err != nil {
 				return err
 			}
-			checkpoints := []string{ck}
-			if compareInit && ck != "init" {
-				checkpoints = []string{"init", ck}
+			if all {
+				compareInit, pixels, context = true, true, true
 			}
-			var reports []EvalReport
-			for _, c := range checkpoints {
-				r, err := evaluate(cmd, cfg, c, noKNN)
-				if err != nil {
-					return err
-				}
+			b, fallback, err := train.NewBackend(cfg)
+			if err != nil {
+				return err
+			}
+			defer train.CloseBackend(b)
+			if fallback != "" {
+				fmt.Fprintln(os.Stderr, fallback)
+			}
+			rows, err := evalRows(b, cfg, ck, compareInit, pixels, context)
+			if err != nil {
+				return err
+			}
+			opts, err := evalOptions(cfg, noKNN)
+			if err != nil {
+				return err
+			}
+			opts.Progress = func(r eval.Report) {
 				knn := fmt.Sprintf("%.2f%%", 100*r.KNNAccuracy)
 				if noKNN {
 					knn = "skipped"
 				}
-				fmt.Printf("%-10s linear probe %.2f%% (L2 %g)  kNN %s  RankMe %.1f (%.2f of D=%d; uncentred %.1f)  [%d train / %d test images, %s, %.0fs]\n",
-					label(c), 100*r.ProbeAccuracy, r.ProbeL2, knn, r.RankMe, r.RankMeFraction, r.Dim, r.RankMeRaw, r.TrainImages, r.TestImages, c, r.Seconds)
-				reports = append(reports, r)
+				fmt.Printf("%-8s linear probe %.2f%% (L2 %g)  kNN %s  RankMe %.1f (%.2f of D=%d; uncentred %.1f)  [%d train / %d test images, %.0fs]\n",
+					r.Name, 100*r.ProbeAccuracy, r.ProbeL2, knn, r.RankMe, r.RankMeFraction, r.Dim, r.RankMeRaw, r.TrainImages, r.TestImages, r.Seconds)
 			}
-			if len(reports) == 2 {
-				fmt.Printf("trained - init: linear probe %+.2f points, kNN %+.2f points\n",
-					100*(reports[1].ProbeAccuracy-reports[0].ProbeAccuracy), 100*(reports[1].KNNAccuracy-reports[0].KNNAccuracy))
+			start := time.Now()
+			reports, err := eval.Evaluate(cmd.Context(), b, opts, rows)
+			if err != nil {
+				return err
 			}
+			byName := map[string]eval.Report{}
+			for i := range reports {
+				if reports[i].Encoder != "pixels" {
+					reports[i].Checkpoint = ck
+					if reports[i].Name == "init" {
+						reports[i].Checkpoint = "init"
+					}
+				}
+				byName[reports[i].Name] = reports[i]
+			}
+			if len(reports) > 1 {
+				printEvalTable(os.Stdout, reports)
+			}
+			fmt.Printf("evaluated %d row(s) in %s\n", len(reports), time.Since(start).Round(time.Second))
 			if out != "" {
-				var v any = reports[len(reports)-1]
-				if len(reports) == 2 {
-					v = map[string]EvalReport{"init": reports[0], "trained": reports[1]}
+				var v any = reports[0]
+				if len(reports) > 1 {
+					v = byName
 				}
 				js, _ := json.MarshalIndent(v, "", "  ")
 				if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
@@ -118,40 +126,96 @@ evaluates the encoder at initialisation.`,
 	}
 	cf.add(c)
 	c.Flags().StringVar(&ck, "checkpoint", "", `checkpoint directory (e.g. results/checkpoints/checkpoint_latest), or "init"`)
-	c.Flags().StringVar(&out, "out", "", "also write the report as JSON to this file")
+	c.Flags().StringVar(&out, "out", "", `also write the report as JSON to this file (several rows: {"pixels": {...}, "init": {...}, "trained": {...}, "context": {...}})`)
 	c.Flags().BoolVar(&noKNN, "no-knn", false, "skip the kNN classifier")
-	c.Flags().BoolVar(&compareInit, "compare-init", false, "also evaluate the encoder at initialisation (same seed) and print the difference")
+	c.Flags().BoolVar(&compareInit, "compare-init", false, "also evaluate the target encoder at initialisation (same seed) and print the difference")
+	c.Flags().BoolVar(&pixels, "pixels", false, "also evaluate the same probe on the raw normalised pixels")
+	c.Flags().BoolVar(&context, "context", false, "also evaluate the checkpoint's context encoder")
+	c.Flags().BoolVar(&all, "all", false, "--pixels --compare-init --context")
 	_ = c.MarkFlagRequired("checkpoint")
 	return c
 }
 
-// features extracts train and test features with the evaluation transform,
-// bounded by evaluation.train_limit / test_limit.
-func features(cmd *cobra.Command, cfg config.Config, b tensor.Backend, m *jepa.Model) (*eval.Features, *eval.Features, error) {
+// printEvalTable prints the rows side by side, with each encoder's gain over
+// the initialisation and the pixels where those rows exist.
+func printEvalTable(w io.Writer, reports []eval.Report) {
+	base := map[string]eval.Report{}
+	for _, r := range reports {
+		base[r.Name] = r
+	}
+	fmt.Fprintf(w, "\n%-8s  %12s  %8s  %7s  %-22s  %s\n", "row", "linear probe", "kNN", "RankMe", "vs init (probe, kNN)", "vs pixels (probe, kNN)")
+	diff := func(r eval.Report, name string) string {
+		b, ok := base[name]
+		if !ok || r.Name == name || r.Encoder == "pixels" || (name == "init" && r.Name == "init") {
+			return ""
+		}
+		return fmt.Sprintf("%+.2f, %+.2f", 100*(r.ProbeAccuracy-b.ProbeAccuracy), 100*(r.KNNAccuracy-b.KNNAccuracy))
+	}
+	for _, r := range reports {
+		fmt.Fprintf(w, "%-8s  %11.2f%%  %7.2f%%  %7.1f  %-22s  %s\n", r.Name, 100*r.ProbeAccuracy, 100*r.KNNAccuracy, r.RankMe, diff(r, "init"), diff(r, "pixels"))
+	}
+	r := reports[0]
+	fmt.Fprintf(w, "protocol: mean-pooled features; the probe (L2 chosen on a held-out tenth) and kNN (k=%d) learn from the first %d training images and are scored on %d test images; RankMe is centred, on the test features\n", r.KNNK, r.TrainImages, r.TestImages)
+}
+
+// evalRows builds the rows `hjepa eval` asked for, in the order pixels,
+// init, trained, context.
+func evalRows(b tensor.Backend, cfg config.Config, ck string, compareInit, pixels, context bool) ([]eval.Extractor, error) {
+	var rows []eval.Extractor
+	if pixels {
+		e, err := cfg.Encoder()
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, eval.PixelExtractor(e.Channels, e.ImageSize, e.ImageSize))
+	}
+	if ck == "init" || compareInit {
+		m, err := train.NewInitialModel(b, cfg)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, eval.TargetExtractor("init", m))
+	}
+	if ck != "init" {
+		m, err := train.NewInitialModel(b, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := train.LoadWeights(b, m, ck); err != nil {
+			return nil, err
+		}
+		rows = append(rows, eval.TargetExtractor("trained", m))
+		if context {
+			rows = append(rows, eval.ContextExtractor("context", m))
+		}
+	}
+	return rows, nil
+}
+
+// evalOptions opens the splits and sets the probe protocol from cfg.
+func evalOptions(cfg config.Config, noKNN bool) (eval.Options, error) {
 	tf, err := data.EvalTransform(cfg.Data)
 	if err != nil {
-		return nil, nil, err
+		return eval.Options{}, err
 	}
-	ev := cfg.Evaluation
 	trainDS, err := data.Open(cfg.Data, "train", cfg.Seed)
 	if err != nil {
-		return nil, nil, err
+		return eval.Options{}, err
 	}
 	testDS, err := data.Open(cfg.Data, "val", cfg.Seed)
 	if err != nil {
-		return nil, nil, err
+		return eval.Options{}, err
 	}
-	bs := max(cfg.Data.BatchSize, 64)
-	tr, err := eval.ExtractFeatures(cmd.Context(), b, m, trainDS, tf, bs, cfg.Data.NumWorkers, ev.TrainLimit)
-	if err != nil {
-		return nil, nil, fmt.Errorf("training features: %w", err)
-	}
-	te, err := eval.ExtractFeatures(cmd.Context(), b, m, testDS, tf, bs, cfg.Data.NumWorkers, ev.TestLimit)
-	if err != nil {
-		return nil, nil, fmt.Errorf("test features: %w", err)
-	}
-	return tr, te, nil
+	ev := cfg.Evaluation
+	return eval.Options{Train: trainDS, Test: testDS, Transform: tf, TrainLimit: ev.TrainLimit, TestLimit: ev.TestLimit,
+		Batch: max(cfg.Data.BatchSize, evalBatch), Workers: cfg.Data.NumWorkers,
+		Probe: eval.ProbeOptions{L2: ev.ProbeL2, MaxIter: ev.ProbeMaxIter, Threads: cfg.Threads},
+		KNN:   eval.KNNOptions{K: ev.KNNK, T: ev.KNNTemp, Threads: cfg.Threads}, NoKNN: noKNN}, nil
 }
+
+// evalBatch is the smallest extraction batch (larger GEMMs run closer to the
+// machine's peak).
+const evalBatch = 256
 
 func embedCmd() *cobra.Command {
 	var cf configFlags
@@ -238,63 +302,4 @@ func exportCmd() *cobra.Command {
 	c.Flags().BoolVar(&context, "context", false, "export the context encoder instead of the EMA target encoder")
 	_ = c.MarkFlagRequired("checkpoint")
 	return c
-}
-
-func label(ck string) string {
-	if ck == "init" {
-		return "init"
-	}
-	return "trained"
-}
-
-// evaluate extracts features with the encoder of checkpoint ck ("init": at
-// initialisation) and fits the probe and kNN.
-func evaluate(cmd *cobra.Command, cfg config.Config, ck string, noKNN bool) (EvalReport, error) {
-	start := time.Now()
-	b, m, err := loadModel(cfg, ck)
-	if err != nil {
-		return EvalReport{}, err
-	}
-	ev := cfg.Evaluation
-	trainFeat, testFeat, err := features(cmd, cfg, b, m)
-	if err != nil {
-		return EvalReport{}, err
-	}
-	r := EvalReport{Checkpoint: ck, Encoder: "target", TrainImages: trainFeat.N, TestImages: testFeat.N, Dim: trainFeat.D}
-	classes := 0
-	for _, l := range append(append([]int(nil), trainFeat.Labels...), testFeat.Labels...) {
-		classes = max(classes, l+1)
-	}
-	probe, rep, err := eval.FitProbe(trainFeat.X, trainFeat.Labels, trainFeat.D, classes,
-		eval.ProbeOptions{L2: ev.ProbeL2, MaxIter: ev.ProbeMaxIter, Threads: cfg.Threads})
-	if err != nil {
-		return r, err
-	}
-	pred, err := probe.Predict(testFeat.X)
-	if err != nil {
-		return r, err
-	}
-	r.ProbeAccuracy, r.ProbeL2, r.ProbeIters = eval.Accuracy(pred, testFeat.Labels), rep.L2, rep.Iters
-	if !noKNN {
-		kp, err := eval.KNN(trainFeat.X, trainFeat.Labels, testFeat.X, trainFeat.D, classes,
-			eval.KNNOptions{K: ev.KNNK, T: ev.KNNTemp, Threads: cfg.Threads})
-		if err != nil {
-			return r, err
-		}
-		r.KNNAccuracy, r.KNNK = eval.Accuracy(kp, testFeat.Labels), ev.KNNK
-	}
-	if r.RankMe, err = eval.CenteredRankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
-		return r, err
-	}
-	if r.RankMeRaw, err = eval.RankMe(testFeat.X, testFeat.N, testFeat.D); err != nil {
-		return r, err
-	}
-	r.RankMeFraction = r.RankMe / float64(testFeat.D)
-	std, err := eval.PerDimStd(testFeat.X, testFeat.N, testFeat.D)
-	if err != nil {
-		return r, err
-	}
-	r.FeatureStd = std.Mean
-	r.Seconds = time.Since(start).Seconds()
-	return r, nil
 }

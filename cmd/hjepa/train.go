@@ -50,8 +50,8 @@ func printSummary(s *train.Summary, out, cfgFile string) {
 		state = "interrupted (checkpoint written)"
 	}
 	fmt.Printf("\nTraining %s: %d steps, %d epochs in %s\n", state, s.Steps, s.Epochs, s.Elapsed.Round(1e9))
-	fmt.Printf("  final loss %.5g, best validation loss %.5g, RankMe %.1f, feature std %.4g, collapse alarms %d\n",
-		s.FinalLoss, s.BestValLoss, s.RankMe, s.FeatureStd, s.CollapseAlarms)
+	fmt.Printf("  final loss %.5g (JEPA %.5g), best validation loss %.5g, RankMe %.1f, feature std %.4g, collapse alarms %d\n",
+		s.FinalLoss, s.FinalJEPALoss, s.BestValLoss, s.RankMe, s.FeatureStd, s.CollapseAlarms)
 	ck := s.Checkpoint
 	if ck == "" {
 		ck = filepath.Join(out, "checkpoints", "checkpoint_latest")

@@ -62,7 +62,7 @@ func RunSteps(t *testing.T, b tensor.Backend, cfg jepa.ModelConfig, batch, steps
 	var res StepResult
 	for s := range steps {
 		m.Params.ZeroGrad(b)
-		st, err := m.ForwardBackward(b, img, masker.Sample(int64(s), batch), lc, true)
+		st, err := m.ForwardBackward(b, img, masker.Sample(int64(s), batch), lc, jepa.StepOptions{Backward: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -367,6 +367,11 @@ func read(dir string, wantModel, wantOptim map[string][]int, keep, recover bool)
 	if got, want := mf.Metadata[metaOptimCRC], of.Metadata[metaCRC]; got != want {
 		return nil, fail(OptimizerFile, "checksum %s does not match %s's manifest (%s): the file comes from another save", want, ModelFile, got)
 	}
+	if wantModel != nil {
+		if err := refuseLegacyTargets(mf, dir, wantModel); err != nil {
+			return nil, err
+		}
+	}
 	var problems []string
 	problems = append(problems, expect(mf, ModelFile, wantModel)...)
 	problems = append(problems, expect(of, OptimizerFile, wantOptim)...)
@@ -385,6 +390,26 @@ func read(dir string, wantModel, wantOptim map[string][]int, keep, recover bool)
 		return nil, nil
 	}
 	return ck, nil
+}
+
+// LegacyTargetPrefix names the EMA copies of the level heads that
+// checkpoints held before H-JEPA's targets became parameter-free.
+const LegacyTargetPrefix = "target.heads."
+
+// refuseLegacyTargets explains a checkpoint written before the targets became
+// parameter-free (its level heads had EMA copies, target.heads.*): their
+// trained heads were part of the loss the checkpoint's encoders learned
+// under, so neither resuming nor reading it as today's model is meaningful.
+func refuseLegacyTargets(f *safetensors.File, dir string, want map[string][]int) error {
+	for _, t := range f.Tensors() {
+		if _, ok := want[t.Name]; !ok && strings.HasPrefix(t.Name, LegacyTargetPrefix) {
+			return fmt.Errorf("read checkpoint %s: it was written by an earlier hjepa whose H-JEPA targets had trained heads (%s holds %q); "+
+				"this version's targets are parameter-free (LayerNorm of the target encoder, DESIGN.md section 4), so it cannot resume or evaluate that checkpoint: "+
+				"train a new run (choose another --out), or use the hjepa version recorded in its state.json to evaluate it",
+				dir, ModelFile, t.Name)
+		}
+	}
+	return nil
 }
 
 // expect lists every difference between f's tensors and want.

@@ -587,3 +587,25 @@ func TestReadOnlyManagerLeavesWritesAlone(t *testing.T) {
 		t.Fatalf("a normal Latest left the abandoned %s (%v)", tmp, err)
 	}
 }
+
+// TestLegacyTargetHeadsRefused: a checkpoint from before the targets became
+// parameter-free (it holds EMA copies of the level heads) is refused with a
+// message that says so and what to do, not as a generic shape mismatch.
+func TestLegacyTargetHeadsRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "checkpoint_latest")
+	ck := sample(3, 4)
+	mm, om := modelShapes(ck)
+	ck.Model = append(ck.Model, Tensor{Name: LegacyTargetPrefix + "0.proj.weight", Shape: []int{2, 2}, Data: []float32{1, 2, 3, 4}})
+	if err := Write(dir, ck); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadExpect(dir, mm, om)
+	if err == nil {
+		t.Fatal("legacy checkpoint accepted")
+	}
+	for _, want := range []string{"parameter-free", "target.heads.0.proj.weight", "train a new run"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
