@@ -176,6 +176,10 @@ type VICReg struct {
 	// target encoder's mean embedding of the whole image (0: off; needs
 	// tokens_per_image 0).
 	InvarianceCoeff float64 `mapstructure:"invariance_coeff" yaml:"invariance_coeff" json:"invariance_coeff"`
+	// ProjectorDim > 0 puts VICReg on a trained expander (Linear(D, P),
+	// GELU, Linear(P, P)) of the pooled embeddings, as the official VICReg,
+	// instead of on the encoder's features themselves (0).
+	ProjectorDim int `mapstructure:"projector_dim" yaml:"projector_dim" json:"projector_dim"`
 }
 
 // Checkpoint says where and when checkpoints are written.

@@ -367,6 +367,7 @@ func (c Config) validateLoss(ck *checker) {
 	ck.nonNegativeF("loss.vicreg.covariance_coeff", l.VICReg.CovarianceCoeff)
 	ck.nonNegative("loss.vicreg.tokens_per_image", l.VICReg.TokensPerImage)
 	ck.nonNegativeF("loss.vicreg.invariance_coeff", l.VICReg.InvarianceCoeff)
+	ck.nonNegative("loss.vicreg.projector_dim", l.VICReg.ProjectorDim)
 	if l.VICReg.InvarianceCoeff > 0 && l.VICReg.TokensPerImage > 0 {
 		ck.add("loss.vicreg.invariance_coeff", "needs loss.vicreg.tokens_per_image 0 (it compares per-image mean embeddings); set one of them to 0")
 	}

@@ -18,6 +18,9 @@ type ModelConfig struct {
 	// pooled predictions are LayerNorm'd without affine, like the targets.
 	// Level 0 never has one (it is I-JEPA's loss).
 	PredictionHeads bool
+	// ProjectorDim > 0 gives VICReg an expander of that width (Projector);
+	// 0 applies VICReg to the pooled context embeddings themselves.
+	ProjectorDim int
 }
 
 // Validate reports every invalid field.
@@ -34,6 +37,9 @@ func (c ModelConfig) Validate() error {
 	}
 	if c.Levels < 1 {
 		return fmt.Errorf("jepa: levels %d must be at least 1", c.Levels)
+	}
+	if c.ProjectorDim < 0 {
+		return fmt.Errorf("jepa: projector width %d must be >= 0", c.ProjectorDim)
 	}
 	return nil
 }
@@ -69,7 +75,7 @@ func (h *Head) Backward(b tensor.Backend, dx, dy, scratch *tensor.Tensor) {
 // LayerNorm(target encoder output), level l > 0 the LayerNorm of its 2^l x 2^l
 // window means.
 //
-// Params lays out heads, predictor, encoder in that order (the order in which
+// Params lays out projector, heads, predictor, encoder in that order (the order in which
 // backward finishes their gradients); TargetParams is the encoder's layout.
 type Model struct {
 	Cfg       ModelConfig
@@ -77,8 +83,10 @@ type Model struct {
 	Predictor *nn.Predictor
 	// Heads[l] is level l's prediction head; nil at level 0 and at every
 	// level without ModelConfig.PredictionHeads.
-	Heads  []*Head
-	Params *nn.Arena
+	Heads []*Head
+	// Projector is VICReg's expander (nil without ModelConfig.ProjectorDim).
+	Projector *Projector
+	Params    *nn.Arena
 
 	TargetEncoder *nn.Encoder
 	TargetParams  *nn.Arena
@@ -99,6 +107,7 @@ const (
 	EncoderScope   = "encoder."
 	PredictorScope = "predictor."
 	HeadsScope     = "heads."
+	ProjectorScope = "projector."
 )
 
 // NewModel declares and allocates the model on b. Parameters are zero until
@@ -121,6 +130,9 @@ func NewModel(b tensor.Backend, cfg ModelConfig) (*Model, error) {
 	m.Heads = make([]*Head, cfg.Levels)
 	for l := 1; l < cfg.Levels && cfg.PredictionHeads; l++ {
 		m.Heads[l] = newHead(pb.Scope(fmt.Sprintf("%s%d.", HeadsScope, l)), d, eps)
+	}
+	if cfg.ProjectorDim > 0 {
+		m.Projector = newProjector(pb.Scope(ProjectorScope), d, cfg.ProjectorDim)
 	}
 	if m.Params, err = pb.Build(b); err != nil {
 		return nil, err
@@ -157,6 +169,9 @@ func (m *Model) Init(b tensor.Backend, rng *tensor.RNG) {
 		b.Fill(h.Proj.B.W, 0)
 		b.Fill(h.Norm.W.W, 1)
 		b.Fill(h.Norm.B.W, 0)
+	}
+	if m.Projector != nil {
+		m.Projector.init(b, rng, std)
 	}
 	for _, p := range m.emaPairs {
 		b.Copy(p[1], p[0])

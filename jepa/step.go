@@ -93,6 +93,8 @@ type stepState struct {
 	hostSel                 []float32
 	hostTarget              []float32 // pooled target embeddings for the invariance term
 	hostGlobal              []float32 // VICReg's samples of the global batch
+	vicN                    int       // VICReg's samples on this replica
+	projIn                  []float32 // the projector's input [x; target]
 
 	// saved by forward for backward
 	p    *tensor.Tensor // predictor output [T, D]
@@ -260,6 +262,11 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 	dz := st.dz.Get(b, bs, masks.Nc, d)
 	m.Predictor.Backward(b, dz, dp.Reshape(bt, nt, d))
 	if vicGrad != nil {
+		if pr := m.Projector; pr != nil {
+			// The rows after the first vicN are the target side's: the
+			// projector learns from them, the target encoder does not.
+			vicGrad = pr.Backward(b, vicGrad, len(vicGrad)/pr.FC2.Out)[:st.vicN*m.Cfg.Encoder.Dim]
+		}
 		if lc.VICRegTokens > 0 {
 			g := st.vicGrad.Get(b, len(vicGrad)/d, d)
 			b.Upload(g, vicGrad)
@@ -282,7 +289,8 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 }
 
 // vicreg adds the weighted VICReg term to stats and returns its gradient
-// with respect to this replica's samples (on the host, [n, D]). With
+// with respect to this replica's samples (on the host, [n, D], or [n, P]
+// after the projector, whose backward the caller runs). With
 // replicas the variance and covariance are those of the global batch: every
 // replica gathers all samples (in the global batch's image order, so the
 // sums run in the same order as in one process), computes the same loss and
@@ -292,17 +300,34 @@ func (m *Model) vicreg(b tensor.Backend, h, z *tensor.Tensor, lc LossConfig, opt
 	st := &m.step
 	d := m.Cfg.Encoder.Dim
 	replicas := opts.Replicas
-	var tgtPooled []float32
+	var tgt []float32
 	if lc.InvarianceCoeff > 0 && lc.VICRegTokens == 0 {
 		if opts.View2 != nil {
 			// h (the first view's target features) is not needed any more:
 			// the normalised targets were copied out of it.
 			h = m.TargetEncoder.Forward(b, opts.View2, nil)
 		}
+		// A copy: meanTokens reuses its host buffer for the samples below.
 		st.hostTarget = append(st.hostTarget[:0], m.meanTokens(b, h)...)
-		tgtPooled = st.hostTarget
+		tgt = st.hostTarget
 	}
 	x, n := m.vicregSamples(b, z, lc.VICRegTokens)
+	if pr := m.Projector; pr != nil {
+		// One pass over both sides, [x; tgt]: the invariance term's
+		// gradient reaches the projector through both (it is a trained
+		// parameter on both), and the encoder through x only.
+		in := x
+		if tgt != nil {
+			in = append(append(st.projIn[:0], x...), tgt...)
+			st.projIn = in
+		}
+		y := pr.Forward(b, in, len(in)/d)
+		d = pr.FC2.Out
+		x = y[:n*d]
+		if tgt != nil {
+			tgt = y[n*d:]
+		}
+	}
 	world, rank := 1, 0
 	all, nAll := x, n
 	if replicas != nil && replicas.WorldSize() > 1 {
@@ -329,15 +354,25 @@ func (m *Model) vicreg(b tensor.Backend, h, z *tensor.Tensor, lc LossConfig, opt
 			}
 		}
 	}
-	if tgtPooled != nil {
+	if tgt != nil {
 		// The invariance term is a mean over this replica's samples; the
-		// gradient all-reduce averages it into the global mean.
+		// gradient all-reduce averages it into the global mean. Through a
+		// projector, its gradient with respect to the target side's
+		// projection follows the context side's rows.
+		var tgrad []float32
+		if m.Projector != nil {
+			grad = append(grad, make([]float32, n*d)...)
+			tgrad = grad[n*d:]
+		}
 		var inv float64
 		g := 2 * lc.InvarianceCoeff / float64(n*d)
 		for i, xi := range x {
-			diff := float64(xi) - float64(tgtPooled[i])
+			diff := float64(xi) - float64(tgt[i])
 			inv += diff * diff
 			grad[i] += float32(g * diff)
+			if tgrad != nil {
+				tgrad[i] = float32(-g * diff)
+			}
 		}
 		v += lc.InvarianceCoeff * inv / float64(n*d)
 	}
@@ -346,6 +381,7 @@ func (m *Model) vicreg(b tensor.Backend, h, z *tensor.Tensor, lc LossConfig, opt
 	for i := range grad {
 		grad[i] *= float32(lc.VICRegWeight)
 	}
+	st.vicN = n
 	return grad, nil
 }
 

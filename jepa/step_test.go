@@ -11,15 +11,21 @@ import (
 )
 
 func tinyModel(t *testing.T, b tensor.Backend, levels int) *Model {
-	return tinyModelHeads(t, b, levels, false)
+	return tinyModelWith(t, b, levels, false, 0)
 }
 
 // tinyModelHeads is tinyModel with or without prediction heads.
 func tinyModelHeads(t *testing.T, b tensor.Backend, levels int, heads bool) *Model {
+	return tinyModelWith(t, b, levels, heads, 0)
+}
+
+// tinyModelWith is tinyModel with or without prediction heads and with a
+// VICReg projector of width proj (0: none).
+func tinyModelWith(t *testing.T, b tensor.Backend, levels int, heads bool, proj int) *Model {
 	t.Helper()
 	enc := nn.ViTConfig{ImgSize: 16, PatchSize: 2, InChans: 1, Dim: 16, Depth: 2, Heads: 2, MLPRatio: 2, Eps: 1e-6, InitStd: 0.02}
 	pred := nn.PredictorConfig{GridSize: 8, EmbedDim: 16, Dim: 8, Depth: 1, Heads: 2, MLPRatio: 2, Eps: 1e-6, InitStd: 0.02}
-	m, err := NewModel(b, ModelConfig{Encoder: enc, Predictor: pred, Levels: levels, PredictionHeads: heads})
+	m, err := NewModel(b, ModelConfig{Encoder: enc, Predictor: pred, Levels: levels, PredictionHeads: heads, ProjectorDim: proj})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,10 +65,12 @@ func TestStepGradientDirectional(t *testing.T) {
 			inv    float64
 			heads  bool
 			view2  bool
-		}{{0, 0, 0, false, false}, {0, 0, 0, true, false}, {0.5, 0, 0, false, false}, {0.5, 5, 0, true, false}, {0.5, 0, 3, false, false}, {0.5, 0, 3, false, true}} {
+			proj   int
+		}{{0, 0, 0, false, false, 0}, {0, 0, 0, true, false, 0}, {0.5, 0, 0, false, false, 0}, {0.5, 5, 0, true, false, 0},
+			{0.5, 0, 3, false, false, 0}, {0.5, 0, 3, false, true, 0}, {0.5, 0, 3, false, true, 24}, {0.5, 4, 0, false, false, 24}} {
 			vic := vc.w
 			b := cpu.New(2)
-			m := tinyModelHeads(t, b, 3, vc.heads)
+			m := tinyModelWith(t, b, 3, vc.heads, vc.proj)
 			masker, err := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
 				TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
 				ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 3}, 5)
@@ -114,7 +122,7 @@ func TestStepGradientDirectional(t *testing.T) {
 				fd := (loss(1) - loss(-1)) / (2 * eps)
 				b.Upload(m.Params.Values, theta)
 				if rel := math.Abs(fd-gv) / math.Max(math.Abs(gv), 1e-3); rel > 2e-2 {
-					t.Errorf("%s vicreg=%v tokens=%d heads=%v trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, vc.heads, trial, fd, gv, rel)
+					t.Errorf("%s vicreg=%v tokens=%d heads=%v proj=%d trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, vc.heads, vc.proj, trial, fd, gv, rel)
 				}
 			}
 		}
@@ -126,13 +134,13 @@ func TestStepGradientDirectional(t *testing.T) {
 // cannot hide behind a large gradient elsewhere.
 func TestStepGradientPerScope(t *testing.T) {
 	b := cpu.New(1)
-	m := tinyModelHeads(t, b, 2, true)
+	m := tinyModelWith(t, b, 2, true, 12)
 	masker, _ := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
 		TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
 		ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 2}, 6)
-	img := randImages(b, 2, 10)
-	masks := masker.Sample(3, 2)
-	lc := LossConfig{Type: "mse", Weights: []float64{1, 0.5}}
+	img := randImages(b, 3, 10)
+	masks := masker.Sample(3, 3)
+	lc := LossConfig{Type: "mse", Weights: []float64{1, 0.5}, VICRegWeight: 0.5, VarianceCoeff: 25, CovarianceCoeff: 1, InvarianceCoeff: 2}
 	m.Params.ZeroGrad(b)
 	if _, err := m.ForwardBackward(b, img, masks, lc, StepOptions{Backward: true}); err != nil {
 		t.Fatal(err)
@@ -143,7 +151,7 @@ func TestStepGradientPerScope(t *testing.T) {
 	b.Download(theta, m.Params.Values)
 	b.Download(grad, m.Params.Grads)
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, scope := range []string{"encoder.", "predictor.", "heads.1."} {
+	for _, scope := range []string{"encoder.", "predictor.", "heads.1.", "projector."} {
 		off, cnt, err := m.Params.Range(scope)
 		if err != nil {
 			t.Fatal(err)

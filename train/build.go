@@ -34,7 +34,8 @@ func ModelConfig(c config.Config) (jepa.ModelConfig, error) {
 	p := c.Model.Predictor
 	pred := nn.PredictorConfig{GridSize: enc.GridSize(), EmbedDim: enc.Dim, Dim: p.EmbedDim, Depth: p.Depth,
 		Heads: p.NumHeads, MLPRatio: p.MLPRatio, Eps: 1e-6, InitStd: std}
-	mc := jepa.ModelConfig{Encoder: enc, Predictor: pred, Levels: c.Model.NumHierarchies, PredictionHeads: c.Model.PredictionHeads}
+	mc := jepa.ModelConfig{Encoder: enc, Predictor: pred, Levels: c.Model.NumHierarchies, PredictionHeads: c.Model.PredictionHeads,
+		ProjectorDim: c.Loss.VICReg.ProjectorDim}
 	return mc, mc.Validate()
 }
 

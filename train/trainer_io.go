@@ -431,6 +431,9 @@ func (t *trainer) preflight(mc jepa.ModelConfig) error {
 	if mc.PredictionHeads {
 		headParams = int64(mc.Levels-1) * int64(e.Dim*e.Dim+3*e.Dim)
 	}
+	if p := int64(mc.ProjectorDim); p > 0 {
+		headParams += int64(e.Dim)*p + p*p + 2*p
+	}
 	trained := encParams + predParams + headParams
 	target := encParams
 	ckBytes := 4*(3*trained+target) + 1<<20
