@@ -201,7 +201,12 @@ type Logging struct {
 	Level       string `mapstructure:"level" yaml:"level" json:"level"`
 	TensorBoard bool   `mapstructure:"tensorboard" yaml:"tensorboard" json:"tensorboard"`
 	Plots       bool   `mapstructure:"plots" yaml:"plots" json:"plots"`
-	Progress    bool   `mapstructure:"progress" yaml:"progress" json:"progress"`
+	// GradNormsEvery > 0 measures, every that many steps, the gradient norm
+	// of the JEPA loss and of the VICReg term apart (two extra
+	// forward/backward passes on the step's batch, this replica's alone),
+	// logged as grad_norm_jepa and grad_norm_vicreg.
+	GradNormsEvery int  `mapstructure:"grad_norms_every" yaml:"grad_norms_every" json:"grad_norms_every"`
+	Progress       bool `mapstructure:"progress" yaml:"progress" json:"progress"`
 }
 
 // Distributed configures the multi-process runtime (issue 4).

@@ -377,6 +377,10 @@ func (c Config) validateLoss(ck *checker) {
 }
 
 func (c Config) validateRest(ck *checker) {
+	ck.nonNegative("logging.grad_norms_every", c.Logging.GradNormsEvery)
+	if g, e := c.Logging.GradNormsEvery, c.Logging.EverySteps; g > 0 && e > 0 && g%e != 0 {
+		ck.add("logging.grad_norms_every", "is %d; must be a multiple of logging.every_steps (%d), so the norms are logged with their step", g, e)
+	}
 	k := c.Checkpoint
 	ck.nonNegative("checkpoint.save_frequency", k.SaveFrequency)
 	ck.nonNegative("checkpoint.every_steps", k.EverySteps)

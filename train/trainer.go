@@ -179,6 +179,7 @@ type trainer struct {
 	epoch         int
 	best          float64
 	monitor       CollapseMonitor
+	termNorms     *[2]float64 // JEPA and VICReg gradient norms of this step, when measured
 	lastStats     jepa.StepStats
 	summary       Summary
 	// epochEnded defers the epoch-end work to the end of the step;
@@ -449,6 +450,11 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 			}
 			img, view2 := t.uploadViews(batch)
 			masks := t.masker.SampleShard(t.step*int64(t.accum)+int64(micro), batch.B, t.sync.Rank(), t.sync.WorldSize())
+			if n := int64(cfg.Logging.GradNormsEvery); n > 0 && micro == 0 && (t.step+1)%n == 0 {
+				if err := t.termGradNorms(img, view2, masks); err != nil {
+					return nil, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
+				}
+			}
 			opts := jepa.StepOptions{Backward: true, Replicas: t.replicas(ctx), View2: view2}
 			if ov, ok := t.sync.(OverlappingSync); ok && t.accum == 1 && ov.BeginBackward(ctx, t.step, t.model.Params.Grads) {
 				opts.GradsReady = ov.GradsReady
@@ -585,6 +591,29 @@ func accumulate(acc, s jepa.StepStats, n int) jepa.StepStats {
 		acc.Levels[l] += s.Levels[l] / float64(n)
 	}
 	return acc
+}
+
+// termGradNorms measures the gradient norm of the JEPA loss and of the
+// VICReg term apart on this replica's batch (logging.grad_norms_every) and
+// leaves the gradients zeroed for the step itself.
+func (t *trainer) termGradNorms(img, view2 *tensor.Tensor, masks *jepa.Masks) error {
+	jl, vl := t.loss, t.loss
+	jl.VICRegWeight = 0
+	vl.Weights = make([]float64, len(t.loss.Weights))
+	norms := [2]float64{}
+	for i, lc := range []jepa.LossConfig{jl, vl} {
+		if i == 1 && t.loss.VICRegWeight == 0 {
+			break
+		}
+		t.model.Params.ZeroGrad(t.b)
+		if _, err := t.model.ForwardBackward(t.b, img, masks, lc, jepa.StepOptions{Backward: true, View2: view2}); err != nil {
+			return err
+		}
+		norms[i] = ClipGradNorm(t.b, t.model.Params.Grads, 0)
+	}
+	t.model.Params.ZeroGrad(t.b)
+	t.termNorms = &norms
+	return nil
 }
 
 // replicas is the step's view of the other data-parallel replicas (nil for

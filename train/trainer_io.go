@@ -50,6 +50,11 @@ func (t *trainer) logStep(ctx context.Context, s jepa.StepStats, lr, wd, ema, gr
 		row["vicreg"] = vals[2]
 		fields = append(fields, zap.Float64("vicreg", vals[2]))
 	}
+	if n := t.termNorms; n != nil {
+		row["grad_norm_jepa"], row["grad_norm_vicreg"] = n[0], n[1]
+		fields = append(fields, zap.Float64("grad_norm_jepa", n[0]), zap.Float64("grad_norm_vicreg", n[1]))
+		t.termNorms = nil
+	}
 	for l, v := range vals[3:] {
 		key := fmt.Sprintf("loss_l%d", l)
 		row[key] = v

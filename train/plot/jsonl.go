@@ -18,7 +18,7 @@ import (
 // DefaultKeys are the charts FromJSONL draws when given no keys: the metrics
 // the trainer writes to metrics.jsonl, with the per-level losses in one chart.
 var DefaultKeys = []string{
-	"loss", "jepa_loss", "vicreg", "loss_levels=loss_l*", "lr", "wd", "ema_momentum", "grad_norm", "step_ms",
+	"loss", "jepa_loss", "vicreg", "loss_levels=loss_l*", "lr", "wd", "ema_momentum", "grad_norm", "grad_norm_terms=grad_norm_*", "step_ms",
 	"val_loss", "rankme", "feature_std",
 }
 
