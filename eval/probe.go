@@ -23,11 +23,15 @@ type ProbeOptions struct {
 	L2Grid      []float64
 	ValFraction float64 // default 0.1
 	Seed        uint64  // shuffles the validation split
-	MaxIter     int     // L-BFGS iterations per fit (default 1000)
-	Tol         float64 // gradient tolerance: max|g| <= Tol*max(1, loss) (default 1e-6)
-	FTol        float64 // relative loss change tolerance (default 1e-12; < 0 disables)
-	Memory      int     // L-BFGS memory (default 15)
-	Threads     int     // workers (default GOMAXPROCS)
+	MaxIter     int     // L-BFGS iterations of the final fit (default 1000)
+	// SelectMaxIter caps the iterations of each L2-selection fit (default
+	// 300): the fits along the grid warm-start from each other, and the
+	// final fit on the whole training set continues from the chosen one.
+	SelectMaxIter int
+	Tol           float64 // gradient tolerance: max|g| <= Tol*max(1, loss) (default 1e-6)
+	FTol          float64 // relative loss change tolerance (default 1e-12; < 0 disables)
+	Memory        int     // L-BFGS memory (default 15)
+	Threads       int     // workers (default GOMAXPROCS)
 	// Exact computes the logits and the gradient with float64 products. The
 	// default uses float32 products through sgemm (the weights split into
 	// float32 high and low parts, so only the products round in float32),
@@ -100,12 +104,17 @@ func FitProbe(train []float32, labels []int, d, c int, opts ProbeOptions) (*Prob
 		obj := newProbeObjective(pool, eng, xt, yt, d, c, opts.Exact)
 		best, bestAcc := 0, -1.0
 		var bestTheta []float64
+		sopts := lopts
+		sopts.MaxIter = opts.SelectMaxIter
+		if sopts.MaxIter <= 0 {
+			sopts.MaxIter = 300
+		}
 		for _, lam := range grid {
 			if lam < 0 {
 				return nil, rep, fmt.Errorf("probe: negative value %g in L2Grid", lam)
 			}
 			obj.l2 = lam
-			r, err := MinimizeLBFGS(obj.eval, theta, lopts) // warm start from the previous lambda
+			r, err := MinimizeLBFGS(obj.eval, theta, sopts) // warm start from the previous lambda
 			if err != nil {
 				return nil, rep, fmt.Errorf("probe: fit with L2 %g: %w", lam, err)
 			}

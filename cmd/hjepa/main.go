@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -25,9 +26,23 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	var cpuProfile string
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the command to this file")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		return pprof.StartCPUProfile(f)
+	}
+	defer pprof.StopCPUProfile()
 	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd(), devicesCmd(),
 		jobcmd.NewLaunchCommand(), jobcmd.NewCoordinatorCommand("coordinator"), jobcmd.NewWorkerCommand("worker"))
 	if code := jobcmd.Exit("hjepa", root.ExecuteContext(ctx)); code != 0 {
+		pprof.StopCPUProfile()
 		stop()
 		os.Exit(code)
 	}
