@@ -177,7 +177,7 @@ type VICReg struct {
 	// tokens_per_image 0).
 	InvarianceCoeff float64 `mapstructure:"invariance_coeff" yaml:"invariance_coeff" json:"invariance_coeff"`
 	// ProjectorDim > 0 puts VICReg on a trained expander (Linear(D, P),
-	// GELU, Linear(P, P)) of the pooled embeddings, as the official VICReg,
+	// GELU, Linear(P, P) without bias) of the pooled embeddings, as the official VICReg,
 	// instead of on the encoder's features themselves (0).
 	ProjectorDim int `mapstructure:"projector_dim" yaml:"projector_dim" json:"projector_dim"`
 }

@@ -6,7 +6,9 @@ import (
 )
 
 // Projector is VICReg's expander on the context side: Linear(D, P), GELU,
-// Linear(P, P). VICReg regularises its output, as the official VICReg
+// Linear(P, P) without bias (as the official VICReg's last layer: every
+// VICReg term is blind to a constant shift, so its gradient would be
+// rounding noise that AdamW turns into steps). VICReg regularises its output, as the official VICReg
 // regularises the expander's and evaluates the backbone before it: whitening
 // the encoder's own pooled features directly costs linear-probe accuracy.
 type Projector struct {
@@ -18,13 +20,15 @@ type Projector struct {
 }
 
 func newProjector(pb *nn.Builder, d, p int) *Projector {
-	return &Projector{FC1: nn.NewLinear(pb, "fc1", d, p, true), FC2: nn.NewLinear(pb, "fc2", p, p, true)}
+	return &Projector{FC1: nn.NewLinear(pb, "fc1", d, p, true), FC2: nn.NewLinear(pb, "fc2", p, p, false)}
 }
 
 func (pr *Projector) init(b tensor.Backend, rng *tensor.RNG, std float32) {
 	for _, l := range []*nn.Linear{pr.FC1, pr.FC2} {
 		b.TruncNormal(l.W.W, rng, 0, std, -2, 2)
-		b.Fill(l.B.W, 0)
+		if l.B != nil {
+			b.Fill(l.B.W, 0)
+		}
 	}
 }
 

@@ -437,7 +437,7 @@ func (t *trainer) preflight(mc jepa.ModelConfig) error {
 		headParams = int64(mc.Levels-1) * int64(e.Dim*e.Dim+3*e.Dim)
 	}
 	if p := int64(mc.ProjectorDim); p > 0 {
-		headParams += int64(e.Dim)*p + p*p + 2*p
+		headParams += int64(e.Dim)*p + p*p + p
 	}
 	trained := encParams + predParams + headParams
 	target := encParams
