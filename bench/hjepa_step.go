@@ -19,14 +19,17 @@ import (
 )
 
 // The H-JEPA step benchmark times one full training step of the fmnist-tiny
-// config (configs/fmnist-tiny.yaml: 28x28x1 images, patch 2, ViT width 192
-// depth 6 heads 3, predictor 96x4, 3 levels, batch 64): zero grads, target
-// encoder on the whole image, context encoder, predictor, the hierarchical
-// smooth-L1 loss and its backward, the gradient norm (clip_grad 0 only
+// model as it was first measured (configs/fmnist-tiny.yaml pinned by
+// hjepaStepSets to its patch-2 recipe: 28x28x1 images, patch 2, ViT width 192
+// depth 6 heads 3, predictor 96x4, 3 levels, batch 64, no VICReg): zero
+// grads, target encoder on the whole image, context encoder, predictor, the
+// hierarchical smooth-L1 loss against parameter-free targets (LayerNorm
+// without affine; at levels l > 0 of the window means on both sides, no
+// prediction heads) and its backward, the gradient norm (clip_grad 0 only
 // measures it), the AdamW step with its two parameter groups and the EMA
-// update of the target encoder and heads. The baseline is the same model and
-// step in PyTorch eager (bench/torch_hjepa_step.py, built on the golden
-// fixtures' I-JEPA code).
+// update of the target encoder. The baseline is the same model and step in
+// PyTorch eager (bench/torch_hjepa_step.py, built on the golden fixtures'
+// I-JEPA code).
 //
 // Both sides time the same masks: hjepaStepIters sets drawn here by jepa's
 // MultiBlockMasker (outside the timed region) and handed to the script in a
@@ -44,6 +47,27 @@ const (
 	hjepaStepRounds = 2
 	hjepaStepSeed   = 42
 )
+
+// hjepaStepSets pin configs/fmnist-tiny.yaml to the model this benchmark has
+// always measured (the preset's patch-2, 3-level recipe of before VICReg's
+// views and projector), whatever the preset's recipe is now: every key that
+// sets the step's shapes or work. newHJEPAStepSetup refuses what the script
+// does not implement (VICReg, its projector, prediction heads).
+var hjepaStepSets = []string{
+	"model.encoder_type=vit_tiny_patch2_28", "model.patch_size=2", "model.embed_dim=192",
+	"model.depth=6", "model.num_heads=3", "model.mlp_ratio=4",
+	"model.num_hierarchies=3", "model.prediction_heads=false",
+	"model.patch_embed_init=trunc_normal", "model.patch_embed_init_std=0", "model.init_std=0.02",
+	"model.predictor.embed_dim=96", "model.predictor.depth=4", "model.predictor.num_heads=3",
+	"model.predictor.mlp_ratio=4",
+	"data.image_size=28", "data.channels=1", "data.augmentation.views=1",
+	"masking.num_masks=4", "masking.mask_scale=[0.15,0.2]", "masking.aspect_ratio=[0.75,1.5]",
+	"masking.num_context_masks=1", "masking.context_scale=[0.85,1.0]", "masking.min_keep=10",
+	"masking.allow_overlap=false",
+	"loss.type=smoothl1", "loss.hierarchy_weights=[1,0.5,0.25]",
+	"loss.vicreg.weight=0", "loss.vicreg.projector_dim=0",
+	"training.clip_grad=0",
+}
 
 func init() {
 	register(Bench{Names: []string{hjepaStepName}, Run: runHJEPAStep})
@@ -70,7 +94,7 @@ func runHJEPAStep(want func(string) bool, report func(Result)) error {
 	if !want(hjepaStepName) {
 		return nil
 	}
-	s, err := newHJEPAStepSetup(filepath.Join("configs", "fmnist-tiny.yaml"), nil, hjepaStepBatch)
+	s, err := newHJEPAStepSetup(filepath.Join("configs", "fmnist-tiny.yaml"), hjepaStepSets, hjepaStepBatch)
 	if err != nil {
 		return err
 	}
@@ -99,8 +123,9 @@ func runHJEPAStep(want func(string) bool, report func(Result)) error {
 }
 
 // newHJEPAStepSetup loads a config (a path from the repository root, with
-// --set overrides), draws the masks of every iteration for batch images as
-// the trainer does and writes them for the script.
+// --set overrides), checks that it is a step the script implements, draws the
+// masks of every iteration for batch images as the trainer does and writes
+// them for the script.
 func newHJEPAStepSetup(configRel string, sets []string, batch int) (*hjepaStepSetup, error) {
 	path, err := benchRepoFile(configRel)
 	if err != nil {
@@ -109,6 +134,15 @@ func newHJEPAStepSetup(configRel string, sets []string, batch int) (*hjepaStepSe
 	cfg, err := config.Load(config.LoadOptions{ConfigFile: path, Sets: sets})
 	if err != nil {
 		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// bench/torch_hjepa_step.py: smooth-L1 against parameter-free targets
+	// and levels, no VICReg, no projector.
+	if l, m := cfg.Loss, cfg.Model; l.Type != "smoothl1" || l.VICReg.Weight != 0 || l.VICReg.ProjectorDim != 0 || m.PredictionHeads {
+		return nil, fmt.Errorf("%s: the baseline script implements smooth-L1 without VICReg, projector or prediction heads; got loss.type=%s, loss.vicreg.weight=%g, loss.vicreg.projector_dim=%d, model.prediction_heads=%v",
+			configRel, l.Type, l.VICReg.Weight, l.VICReg.ProjectorDim, m.PredictionHeads)
 	}
 	mc, err := train.ModelConfig(cfg)
 	if err != nil {
@@ -212,7 +246,8 @@ func hjepaStepTorchArgs(s *hjepaStepSetup, extra ...string) []string {
 		"--img-size", itoa(e.ImgSize), "--patch", itoa(e.PatchSize), "--channels", itoa(e.InChans),
 		"--dim", itoa(e.Dim), "--depth", itoa(e.Depth), "--heads", itoa(e.Heads),
 		"--pred-dim", itoa(p.Dim), "--pred-depth", itoa(p.Depth), "--pred-heads", itoa(p.Heads),
-		"--lr", ftoa(t.LR), "--wd", ftoa(t.WeightDecay), "--ema", ftoa(c.Model.EMA.Momentum), "--weights"}
+		"--lr", ftoa(t.LR), "--wd", ftoa(t.WeightDecay), "--ema", ftoa(c.Model.EMA.Momentum),
+		"--clip-grad", ftoa(t.ClipGrad), "--weights"}
 	for _, w := range c.Loss.HierarchyWeights {
 		args = append(args, ftoa(w))
 	}

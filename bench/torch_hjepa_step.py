@@ -1,26 +1,34 @@
 #!/usr/bin/python3
 """PyTorch eager baseline for bench/hjepa_step.go: one full H-JEPA training
-step of the fmnist-tiny config on the CPU, in one process per thread count.
+step of the fmnist-tiny model on the CPU (or, with --device cuda, of the GPU
+benchmark's model), in one process per thread count.
 
     /usr/bin/python3 bench/torch_hjepa_step.py --masks FILE.json --threads N
 
 The model is the official I-JEPA code (tools/golden/ijepa_vit.py): context
 encoder VisionTransformer(28, patch 2, 1 channel, width 192, depth 6, heads 3),
 its deepcopy as the target encoder (no grad), VisionTransformerPredictor
-(width 96, depth 4, heads 3), plus H-JEPA's per-level heads (Linear(D, D) +
-LayerNorm) for 3 levels with EMA target-side copies. One step is, as
+(width 96, depth 4, heads 3), initialised as I-JEPA and nn.Encoder.Init:
+trunc_normal(0.02) weights, zero biases, LayerNorm 1/0, attn.proj and mlp.fc2
+of block i divided by sqrt(2(i+1)). The targets have no parameters: there are no
+heads (jepa/step.go with model.prediction_heads off). One step is, as
 I-JEPA's train.py and jepa/step.go + train/trainer.go:
 
     optimizer.zero_grad()
-    targets: F.layer_norm(target_encoder(imgs)) at the target indices (no grad)
+    targets: F.layer_norm(target_encoder(imgs), eps=1e-5) at the target
+        indices (no grad)
     predictions: predictor(encoder(imgs, ctx), ctx, targets)
-    level l: 2^l x 2^l windows tiling each target block from its top-left,
-        averaged; predictions through heads[l], targets through
-        target_heads[l]; smooth_l1 (beta 1) mean; loss = sum w_l * loss_l
+    level 0: smooth_l1 (beta 1) mean between predictions and targets (I-JEPA)
+    level l > 0: 2^l x 2^l windows tiling each target block from its top-left,
+        averaged on both sides; F.layer_norm (no affine, eps 1e-5) of the
+        pooled predictions and of the pooled targets; smooth_l1 mean
+    loss = sum_l w_l * loss_l
     loss.backward()
-    (clip_grad 0: no clipping)
-    AdamW step (two groups: no weight decay on biases and 1-D params)
-    EMA of the target encoder and heads under torch.no_grad()
+    --clip-grad > 0: clip_grad_norm_ over encoder + predictor (the GPU
+        benchmark's default.yaml has 3; fmnist-tiny 0, no clipping)
+    AdamW step over encoder + predictor (two groups: no weight decay on
+        biases and 1-D params)
+    EMA of the target encoder under torch.no_grad()
 
 The masks come from the Go side (jepa.MultiBlockMasker, a JSON list with one
 object per iteration: B, Nc, Nt, BlockH, BlockW, Context [B*Nc], Targets
@@ -34,6 +42,7 @@ Prints one line:  RESULT what=hjepa_step threads=<n> ms_median=<m> ms_min=<m> it
 import argparse
 import copy
 import json
+import math
 import os
 import statistics
 import sys
@@ -47,16 +56,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import ijepa_vit as V  # noqa: E402
 
 
-class Head(nn.Module):
-    """One hierarchy level's projection: Linear(D, D) then LayerNorm(D)."""
-
-    def __init__(self, dim):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x):
-        return self.norm(self.proj(x))
+# jepa.TargetNormEps: F.layer_norm's default, as I-JEPA's target normalisation.
+TARGET_NORM_EPS = 1e-5
 
 
 def pool_windows(x, bh, bw, s):
@@ -88,6 +89,7 @@ def main():
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--wd", type=float, default=0.04)
     ap.add_argument("--ema", type=float, default=0.998)
+    ap.add_argument("--clip-grad", type=float, default=0.0, help="gradient-norm clipping (0: none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -112,14 +114,12 @@ def main():
         tgt = torch.tensor(s["Targets"], dtype=torch.int64).reshape(-1, b, nt).to(dev)
         batch.append((ctx, list(tgt.unbind(0)), s["BlockH"], s["BlockW"]))
     bs = steps[0]["B"]
-    levels = len(args.weights)
 
     encoder = V.VisionTransformer(args.img_size, args.patch, args.channels, args.dim, args.depth, args.heads)
     predictor = V.VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
                                              args.pred_depth, args.pred_heads)
-    heads = nn.ModuleList([Head(args.dim) for _ in range(levels)])
     with torch.no_grad():
-        for mod in (encoder, predictor, heads):
+        for mod in (encoder, predictor):
             for n, p in mod.named_parameters():
                 if not p.requires_grad:
                     continue
@@ -129,21 +129,25 @@ def main():
                     p.fill_(1)
                 else:
                     p.zero_()
-    for mod in (encoder, predictor, heads):
+        # I-JEPA's fix_init_weight (nn.Block.init on our side).
+        for blocks in (encoder.blocks, predictor.predictor_blocks):
+            for i, blk in enumerate(blocks):
+                blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
+                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+    for mod in (encoder, predictor):
         mod.to(dev)
     target_encoder = copy.deepcopy(encoder)
-    target_heads = copy.deepcopy(heads)
-    for p in list(target_encoder.parameters()) + list(target_heads.parameters()):
+    for p in target_encoder.parameters():
         p.requires_grad = False
 
     # I-JEPA's init_opt: weights with decay, biases and 1-D parameters without.
-    named = [(n, p) for mod in (encoder, predictor, heads) for n, p in mod.named_parameters() if p.requires_grad]
+    named = [(n, p) for mod in (encoder, predictor) for n, p in mod.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([
         {"params": [p for n, p in named if "bias" not in n and p.dim() != 1]},
         {"params": [p for n, p in named if "bias" in n or p.dim() == 1], "WD_exclude": True, "weight_decay": 0},
     ], betas=(0.9, 0.999), eps=1e-8)
-    ema_pairs = list(zip(encoder.parameters(), target_encoder.parameters())) + \
-        list(zip(heads.parameters(), target_heads.parameters()))
+    trained = [p for _, p in named]
+    ema_pairs = list(zip(encoder.parameters(), target_encoder.parameters()))
 
     imgs = torch.randn(bs, args.channels, args.img_size, args.img_size, device=dev)
 
@@ -155,7 +159,8 @@ def main():
         optimizer.zero_grad()
         with torch.no_grad():
             h = target_encoder(imgs)
-            h = F.layer_norm(h, (h.size(-1),))
+            d = h.size(-1)
+            h = F.layer_norm(h, (d,), eps=TARGET_NORM_EPS)
             h = V.apply_masks(h, tgts)  # [M*B, Nt, D]
         z = encoder(imgs, ctx)
         p = predictor(z, ctx, tgts)  # [M*B, Nt, D]
@@ -164,10 +169,16 @@ def main():
             s = 1 << lvl
             if bh < s or bw < s:
                 continue  # no window at this level: contributes 0
+            if s == 1:
+                loss = loss + w * F.smooth_l1_loss(p.reshape(-1, d), h.reshape(-1, d))
+                continue
             with torch.no_grad():
-                t = target_heads[lvl](pool_windows(h, bh, bw, s))
-            loss = loss + w * F.smooth_l1_loss(heads[lvl](pool_windows(p, bh, bw, s)), t)
+                t = F.layer_norm(pool_windows(h, bh, bw, s), (d,), eps=TARGET_NORM_EPS)
+            q = F.layer_norm(pool_windows(p, bh, bw, s), (d,), eps=TARGET_NORM_EPS)
+            loss = loss + w * F.smooth_l1_loss(q, t)
         loss.backward()
+        if args.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(trained, args.clip_grad)
         optimizer.step()
         with torch.no_grad():
             m = args.ema
