@@ -18,6 +18,15 @@ package jepa
 // keyed by encoder.<key>, predictor.<key> and target_encoder.<key> (<key>
 // I-JEPA's state_dict key), so the target encoder differs from the context
 // encoder.
+//
+// The second golden test covers the hierarchy levels l > 0: the same script
+// writes testdata/golden/hjepa_levels.safetensors, the same step with 4x5
+// target blocks (level 1 has 2x2 windows per block, level 2 one) and level
+// weights [1, 0.5, 0.25], the pooled objective written in PyTorch on its own
+// (reshape and mean over the 2^l x 2^l windows tiling each block from its
+// top-left corner, F.layer_norm without affine, eps 1e-5, on both sides;
+// smooth-L1 per level), with each level's loss and its normalised pooled
+// predictions and targets besides the total loss and the gradients.
 
 import (
 	"encoding/json"
@@ -60,12 +69,13 @@ func stepGoldenFormula(name string, n int, scale, offset float64) []float32 {
 	return out
 }
 
-// stepFixture is the loaded ijepa_step fixture.
+// stepFixture is a loaded step fixture (ijepa_step or hjepa_levels).
 type stepFixture struct {
 	f32    map[string][]float32
 	i32    map[string][]int32
 	shapes map[string][]int
-	cfg    map[string]float64
+	cfg    map[string]float64   // the config's numbers
+	lists  map[string][]float64 // the config's lists of numbers
 	params []struct {
 		Name          string
 		Shape         []int
@@ -73,9 +83,10 @@ type stepFixture struct {
 	}
 }
 
-func loadStepFixture(t *testing.T) *stepFixture {
+// loadStepFixture reads testdata/golden/<file>.
+func loadStepFixture(t *testing.T, file string) *stepFixture {
 	t.Helper()
-	path := filepath.Join("testdata", "golden", "ijepa_step.safetensors")
+	path := filepath.Join("testdata", "golden", file)
 	f, err := safetensors.Open(path)
 	if err != nil {
 		t.Fatalf("%v (regenerate with `make golden`)", err)
@@ -98,10 +109,21 @@ func loadStepFixture(t *testing.T) *stepFixture {
 	if err := json.Unmarshal([]byte(f.Metadata["config"]), &raw); err != nil {
 		t.Fatalf("%s: config metadata: %v", path, err)
 	}
-	fx.cfg = map[string]float64{}
+	fx.cfg, fx.lists = map[string]float64{}, map[string][]float64{}
 	for k, v := range raw {
-		if x, ok := v.(float64); ok {
+		switch x := v.(type) {
+		case float64:
 			fx.cfg[k] = x
+		case []any:
+			var l []float64
+			for _, e := range x {
+				if f, ok := e.(float64); ok {
+					l = append(l, f)
+				}
+			}
+			if len(l) == len(x) {
+				fx.lists[k] = l
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(f.Metadata["params"]), &fx.params); err != nil {
@@ -210,8 +232,75 @@ func goldenDownload(b tensor.Backend, x *tensor.Tensor) []float32 {
 	return v
 }
 
+// stepGolden compares a step's tensors with a fixture's and keeps the errors.
+type stepGolden struct {
+	t    *testing.T
+	fx   *stepFixture
+	errs map[string]float64
+}
+
+func newStepGolden(t *testing.T, fx *stepFixture) *stepGolden {
+	return &stepGolden{t: t, fx: fx, errs: map[string]float64{}}
+}
+
+// check compares got with the fixture tensor key (relative L2 error <= tol).
+func (g *stepGolden) check(key string, got []float32, tol float64) {
+	t := g.t
+	t.Helper()
+	want, ok := g.fx.f32[key]
+	if !ok {
+		t.Fatalf("fixture has no tensor %q", key)
+	}
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, PyTorch %d %v", key, len(got), len(want), g.fx.shapes[key])
+		return
+	}
+	e := goldenRelL2(got, want)
+	g.errs[key] = e
+	if e > tol {
+		t.Errorf("%s: relative L2 error %.3g > %.0e", key, e, tol)
+	}
+}
+
+// grads checks the gradient of every trained parameter, and that the
+// fixture has no other; it returns their number.
+func (g *stepGolden) grads(b tensor.Backend, m *Model) int {
+	g.t.Helper()
+	n := 0
+	for _, p := range m.Params.Params() {
+		g.check("grad."+p.Name, goldenDownload(b, p.G), stepGoldenTol)
+		n++
+	}
+	nGrad := 0
+	for key := range g.fx.f32 {
+		if strings.HasPrefix(key, "grad.") {
+			nGrad++
+		}
+	}
+	if nGrad != n {
+		g.t.Errorf("fixture has %d gradients, the trained arena %d parameters", nGrad, n)
+	}
+	return n
+}
+
+// report logs every error, worst first, and returns the worst.
+func (g *stepGolden) report() (string, float64) {
+	keys := make([]string, 0, len(g.errs))
+	for k := range g.errs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return g.errs[keys[i]] > g.errs[keys[j]] })
+	for _, k := range keys {
+		g.t.Logf("%-52s rel L2 %.2e", k, g.errs[k])
+	}
+	if len(keys) == 0 {
+		return "", 0
+	}
+	return keys[0], g.errs[keys[0]]
+}
+
 func TestGoldenIJEPAStep(t *testing.T) {
-	fx := loadStepFixture(t)
+	fx := loadStepFixture(t, "ijepa_step.safetensors")
 	b := cpu.New(1)
 	defer b.Close()
 	m := fx.model(t, b)
@@ -221,23 +310,8 @@ func TestGoldenIJEPAStep(t *testing.T) {
 	b.Upload(img, fx.f32["img"])
 	lc := LossConfig{Type: "smoothl1", Weights: []float64{1, 0, 0}}
 
-	errs := map[string]float64{}
-	check := func(key string, got []float32, tol float64) {
-		t.Helper()
-		want, ok := fx.f32[key]
-		if !ok {
-			t.Fatalf("fixture has no tensor %q", key)
-		}
-		if len(got) != len(want) {
-			t.Errorf("%s: %d values, PyTorch %d %v", key, len(got), len(want), fx.shapes[key])
-			return
-		}
-		e := goldenRelL2(got, want)
-		errs[key] = e
-		if e > tol {
-			t.Errorf("%s: relative L2 error %.3g > %.0e", key, e, tol)
-		}
-	}
+	g := newStepGolden(t, fx)
+	check := g.check
 
 	// Diagnostics first (a forward alone): which side a loss mismatch is on.
 	// The step keeps both in its buffers; the same bound as the gradients.
@@ -259,30 +333,67 @@ func TestGoldenIJEPAStep(t *testing.T) {
 		t.Errorf("windows per level %v: the fixture should exercise levels 0 and 1", st.Windows)
 	}
 	check("loss", []float32{float32(st.Loss)}, stepGoldenTol)
+	nGrads := g.grads(b, m)
+	worst, e := g.report()
+	t.Logf("loss %.6f (PyTorch %.6f); %d gradients; worst %s %.2e", st.Loss, fx.f32["loss"][0], nGrads, worst, e)
+}
 
-	var gradKeys []string
-	for _, p := range m.Params.Params() {
-		key := "grad." + p.Name
-		gradKeys = append(gradKeys, key)
-		check(key, goldenDownload(b, p.G), stepGoldenTol)
+// TestGoldenHJEPALevels checks the hierarchy levels l > 0 against the
+// pooled objective written in PyTorch (hjepa_levels, see the file comment):
+// the normalised pooled predictions and targets, each level's loss, the
+// weighted total and every gradient.
+func TestGoldenHJEPALevels(t *testing.T) {
+	fx := loadStepFixture(t, "hjepa_levels.safetensors")
+	weights, wantWindows := fx.lists["level_weights"], fx.lists["windows_per_block"]
+	if len(weights) != 3 || len(wantWindows) != 3 {
+		t.Fatalf("config: level_weights %v, windows_per_block %v: want 3 levels", weights, wantWindows)
 	}
-	nGrad := 0
-	for key := range fx.f32 {
-		if strings.HasPrefix(key, "grad.") {
-			nGrad++
+	if eps := fx.cfg["target_norm_eps"]; eps != TargetNormEps {
+		t.Fatalf("the fixture normalises with eps %g, the step with %g", eps, TargetNormEps)
+	}
+	b := cpu.New(1)
+	defer b.Close()
+	m := fx.model(t, b)
+	masks := fx.masks(t)
+	img := b.New(tensor.Float32, fx.shapes["img"]...)
+	b.Upload(img, fx.f32["img"])
+	lc := LossConfig{Type: "smoothl1", Weights: weights}
+	for l, w := range wantWindows {
+		if masks.Levels[l].Windows != int(w) || w == 0 {
+			t.Fatalf("level %d: %d windows per block, PyTorch %v (every level must have one)", l, masks.Levels[l].Windows, w)
 		}
 	}
-	if nGrad != len(gradKeys) {
-		t.Errorf("fixture has %d gradients, the trained arena %d parameters", nGrad, len(gradKeys))
+
+	g := newStepGolden(t, fx)
+	// Diagnostics first (a forward alone): which level, and which side of
+	// it, a loss mismatch is on.
+	if _, err := m.ForwardBackward(b, img, masks, lc, StepOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rows, d := len(masks.Targets), m.Cfg.Encoder.Dim
+	g.check("pred", goldenDownload(b, m.step.p), stepGoldenTol)
+	g.check("target", goldenDownload(b, m.step.tsel.Get(b, rows, d)), stepGoldenTol)
+	for l := 1; l < len(weights); l++ {
+		ls := &m.step.levels[l]
+		g.check(fmt.Sprintf("pred.level.%d", l), goldenDownload(b, ls.prdN.Get(b, ls.wtot, d)), stepGoldenTol)
+		g.check(fmt.Sprintf("target.level.%d", l), goldenDownload(b, ls.tgtN.Get(b, ls.wtot, d)), stepGoldenTol)
 	}
 
-	keys := make([]string, 0, len(errs))
-	for k := range errs {
-		keys = append(keys, k)
+	m.Params.ZeroGrad(b)
+	st, err := m.ForwardBackward(b, img, masks, lc, StepOptions{Backward: true})
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Slice(keys, func(i, j int) bool { return errs[keys[i]] > errs[keys[j]] })
-	for _, k := range keys {
-		t.Logf("%-52s rel L2 %.2e", k, errs[k])
+	if st.JEPA != st.Loss || st.VICReg != 0 {
+		t.Errorf("loss %v = JEPA %v + VICReg %v: VICReg is off", st.Loss, st.JEPA, st.VICReg)
 	}
-	t.Logf("loss %.6f (PyTorch %.6f); %d gradients; worst %s %.2e", st.Loss, fx.f32["loss"][0], len(gradKeys), keys[0], errs[keys[0]])
+	g.check("loss", []float32{float32(st.Loss)}, stepGoldenTol)
+	for l := range weights {
+		g.check(fmt.Sprintf("loss.level.%d", l), []float32{float32(st.Levels[l])}, stepGoldenTol)
+	}
+	nGrads := g.grads(b, m)
+	worst, e := g.report()
+	t.Logf("loss %.6f (PyTorch %.6f), levels %.6f (PyTorch %.6f %.6f %.6f); %d gradients; worst %s %.2e",
+		st.Loss, fx.f32["loss"][0], st.Levels, fx.f32["loss.level.0"][0], fx.f32["loss.level.1"][0],
+		fx.f32["loss.level.2"][0], nGrads, worst, e)
 }
