@@ -32,10 +32,12 @@ type ProbeOptions struct {
 	FTol          float64 // relative loss change tolerance (default 1e-12; < 0 disables)
 	Memory        int     // L-BFGS memory (default 15)
 	Threads       int     // workers (default GOMAXPROCS)
-	// Exact computes the logits and the gradient with float64 products. The
-	// default uses float32 products through sgemm (the weights split into
-	// float32 high and low parts, so only the products round in float32),
-	// accumulated in float64: ~1e-7 relative error, several times faster.
+	// Exact computes the logits and the gradient with float64 products on
+	// the standardised features. The default uses float32 products through
+	// sgemm (the weights split into float32 high and low parts, so only the
+	// products round in float32), accumulated in float64: ~1e-7 relative
+	// error, several times faster; and it fits on whitened features (see
+	// whitening), which changes the conditioning, not the optimum.
 	Exact bool
 }
 
@@ -81,6 +83,20 @@ func FitProbe(train []float32, labels []int, d, c int, opts ProbeOptions) (*Prob
 	eng := sgemm.New(pool, "")
 	mean, std := columnMoments(pool, train, n, d)
 	xs := standardise(pool, train, n, d, mean, std)
+	// L-BFGS runs on whitened features z = xs A (the penalty mapped back,
+	// so the optimum, and hence the probe, is the same as on xs): pooled
+	// ViT features are strongly correlated, and on them the fits stopped at
+	// the iteration cap far from convergence.
+	// Exact keeps the standardised features as they are (whitening rounds
+	// them to float32 once more).
+	white := &whitening{}
+	if !opts.Exact {
+		var err error
+		if white, err = newWhitening(eng, xs, n, d); err != nil {
+			return nil, ProbeReport{}, fmt.Errorf("probe: %w", err)
+		}
+		xs = white.apply(eng, xs, n)
+	}
 	lopts := LBFGSOptions{Memory: opts.Memory, MaxIter: opts.MaxIter, GradTol: opts.Tol, FTol: opts.FTol}
 	theta := make([]float64, c*d+c)
 	var rep ProbeReport
@@ -102,6 +118,7 @@ func FitProbe(train []float32, labels []int, d, c int, opts ProbeOptions) (*Prob
 		xv, yv := gatherRows(xs, labels, d, perm[:nVal])
 		xt, yt := gatherRows(xs, labels, d, perm[nVal:])
 		obj := newProbeObjective(pool, eng, xt, yt, d, c, opts.Exact)
+		obj.pen = white.pen
 		best, bestAcc := 0, -1.0
 		var bestTheta []float64
 		sopts := lopts
@@ -130,6 +147,7 @@ func FitProbe(train []float32, labels []int, d, c int, opts ProbeOptions) (*Prob
 		copy(theta, bestTheta)
 	}
 	obj := newProbeObjective(pool, eng, xs, labels, d, c, opts.Exact)
+	obj.pen = white.pen
 	obj.l2 = l2
 	r, err := MinimizeLBFGS(obj.eval, theta, lopts)
 	if err != nil {
@@ -137,7 +155,7 @@ func FitProbe(train []float32, labels []int, d, c int, opts ProbeOptions) (*Prob
 	}
 	rep.Iters, rep.Evals, rep.Loss, rep.GradNorm = r.Iters, r.Evals, r.F, r.GradNorm
 	rep.Converged, rep.Reason, rep.L2 = r.Converged, r.Reason, l2
-	return &Probe{D: d, C: c, Mean: mean, Std: std, W: theta[:c*d], B: theta[c*d:]}, rep, nil
+	return &Probe{D: d, C: c, Mean: mean, Std: std, W: white.unmap(theta[:c*d], c), B: theta[c*d:]}, rep, nil
 }
 
 // Predict returns the arg-max class of every row of x: [n, D] (ties go to
@@ -304,6 +322,7 @@ type probeObjective struct {
 	y        []int
 	n, d, c  int
 	l2       float64
+	pen      []float64 // per-column weights of the L2 penalty (nil: all 1)
 	exact    bool
 	chunk    int         // rows per chunk
 	partW    [][]float64 // per chunk [c*d]
@@ -381,8 +400,18 @@ func (o *probeObjective) eval(theta, grad []float64) float64 {
 	scal(inv, grad)
 	loss *= inv
 	if o.l2 != 0 {
-		loss += 0.5 * o.l2 * dot(w, w)
-		axpy(o.l2, w, gw)
+		if o.pen == nil {
+			loss += 0.5 * o.l2 * dot(w, w)
+			axpy(o.l2, w, gw)
+		} else {
+			for k := 0; k < c; k++ {
+				for j, p := range o.pen {
+					u := w[k*d+j]
+					loss += 0.5 * o.l2 * p * u * u
+					gw[k*d+j] += o.l2 * p * u
+				}
+			}
+		}
 	}
 	return loss
 }
@@ -457,4 +486,85 @@ func (o *probeObjective) blockExact(s *probeScratch, w, b []float64, lo, nb int,
 		}
 	}
 	return loss
+}
+
+// whitening is the probe's change of coordinates: z = x A with A = V D,
+// V the eigenvectors of the standardised features' covariance C and D =
+// (eigenvalue + eps)^(-1/2), so z has (nearly) identity covariance. Logits
+// U z equal W x for W = U A^T, and ||W||^2 = sum_kj U_kj^2 D_j^2, so the
+// penalty weights pen_j = D_j^2 make the whitened objective the same
+// function of W: only the conditioning L-BFGS sees changes.
+type whitening struct {
+	d   int
+	a   []float32 // [d, d] row-major: z_j = sum_i x_i a[i*d+j]
+	a64 []float64
+	pen []float64 // [d]
+}
+
+// whiteningEps is the eigenvalue floor, relative to the mean eigenvalue (1
+// for standardised features): directions with less variance than that are
+// not stretched further.
+const whiteningEps = 1e-4
+
+func newWhitening(eng *sgemm.Engine, xs []float32, n, d int) (*whitening, error) {
+	// C = xs^T xs / n in float32 (the whitening only preconditions: any
+	// invertible A gives the same probe).
+	cov32 := make([]float32, d*d)
+	eng.Sgemm(true, false, d, d, n, 1/float32(n), xs, d, xs, d, 0, cov32, d)
+	cov := make([]float64, d*d)
+	for i := 0; i < d; i++ {
+		for j := 0; j <= i; j++ {
+			v := 0.5 * (float64(cov32[i*d+j]) + float64(cov32[j*d+i]))
+			cov[i*d+j], cov[j*d+i] = v, v
+		}
+	}
+	vals, vecs, err := SymEig(cov, d, true)
+	if err != nil {
+		return nil, fmt.Errorf("whitening: %w", err)
+	}
+	mean := 0.0
+	for _, v := range vals {
+		mean += math.Max(v, 0)
+	}
+	mean /= float64(d)
+	eps := whiteningEps * math.Max(mean, 1e-12)
+	w := &whitening{d: d, a: make([]float32, d*d), a64: make([]float64, d*d), pen: make([]float64, d)}
+	for j, v := range vals {
+		s := 1 / (math.Max(v, 0) + eps)
+		w.pen[j] = s
+		dj := math.Sqrt(s)
+		for i := 0; i < d; i++ {
+			a := vecs[j*d+i] * dj
+			w.a64[i*d+j] = a
+			w.a[i*d+j] = float32(a)
+		}
+	}
+	return w, nil
+}
+
+// apply returns z = x A for x: [n, d].
+func (w *whitening) apply(eng *sgemm.Engine, x []float32, n int) []float32 {
+	z := make([]float32, n*w.d)
+	eng.Sgemm(false, false, n, w.d, w.d, 1, x, w.d, w.a, w.d, 0, z, w.d)
+	return z
+}
+
+// unmap returns W = U A^T ([c, d]) for the whitened weights u: [c, d] (u
+// itself without a whitening).
+func (w *whitening) unmap(u []float64, c int) []float64 {
+	d := w.d
+	if w.a64 == nil {
+		return u
+	}
+	out := make([]float64, c*d)
+	for k := 0; k < c; k++ {
+		for i := 0; i < d; i++ {
+			s := 0.0
+			for j := 0; j < d; j++ {
+				s += u[k*d+j] * w.a64[i*d+j]
+			}
+			out[k*d+i] = s
+		}
+	}
+	return out
 }
