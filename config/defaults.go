@@ -109,7 +109,7 @@ func Default() Config {
 			NormalizeEmbeddings: true,
 			// VICReg off; when on, the coefficients of Bardes et al.
 			// (variance 25, covariance 1).
-			VICReg: VICReg{Weight: 0, VarianceCoeff: 25, CovarianceCoeff: 1},
+			VICReg: VICReg{Weight: 0, VarianceCoeff: 25, CovarianceCoeff: 1, StdTarget: 1},
 		},
 		Checkpoint: Checkpoint{
 			Dir:           "",

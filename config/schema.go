@@ -167,6 +167,11 @@ type VICReg struct {
 	Weight          float64 `mapstructure:"weight" yaml:"weight" json:"weight"`
 	VarianceCoeff   float64 `mapstructure:"variance_coeff" yaml:"variance_coeff" json:"variance_coeff"`
 	CovarianceCoeff float64 `mapstructure:"covariance_coeff" yaml:"covariance_coeff" json:"covariance_coeff"`
+	// StdTarget is the std the variance hinge holds every dimension above
+	// (VICReg's gamma, 1 there). Pooled LayerNorm'd ViT features start with
+	// a per-dimension std near 0.2, so a target near that keeps them from
+	// shrinking without pushing them to whiten.
+	StdTarget float64 `mapstructure:"std_target" yaml:"std_target" json:"std_target"`
 	// TokensPerImage chooses the samples: 0 takes one per image (the mean of
 	// its context embeddings); K > 0 takes K context token embeddings per
 	// image, evenly spaced along its context list.

@@ -365,6 +365,7 @@ func (c Config) validateLoss(ck *checker) {
 	ck.nonNegativeF("loss.vicreg.weight", l.VICReg.Weight)
 	ck.nonNegativeF("loss.vicreg.variance_coeff", l.VICReg.VarianceCoeff)
 	ck.nonNegativeF("loss.vicreg.covariance_coeff", l.VICReg.CovarianceCoeff)
+	ck.positiveF("loss.vicreg.std_target", l.VICReg.StdTarget)
 	ck.nonNegative("loss.vicreg.tokens_per_image", l.VICReg.TokensPerImage)
 	ck.nonNegativeF("loss.vicreg.invariance_coeff", l.VICReg.InvarianceCoeff)
 	ck.nonNegative("loss.vicreg.projector_dim", l.VICReg.ProjectorDim)

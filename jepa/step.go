@@ -16,6 +16,8 @@ type LossConfig struct {
 	// VICRegWeight scales the VICReg term (0: off); VarianceCoeff and
 	// CovarianceCoeff weigh its parts.
 	VICRegWeight, VarianceCoeff, CovarianceCoeff float64
+	// StdTarget is the variance hinge's target std (VICReg's gamma; 0: 1).
+	StdTarget float64
 	// VICRegTokens picks VICReg's samples: 0, one per image, the mean of its
 	// context embeddings; K > 0, K context token embeddings per image (evenly
 	// spaced along its context list), B*K samples in all.
@@ -342,7 +344,11 @@ func (m *Model) vicreg(b tensor.Backend, h, z *tensor.Tensor, lc LossConfig, opt
 		}
 		all = st.hostGlobal
 	}
-	v, gAll := VICReg(all, nAll, d, lc.VarianceCoeff, lc.CovarianceCoeff)
+	gamma := lc.StdTarget
+	if gamma == 0 {
+		gamma = 1
+	}
+	v, gAll := VICReg(all, nAll, d, gamma, lc.VarianceCoeff, lc.CovarianceCoeff)
 	grad := gAll
 	if world > 1 {
 		grad = make([]float32, n*d)

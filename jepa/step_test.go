@@ -188,25 +188,27 @@ func TestVICRegGradient(t *testing.T) {
 	for i := range x {
 		x[i] = float32(r.NormFloat64() * 0.3) // std < 1: the variance hinge is active
 	}
-	loss, g := VICReg(x, n, d, 25, 1)
-	if loss <= 0 {
-		t.Fatalf("loss %v", loss)
-	}
-	for i := range x {
-		const eps = 1e-3
-		xp := append([]float32(nil), x...)
-		xp[i] += eps
-		lp, _ := VICReg(xp, n, d, 25, 1)
-		xp[i] -= 2 * eps
-		lm, _ := VICReg(xp, n, d, 25, 1)
-		fd := (lp - lm) / (2 * eps)
-		if math.Abs(fd-float64(g[i])) > 2e-3*math.Max(1, math.Abs(fd)) {
-			t.Errorf("d/dx[%d]: analytic %v, finite difference %v", i, g[i], fd)
+	for _, gamma := range []float64{1, 0.3} { // 0.3: some dimensions above the target
+		loss, g := VICReg(x, n, d, gamma, 25, 1)
+		if loss <= 0 {
+			t.Fatalf("gamma %v: loss %v", gamma, loss)
+		}
+		for i := range x {
+			const eps = 1e-3
+			xp := append([]float32(nil), x...)
+			xp[i] += eps
+			lp, _ := VICReg(xp, n, d, gamma, 25, 1)
+			xp[i] -= 2 * eps
+			lm, _ := VICReg(xp, n, d, gamma, 25, 1)
+			fd := (lp - lm) / (2 * eps)
+			if math.Abs(fd-float64(g[i])) > 2e-3*math.Max(1, math.Abs(fd)) {
+				t.Errorf("gamma %v: d/dx[%d]: analytic %v, finite difference %v", gamma, i, g[i], fd)
+			}
 		}
 	}
 	// A collapsed batch (all rows equal) has the maximal variance loss of 1.
 	same := make([]float32, n*d)
-	if l, _ := VICReg(same, n, d, 1, 0); math.Abs(l-(1-math.Sqrt(1e-4))) > 1e-9 {
+	if l, _ := VICReg(same, n, d, 1, 1, 0); math.Abs(l-(1-math.Sqrt(1e-4))) > 1e-9 {
 		t.Errorf("collapsed variance loss %v", l)
 	}
 }

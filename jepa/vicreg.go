@@ -8,14 +8,16 @@ import "math"
 //
 //	xc   = x - mean_rows(x)
 //	std  = sqrt(var_unbiased(xc) + 1e-4)
-//	var  = mean_j relu(1 - std_j)
+//	var  = mean_j relu(gamma - std_j)
 //	cov  = xc^T xc / (n-1);  covl = sum_{i != j} cov_ij^2 / d
 //	loss = varCoeff*var + covCoeff*covl
 //
 // It is computed in float64 on the host: n is a batch and d a width, so the
 // d x d covariance is small next to a training step. With n < 2 the terms are
 // undefined and it returns 0 and a zero gradient.
-func VICReg(x []float32, n, d int, varCoeff, covCoeff float64) (float64, []float32) {
+//
+// gamma is the variance hinge's target std (VICReg's gamma, 1 there).
+func VICReg(x []float32, n, d int, gamma, varCoeff, covCoeff float64) (float64, []float32) {
 	grad := make([]float32, n*d)
 	if n < 2 {
 		return 0, grad
@@ -60,8 +62,8 @@ func VICReg(x []float32, n, d int, varCoeff, covCoeff float64) (float64, []float
 	dstd := make([]float64, d)
 	for j := 0; j < d; j++ {
 		std := math.Sqrt(cov[j*d+j] + 1e-4)
-		if 1-std > 0 {
-			varLoss += 1 - std
+		if gamma-std > 0 {
+			varLoss += gamma - std
 			dstd[j] = -varCoeff / float64(d) / (nm1 * std)
 		}
 	}

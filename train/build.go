@@ -58,7 +58,7 @@ func MaskConfig(c config.Config, mc jepa.ModelConfig) jepa.MaskConfig {
 func LossConfig(c config.Config) jepa.LossConfig {
 	l := c.Loss
 	return jepa.LossConfig{Type: l.Type, Weights: l.HierarchyWeights, VICRegWeight: l.VICReg.Weight,
-		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff,
+		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff, StdTarget: l.VICReg.StdTarget,
 		VICRegTokens: l.VICReg.TokensPerImage, InvarianceCoeff: l.VICReg.InvarianceCoeff}
 }
 
