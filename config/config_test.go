@@ -74,7 +74,8 @@ func TestPresetShapes(t *testing.T) {
 		predDim, predDepth, batch     int
 		dataset                       string
 	}{
-		{"fmnist-tiny.yaml", 28, 2, 1, 192, 6, 3, 96, 4, 64, "idx"},
+		{"fmnist-tiny.yaml", 28, 4, 1, 192, 6, 3, 96, 4, 64, "idx"},
+		{"fmnist-pretrain.yaml", 28, 4, 1, 192, 6, 3, 96, 4, 64, "idx"},
 		{"cifar10-small.yaml", 32, 4, 3, 384, 6, 6, 192, 4, 128, "cifar10"},
 		{"default.yaml", 224, 16, 3, 768, 12, 12, 384, 6, 128, "imagefolder"},
 		{"in1k-vith14.yaml", 224, 14, 3, 1280, 32, 16, 384, 12, 128, "imagefolder"},
@@ -98,7 +99,8 @@ func TestPresetShapes(t *testing.T) {
 		t.Errorf("in1k-vith14 training = %+v", tr)
 	}
 	c, _ = Load(LoadOptions{ConfigFile: "../configs/fmnist-tiny.yaml"})
-	if c.Data.Path != "/usr/share/datasets/fashion-mnist" || !slices.Equal(c.Loss.HierarchyWeights, []float64{1, 0.5, 0.25}) {
+	if c.Data.Path != "/usr/share/datasets/fashion-mnist" || !slices.Equal(c.Loss.HierarchyWeights, []float64{1, 0.5}) ||
+		c.Data.Augmentation.Views != 2 || c.Evaluation.TrainLimit != 10000 {
 		t.Errorf("fmnist-tiny data/loss = %+v %+v", c.Data, c.Loss)
 	}
 }
@@ -443,7 +445,7 @@ func TestValidateFromSetOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = c.Validate()
-	if err == nil || !strings.Contains(err.Error(), "data.image_size: 29 is not divisible by the patch size 2") {
+	if err == nil || !strings.Contains(err.Error(), "data.image_size: 29 is not divisible by the patch size 4") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -523,7 +525,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 		if c.Digest() != d.Digest() || !reflect.DeepEqual(c.flatten(), d.flatten()) {
 			t.Fatalf("round trip changed the config:\n%s", out)
 		}
-		if !strings.Contains(string(out), "hierarchy_weights: [1, 0.5, 0.25]") {
+		if !strings.Contains(string(out), "hierarchy_weights: [1, 0.5") {
 			t.Errorf("lists not inline:\n%s", out)
 		}
 	}
