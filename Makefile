@@ -52,14 +52,18 @@ demo: fmnist bin/hjepa-cpu
 	echo "make demo: training and evaluation took $$(( $$(date +%s) - start )) s; the table is in $(DEMO_OUT)/eval.json"
 
 # The longer recipe (configs/fmnist-pretrain.yaml, at most 90 minutes on 2
-# cores): one process with every core, then the full probe protocol (60k
-# training images, 10k test images) of the trained encoders beside the raw
-# pixels and the initialisation. PRETRAIN_OUT is replaced on every run.
-PRETRAIN_OUT ?= results/pretrain-fmnist
-PRETRAIN_SET ?=
+# cores): trained like the demo by PRETRAIN_NPROC data-parallel workers
+# (the global batch stays the preset's 64; two 1-thread workers step ~25%
+# faster than one 2-thread process on 2 cores), then the full probe protocol
+# (60k training images, 10k test images) of the trained encoders beside the
+# raw pixels and the initialisation. PRETRAIN_OUT is replaced on every run.
+PRETRAIN_NPROC ?= 2
+PRETRAIN_OUT   ?= results/pretrain-fmnist
+PRETRAIN_SET   ?=
 pretrain-fmnist: fmnist bin/hjepa-cpu
 	@start=$$(date +%s); rm -rf $(PRETRAIN_OUT); \
-	bin/hjepa-cpu train --config configs/fmnist-pretrain.yaml --out $(PRETRAIN_OUT) $(PRETRAIN_SET) && \
+	bin/hjepa-cpu launch --nproc $(PRETRAIN_NPROC) --config configs/fmnist-pretrain.yaml --out $(PRETRAIN_OUT) \
+	  --set data.batch_size=$$((64 / $(PRETRAIN_NPROC))) $(PRETRAIN_SET) && \
 	bin/hjepa-cpu eval --config configs/fmnist-pretrain.yaml $(PRETRAIN_SET) --checkpoint $(PRETRAIN_OUT)/checkpoints/checkpoint_latest \
 	  --all --out $(PRETRAIN_OUT)/eval.json && \
 	echo "make pretrain-fmnist: training and evaluation took $$(( $$(date +%s) - start )) s; the table is in $(PRETRAIN_OUT)/eval.json"

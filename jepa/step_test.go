@@ -14,11 +14,6 @@ func tinyModel(t *testing.T, b tensor.Backend, levels int) *Model {
 	return tinyModelWith(t, b, levels, false, 0)
 }
 
-// tinyModelHeads is tinyModel with or without prediction heads.
-func tinyModelHeads(t *testing.T, b tensor.Backend, levels int, heads bool) *Model {
-	return tinyModelWith(t, b, levels, heads, 0)
-}
-
 // tinyModelWith is tinyModel with or without prediction heads and with a
 // VICReg projector of width proj (0: none).
 func tinyModelWith(t *testing.T, b tensor.Backend, levels int, heads bool, proj int) *Model {
