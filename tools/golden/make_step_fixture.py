@@ -154,6 +154,29 @@ def summary(path, model, loss, n_grads, extra):
           f"{n_grads} gradients (largest norm {gnorm:.3g}), {extra}, torch {torch.__version__}")
 
 
+def write_step_fixture(args, name, model, cfg, params, imgs, ctx, masks_pred, outputs, step, loss, extra):
+    """Writes one fixture file: the inputs (image, context and target masks),
+    the step's outputs, every parameter gradient, and the metadata naming
+    the step; refuses to split it."""
+    tensors = [("img", f32(imgs)), ("masks_enc.0", i32(ctx))]
+    tensors += [(f"masks_pred.{k}", i32(t)) for k, t in enumerate(masks_pred)]
+    tensors += outputs
+    grads = grad_tensors(model)
+    tensors += grads
+    meta = {
+        "torch": torch.__version__,
+        "fixture": name,
+        "config": json.dumps(cfg, sort_keys=True),
+        "params": json.dumps(params),
+        "weight_formula": FORMULA,
+        "step": step,
+    }
+    paths = write_fixture(args.out, name, tensors, meta, args.max_bytes)
+    if len(paths) != 1:
+        raise SystemExit(f"{name}: split into {len(paths)} parts; keep it one small file")
+    summary(paths[0], model, loss, len(grads), extra)
+
+
 def ijepa_step(args):
     name = "ijepa_step"
     cfg = base_config()
@@ -169,24 +192,11 @@ def ijepa_step(args):
     beyond = float(((z - h).abs() > 1).float().mean())
     cfg["frac_abs_diff_gt_1"] = round(beyond, 4)
 
-    tensors = [("img", f32(imgs)), ("masks_enc.0", i32(ctx))]
-    tensors += [(f"masks_pred.{k}", i32(t)) for k, t in enumerate(masks_pred)]
-    tensors += [("loss", f32(loss.reshape(1))), ("pred", f32(z)), ("target", f32(h))]
-    grads = grad_tensors(model)
-    tensors += grads
-    meta = {
-        "torch": torch.__version__,
-        "fixture": name,
-        "config": json.dumps(cfg, sort_keys=True),
-        "params": json.dumps(params),
-        "weight_formula": FORMULA,
-        "step": "I-JEPA train_step: smooth_l1(predictor(encoder(img, masks_enc), masks_enc, masks_pred), "
-                "apply_masks(layer_norm(target_encoder(img)), masks_pred)); grads of the loss",
-    }
-    paths = write_fixture(args.out, name, tensors, meta, args.max_bytes)
-    if len(paths) != 1:
-        raise SystemExit(f"{name}: split into {len(paths)} parts; keep it one small file")
-    summary(paths[0], model, loss, len(grads), f"|z-h| > 1 for {beyond:.1%}")
+    write_step_fixture(args, name, model, cfg, params, imgs, ctx, masks_pred,
+                       [("loss", f32(loss.reshape(1))), ("pred", f32(z)), ("target", f32(h))],
+                       "I-JEPA train_step: smooth_l1(predictor(encoder(img, masks_enc), masks_enc, masks_pred), "
+                       "apply_masks(layer_norm(target_encoder(img)), masks_pred)); grads of the loss",
+                       loss, f"|z-h| > 1 for {beyond:.1%}")
 
 
 def hjepa_levels(args):
@@ -223,30 +233,16 @@ def hjepa_levels(args):
 
     cfg.update(level_weights=weights, windows_per_block=windows, target_norm_eps=TARGET_NORM_EPS,
                frac_abs_diff_gt_1=beyond)
-    tensors = [("img", f32(imgs)), ("masks_enc.0", i32(ctx))]
-    tensors += [(f"masks_pred.{k}", i32(t)) for k, t in enumerate(masks_pred)]
-    tensors += [("loss", f32(loss.reshape(1)))]
-    tensors += [(f"loss.level.{lvl}", f32(ll.reshape(1))) for lvl, ll in enumerate(losses)]
-    tensors += [("pred", f32(z)), ("target", f32(h))] + diag
-    grads = grad_tensors(model)
-    tensors += grads
-    meta = {
-        "torch": torch.__version__,
-        "fixture": name,
-        "config": json.dumps(cfg, sort_keys=True),
-        "params": json.dumps(params),
-        "weight_formula": FORMULA,
-        "step": "H-JEPA levels: sum_l w_l smooth_l1(layer_norm(pool_l(z)), layer_norm(pool_l(h))), z and h "
-                "I-JEPA's predictions and masked normalised targets, pool_l the means over the 2^l x 2^l "
-                "windows tiling each target block from its top-left corner (level 0: z, h themselves, "
-                "no extra norm), layer_norm without affine, eps 1e-5; grads of the loss",
-    }
-    paths = write_fixture(args.out, name, tensors, meta, args.max_bytes)
-    if len(paths) != 1:
-        raise SystemExit(f"{name}: split into {len(paths)} parts; keep it one small file")
-    summary(paths[0], model, loss, len(grads),
-            f"levels {[round(float(ll), 6) for ll in losses]}, windows per block {windows}, "
-            f"context {cfg['context_keep']}, |diff| > 1 for {beyond} per level")
+    outputs = [("loss", f32(loss.reshape(1)))]
+    outputs += [(f"loss.level.{lvl}", f32(ll.reshape(1))) for lvl, ll in enumerate(losses)]
+    outputs += [("pred", f32(z)), ("target", f32(h))] + diag
+    write_step_fixture(args, name, model, cfg, params, imgs, ctx, masks_pred, outputs,
+                       "H-JEPA levels: sum_l w_l smooth_l1(layer_norm(pool_l(z)), layer_norm(pool_l(h))), z and h "
+                       "I-JEPA's predictions and masked normalised targets, pool_l the means over the 2^l x 2^l "
+                       "windows tiling each target block from its top-left corner (level 0: z, h themselves, "
+                       "no extra norm), layer_norm without affine, eps 1e-5; grads of the loss",
+                       loss, f"levels {[round(float(ll), 6) for ll in losses]}, windows per block {windows}, "
+                       f"context {cfg['context_keep']}, |diff| > 1 for {beyond} per level")
 
 
 def main():
