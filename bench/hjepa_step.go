@@ -13,9 +13,9 @@ import (
 
 	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/cpu"
-	"github.com/hjepa-go/hjepa/train"
 )
 
 // The H-JEPA step benchmark times one full training step of the fmnist-tiny
@@ -144,11 +144,11 @@ func newHJEPAStepSetup(configRel string, sets []string, batch int) (*hjepaStepSe
 		return nil, fmt.Errorf("%s: the baseline script implements smooth-L1 without VICReg, projector or prediction heads; got loss.type=%s, loss.vicreg.weight=%g, loss.vicreg.projector_dim=%d, model.prediction_heads=%v",
 			configRel, l.Type, l.VICReg.Weight, l.VICReg.ProjectorDim, m.PredictionHeads)
 	}
-	mc, err := train.ModelConfig(cfg)
+	mc, err := jepa.NewModelConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	masker, err := jepa.NewMultiBlockMasker(train.MaskConfig(cfg, mc), hjepaStepSeed)
+	masker, err := jepa.NewMultiBlockMasker(jepa.NewMaskConfig(cfg, mc), hjepaStepSeed)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func newHJEPAStepSetup(configRel string, sets []string, batch int) (*hjepaStepSe
 // iteration in milliseconds; label goes into the stderr summary.
 func hjepaStepOurs(s *hjepaStepSetup, b tensor.Backend, label string) (float64, error) {
 	cfg := s.cfg
-	mc, err := train.ModelConfig(cfg)
+	mc, err := jepa.NewModelConfig(cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -193,9 +193,9 @@ func hjepaStepOurs(s *hjepaStepSetup, b tensor.Backend, label string) (float64, 
 	e := mc.Encoder
 	img := b.New(tensor.Float32, s.batch, e.InChans, e.ImgSize, e.ImgSize)
 	b.RandNormal(img, rng, 0, 1)
-	loss := train.LossConfig(cfg)
+	loss := jepa.NewLossConfig(cfg)
 	t := cfg.Training
-	opt := train.NewAdamW(b, m.Params, float32(t.Betas[0]), float32(t.Betas[1]), float32(t.Eps))
+	opt := optim.NewAdamW(b, m.Params, float32(t.Betas[0]), float32(t.Betas[1]), float32(t.Eps))
 	lr, wd, ema := t.LR, t.WeightDecay, float32(cfg.Model.EMA.Momentum)
 
 	times := make([]float64, 0, hjepaStepIters)
@@ -206,7 +206,7 @@ func hjepaStepOurs(s *hjepaStepSetup, b tensor.Backend, label string) (float64, 
 		if _, err := m.ForwardBackward(b, img, masks, loss, jepa.StepOptions{Backward: true}); err != nil {
 			return 0, err
 		}
-		train.ClipGradNorm(b, m.Params.Grads, t.ClipGrad)
+		optim.ClipGradNorm(b, m.Params.Grads, t.ClipGrad)
 		opt.Step(b, m.Params, lr, wd)
 		m.UpdateTarget(b, ema)
 		if err := b.Sync(); err != nil {
@@ -238,7 +238,7 @@ func hjepaStepTorch(s *hjepaStepSetup, threads int) (float64, error) {
 func hjepaStepTorchArgs(s *hjepaStepSetup, extra ...string) []string {
 	c := s.cfg
 	t := c.Training
-	mc, _ := train.ModelConfig(c) // checked in newHJEPAStepSetup
+	mc, _ := jepa.NewModelConfig(c) // checked in newHJEPAStepSetup
 	e, p := mc.Encoder, mc.Predictor
 	itoa := strconv.Itoa
 	ftoa := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }

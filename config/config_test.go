@@ -132,7 +132,7 @@ func TestEncoderPresets(t *testing.T) {
 	// Overrides win; custom needs every size.
 	c := validDefault()
 	c.Model.EmbedDim, c.Model.PatchSize, c.Model.MLPRatio = 512, 8, 2
-	if e, _ := c.Encoder(); e.EmbedDim != 512 || e.PatchSize != 8 || e.MLPRatio != 2 || e.Depth != 12 || e.Grid() != 28 || e.NumPatches() != 784 || e.MLPHidden() != 1024 {
+	if e, _ := c.Encoder(); e.EmbedDim != 512 || e.PatchSize != 8 || e.MLPRatio != 2 || e.Depth != 12 || e.Grid() != 28 || e.NumPatches() != 784 {
 		t.Errorf("overrides: %+v", e)
 	}
 	c.Model.EncoderType = "custom"

@@ -16,7 +16,7 @@ type EncoderShape struct {
 	EmbedDim  int // D
 	Depth     int // blocks
 	NumHeads  int
-	MLPRatio  float64 // hidden width = round(D * MLPRatio)
+	MLPRatio  float64 // MLP hidden width int(D * MLPRatio), as Python (nn.ViTConfig.Hidden)
 	// PresetImageSize is the _S suffix of encoder_type (0 when absent); it
 	// must equal ImageSize.
 	PresetImageSize int
@@ -32,9 +32,6 @@ func (e EncoderShape) Grid() int {
 
 // NumPatches is the number of tokens of a full image (Grid²).
 func (e EncoderShape) NumPatches() int { return e.Grid() * e.Grid() }
-
-// MLPHidden is the width of the blocks' MLP.
-func (e EncoderShape) MLPHidden() int { return int(float64(e.EmbedDim)*e.MLPRatio + 0.5) }
 
 type vitPreset struct {
 	dim, depth, heads int

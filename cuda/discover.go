@@ -38,7 +38,7 @@ func Discover() (Discovery, error) {
 	} else if drv, derr := discoverDriver(""); derr == nil {
 		return drv, nil
 	} else {
-		return Discovery{}, fmt.Errorf("%v; %v", err, derr)
+		return Discovery{}, fmt.Errorf("%w; %w", err, derr)
 	}
 }
 

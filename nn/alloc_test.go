@@ -71,31 +71,6 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 	}
 }
 
-func TestPresets(t *testing.T) {
-	want := map[string][4]int{ // dim, depth, heads, hidden
-		"tiny": {192, 12, 3, 768}, "small": {384, 12, 6, 1536}, "base": {768, 12, 12, 3072},
-		"large": {1024, 24, 16, 4096}, "huge": {1280, 32, 16, 5120}, "giant": {1408, 40, 16, 6144},
-	}
-	for name, w := range want {
-		c, err := Preset(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := [4]int{c.Dim, c.Depth, c.Heads, c.Hidden()}; got != w {
-			t.Errorf("%s: %v, want %v", name, got, w)
-		}
-		if err := c.Validate(); err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-		if err := DefaultPredictor(c).Validate(); err != nil {
-			t.Errorf("%s predictor: %v", name, err)
-		}
-	}
-	if _, err := Preset("enormous"); err == nil {
-		t.Error("unknown preset accepted")
-	}
-}
-
 func TestConfigValidateNamesFields(t *testing.T) {
 	c := ViTConfig{ImgSize: 30, PatchSize: 16, InChans: 0, Dim: 30, Depth: 0, Heads: 4, MLPRatio: 0, Eps: 0, InitStd: 0.02}
 	err := c.Validate()

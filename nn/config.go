@@ -112,39 +112,3 @@ func validateWidth(bad func(string, string, ...any), dim, depth, heads int, rati
 }
 
 func mlpHidden(dim int, ratio float64) int { return int(float64(dim) * ratio) }
-
-// Preset returns I-JEPA's encoder of the given size (tiny, small, base, large,
-// huge, giant) for 224x224 RGB images and 16x16 patches; callers change
-// ImgSize and PatchSize as needed (ViT-H/14 is Preset("huge") with
-// PatchSize 14).
-func Preset(name string) (ViTConfig, error) {
-	c := ViTConfig{ImgSize: 224, PatchSize: 16, InChans: 3, MLPRatio: 4, Eps: 1e-6, InitStd: 0.02}
-	switch name {
-	case "tiny":
-		c.Dim, c.Depth, c.Heads = 192, 12, 3
-	case "small":
-		c.Dim, c.Depth, c.Heads = 384, 12, 6
-	case "base":
-		c.Dim, c.Depth, c.Heads = 768, 12, 12
-	case "large":
-		c.Dim, c.Depth, c.Heads = 1024, 24, 16
-	case "huge":
-		c.Dim, c.Depth, c.Heads = 1280, 32, 16
-	case "giant":
-		ratio := 48.0
-		ratio /= 11 // rounded to float64 like Python's 48/11
-		c.Dim, c.Depth, c.Heads, c.MLPRatio = 1408, 40, 16, ratio
-	default:
-		return ViTConfig{}, fmt.Errorf("nn: unknown ViT preset %q (want tiny, small, base, large, huge or giant)", name)
-	}
-	return c, nil
-}
-
-// DefaultPredictor returns I-JEPA's predictor for encoder c: width 384,
-// depth 12, the encoder's number of heads (as I-JEPA's init_model does).
-func DefaultPredictor(c ViTConfig) PredictorConfig {
-	return PredictorConfig{
-		GridSize: c.GridSize(), EmbedDim: c.Dim, Dim: 384, Depth: 12, Heads: c.Heads,
-		MLPRatio: 4, Eps: 1e-6, InitStd: 0.02,
-	}
-}

@@ -139,7 +139,6 @@ func (t *Tensor) DType() DType     { return t.storage.DType() }
 func (t *Tensor) String() string {
 	return fmt.Sprintf("Tensor(%s, %s, %v)", t.DType(), t.Device(), t.shape)
 }
-func (t *Tensor) SameShape(u *Tensor) bool { return slices.Equal(t.shape, u.shape) }
 
 // Rows is the product of all dimensions but the last: a [B, N, D] tensor is
 // B*N rows of D.

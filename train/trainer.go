@@ -15,7 +15,9 @@ import (
 
 	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/data"
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
 	"github.com/hjepa-go/hjepa/train/progress"
@@ -161,8 +163,8 @@ type trainer struct {
 	masker  *jepa.MultiBlockMasker
 	vmasker *jepa.MultiBlockMasker
 	loss    jepa.LossConfig
-	opt     *AdamW
-	sched   Schedules
+	opt     *optim.AdamW
+	sched   optim.Schedules
 
 	train, val    data.Dataset
 	loader        *data.Loader
@@ -246,7 +248,7 @@ func newTrainer(opts Options) (*trainer, error) {
 	}
 	t.b = opts.Backend
 	if t.b == nil {
-		b, fallback, err := NewBackend(cfg)
+		b, fallback, err := device.Open(cfg)
 		if err != nil {
 			t.closeLog()
 			return nil, err
@@ -255,7 +257,7 @@ func newTrainer(opts Options) (*trainer, error) {
 			t.log.Info(fallback)
 		}
 		t.b = b
-		t.closeBackend = func() { CloseBackend(b) }
+		t.closeBackend = func() { device.Close(b) }
 	}
 	t.log.Info("device", zap.String("backend", t.b.Name()), zap.Int("rank", rank), zap.Int("world_size", t.sync.WorldSize()))
 
@@ -301,7 +303,7 @@ func newTrainer(opts Options) (*trainer, error) {
 	t.accum = max(1, cfg.Training.AccumulationSteps)
 	t.stepsPerEpoch = max(1, t.loader.BatchesPerEpoch()/t.accum)
 	total, warmup := cfg.Training.Steps(t.stepsPerEpoch)
-	t.sched = Schedules{Total: total, Warmup: warmup, StartLR: cfg.Training.StartLR, LR: cfg.Training.LR,
+	t.sched = optim.Schedules{Total: total, Warmup: warmup, StartLR: cfg.Training.StartLR, LR: cfg.Training.LR,
 		FinalLR: cfg.Training.MinLR, WD: cfg.Training.WeightDecay, FinalWD: cfg.Training.WeightDecayEnd,
 		EMAStart: cfg.Model.EMA.Momentum, EMAEnd: cfg.Model.EMA.MomentumEnd, Constant: cfg.Training.LRSchedule == "constant"}
 	if err := t.sched.Validate(); err != nil {
@@ -312,7 +314,7 @@ func newTrainer(opts Options) (*trainer, error) {
 		zap.Int("total_steps", total), zap.Int("warmup_steps", warmup))
 
 	// 3. Model.
-	mc, err := ModelConfig(cfg)
+	mc, err := jepa.NewModelConfig(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -326,17 +328,17 @@ func newTrainer(opts Options) (*trainer, error) {
 	t.log.Info("model", zap.String("summary", t.model.String()))
 
 	// 4. Setup: masks, loss, optimizer, schedules.
-	mcfg := MaskConfig(cfg, mc)
+	mcfg := jepa.NewMaskConfig(cfg, mc)
 	if t.masker, err = jepa.NewMultiBlockMasker(mcfg, uint64(cfg.Seed)); err != nil {
 		return fail(err)
 	}
 	if t.vmasker, err = jepa.NewMultiBlockMasker(mcfg, uint64(cfg.Seed)^0x5bd1e995); err != nil {
 		return fail(err)
 	}
-	t.loss = LossConfig(cfg)
+	t.loss = jepa.NewLossConfig(cfg)
 	t.monitor = CollapseMonitor{RankFraction: cfg.Evaluation.CollapseRank, StdFraction: cfg.Evaluation.CollapseStd}
 	betas := cfg.Training.Betas
-	t.opt = NewAdamW(t.b, t.model.Params, float32(betas[0]), float32(betas[1]), float32(cfg.Training.Eps))
+	t.opt = optim.NewAdamW(t.b, t.model.Params, float32(betas[0]), float32(betas[1]), float32(cfg.Training.Eps))
 
 	ckDir := cfg.Checkpoint.Dir
 	if ckDir == "" {
@@ -386,16 +388,6 @@ func (t *trainer) close() {
 		t.closeBackend()
 	}
 	t.closeLog()
-}
-
-// CloseBackend stops a backend's workers or frees its device.
-func CloseBackend(b tensor.Backend) {
-	switch c := b.(type) {
-	case interface{ Close() }:
-		c.Close()
-	case interface{ Close() error }:
-		_ = c.Close()
-	}
 }
 
 // loop is phase 5 and 7.
@@ -472,7 +464,7 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 		if err := t.sync.AllReduceMean(ctx, t.step, t.model.Params.Grads); err != nil {
 			return nil, t.abortErr(ctx, fmt.Errorf("step %d: gradient all-reduce: %w", t.step, err))
 		}
-		gradNorm := ClipGradNorm(t.b, t.model.Params.Grads, cfg.Training.ClipGrad)
+		gradNorm := optim.ClipGradNorm(t.b, t.model.Params.Grads, cfg.Training.ClipGrad)
 		if math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
 			return nil, t.fatal(fmt.Errorf("step %d: gradient norm is %v", t.step, gradNorm))
 		}
@@ -609,7 +601,7 @@ func (t *trainer) termGradNorms(img, view2 *tensor.Tensor, masks *jepa.Masks) er
 		if _, err := t.model.ForwardBackward(t.b, img, masks, lc, jepa.StepOptions{Backward: true, View2: view2}); err != nil {
 			return err
 		}
-		norms[i] = ClipGradNorm(t.b, t.model.Params.Grads, 0)
+		norms[i] = optim.ClipGradNorm(t.b, t.model.Params.Grads, 0)
 	}
 	t.model.Params.ZeroGrad(t.b)
 	t.termNorms = &norms

@@ -23,6 +23,7 @@ import (
 	"github.com/hjepa-go/hjepa/collective"
 	"github.com/hjepa-go/hjepa/collective/rpcsec"
 	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/device"
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train"
@@ -356,7 +357,7 @@ func (w *worker) openBackend(cfg config.Config, log *zap.Logger) (tensor.Backend
 		return w.backend, nil
 	}
 	w.closeBackend()
-	b, fallback, err := train.NewLocalBackend(cfg, w.opts.LocalRank)
+	b, fallback, err := device.OpenLocal(cfg, w.opts.LocalRank)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +371,7 @@ func (w *worker) openBackend(cfg config.Config, log *zap.Logger) (tensor.Backend
 
 func (w *worker) closeBackend() {
 	if w.backend != nil {
-		train.CloseBackend(w.backend)
+		device.Close(w.backend)
 		w.backend = nil
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/spf13/cobra"
 )
 
@@ -11,7 +12,7 @@ func devicesCmd() *cobra.Command {
 		Short: "List the NVIDIA GPUs this machine offers (name, UUID, memory, compute capability)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return listDevices(cmd.OutOrStdout())
+			return device.List(cmd.OutOrStdout())
 		},
 	}
 }

@@ -12,28 +12,28 @@ import (
 
 	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/data"
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/eval"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/tensor"
-	"github.com/hjepa-go/hjepa/train"
 )
 
 // loadModel builds the model of cfg and loads a checkpoint's weights into it
 // ("" or "init" keeps the initialisation: the baseline a trained encoder is compared to).
 func loadModel(cfg config.Config, ckDir string) (tensor.Backend, *jepa.Model, error) {
-	b, fallback, err := train.NewBackend(cfg)
+	b, fallback, err := device.Open(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	if fallback != "" {
 		fmt.Fprintln(os.Stderr, fallback)
 	}
-	m, err := train.NewInitialModel(b, cfg)
+	m, err := jepa.NewInitialModel(b, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	if ckDir != "" && ckDir != "init" {
-		if err := train.LoadWeights(b, m, ckDir); err != nil {
+		if err := eval.LoadWeights(b, m, ckDir); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -68,11 +68,11 @@ images (evaluation.train_limit / test_limit) and the same protocol.
 			if all {
 				compareInit, pixels, context = true, true, true
 			}
-			b, fallback, err := train.NewBackend(cfg)
+			b, fallback, err := device.Open(cfg)
 			if err != nil {
 				return err
 			}
-			defer train.CloseBackend(b)
+			defer device.Close(b)
 			if fallback != "" {
 				fmt.Fprintln(os.Stderr, fallback)
 			}
@@ -170,18 +170,18 @@ func evalRows(b tensor.Backend, cfg config.Config, ck string, compareInit, pixel
 		rows = append(rows, eval.PixelExtractor(e.Channels, e.ImageSize, e.ImageSize))
 	}
 	if ck == "init" || compareInit {
-		m, err := train.NewInitialModel(b, cfg)
+		m, err := jepa.NewInitialModel(b, cfg)
 		if err != nil {
 			return nil, err
 		}
 		rows = append(rows, eval.TargetExtractor("init", m))
 	}
 	if ck != "init" {
-		m, err := train.NewInitialModel(b, cfg)
+		m, err := jepa.NewInitialModel(b, cfg)
 		if err != nil {
 			return nil, err
 		}
-		if err := train.LoadWeights(b, m, ck); err != nil {
+		if err := eval.LoadWeights(b, m, ck); err != nil {
 			return nil, err
 		}
 		rows = append(rows, eval.TargetExtractor("trained", m))

@@ -11,9 +11,9 @@ import (
 
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/nn"
+	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/cpu"
-	"github.com/hjepa-go/hjepa/train"
 )
 
 // StepModel is a small H-JEPA model whose shapes touch every kernel path:
@@ -58,7 +58,7 @@ func RunSteps(t *testing.T, b tensor.Backend, cfg jepa.ModelConfig, batch, steps
 		t.Fatal(err)
 	}
 	lc := jepa.LossConfig{Type: "smoothl1", Weights: []float64{1, 0.5, 0.25}, VICRegWeight: 1, VarianceCoeff: 1, CovarianceCoeff: 1}
-	opt := train.NewAdamW(b, m.Params, 0.9, 0.999, 1e-8)
+	opt := optim.NewAdamW(b, m.Params, 0.9, 0.999, 1e-8)
 	var res StepResult
 	for s := range steps {
 		m.Params.ZeroGrad(b)
@@ -66,7 +66,7 @@ func RunSteps(t *testing.T, b tensor.Backend, cfg jepa.ModelConfig, batch, steps
 		if err != nil {
 			t.Fatal(err)
 		}
-		train.ClipGradNorm(b, m.Params.Grads, 1)
+		optim.ClipGradNorm(b, m.Params.Grads, 1)
 		grads := make([]float32, m.Params.Len())
 		b.Download(grads, m.Params.Grads)
 		opt.Step(b, m.Params, 1e-3, 0.04)

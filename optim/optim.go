@@ -1,8 +1,8 @@
-// Package train is the training loop shared by `hjepa train` and every
-// distributed worker: AdamW with parameter groups, the LR / weight-decay /
-// EMA-momentum schedules, gradient clipping and accumulation, validation and
-// collapse monitoring, checkpoints, guards and metric sinks.
-package train
+// Package optim is the optimiser side of a training step: AdamW over a flat
+// parameter arena with I-JEPA's two parameter groups, gradient-norm
+// clipping, and the learning-rate / weight-decay / EMA-momentum schedules as
+// pure functions of the step (so a resumed run continues them exactly).
+package optim
 
 import (
 	"fmt"
@@ -120,7 +120,7 @@ func (s Schedules) EMAAt(i int) float64 {
 // Validate checks the schedule's shape.
 func (s Schedules) Validate() error {
 	if s.Total < 1 || s.Warmup < 0 || s.Warmup >= s.Total && s.Total > 1 {
-		return fmt.Errorf("train: schedule of %d steps with %d warmup steps", s.Total, s.Warmup)
+		return fmt.Errorf("optim: schedule of %d steps with %d warmup steps", s.Total, s.Warmup)
 	}
 	return nil
 }

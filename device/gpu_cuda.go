@@ -1,6 +1,6 @@
 //go:build !nocuda
 
-package train
+package device
 
 import (
 	"errors"
@@ -23,4 +23,18 @@ func openGPU(ordinal int, tf32 bool) (tensor.Backend, error) {
 // visible device, as opposed to a GPU that failed.
 func noGPU(err error) bool {
 	return errors.Is(err, cuda.ErrNoDriver) || errors.Is(err, cuda.ErrNoDevice)
+}
+
+// discover asks NVML (cgo builds) or the CUDA driver (static builds).
+func discover() (Inventory, error) {
+	d, err := cuda.Discover()
+	if err != nil {
+		return Inventory{}, err
+	}
+	inv := Inventory{Source: d.Source, Driver: d.Driver}
+	for _, g := range d.Devices {
+		inv.GPUs = append(inv.GPUs, GPU{Index: g.Index, Name: g.Name, UUID: g.UUID, MemoryBytes: g.TotalMemory,
+			Major: g.Major, Minor: g.Minor})
+	}
+	return inv, nil
 }
