@@ -130,7 +130,7 @@ func vitOurs(c vitCase, threads int) (float64, error) {
 		b.RandNormal(img, rng, 0, 1)
 		step = func() {
 			enc.Forward(b, img, nil)
-			enc.Backward(b, dy)
+			enc.Backward(b, dy, nil)
 		}
 	default:
 		return 0, fmt.Errorf("unknown case %q", c.what)

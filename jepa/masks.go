@@ -122,20 +122,31 @@ func (m *MultiBlockMasker) Sample(step int64, b int) *Masks {
 // positions r, r+world, ... of each global batch). So world replicas with b
 // images each see exactly the masks of one process with b*world images.
 func (m *MultiBlockMasker) SampleShard(step int64, b, rank, world int) *Masks {
-	if world <= 1 {
+	return m.SampleMicro(step, b, 0, 1, rank, world)
+}
+
+// SampleMicro is SampleShard for micro-batch micro of accum accumulated
+// micro-batches of b images: the step's global batch is b*accum*world
+// images and one draw of masks covers it, so accumulating accum
+// micro-batches of b sees the masks of one batch of b*accum. Micro-batch
+// micro holds positions micro*b ... micro*b+b-1 of this replica's share,
+// which are the global batch's images (micro*b+j)*world+rank.
+func (m *MultiBlockMasker) SampleMicro(step int64, b, micro, accum, rank, world int) *Masks {
+	world, accum = max(1, world), max(1, accum)
+	if world == 1 && accum == 1 {
 		return m.Sample(step, b)
 	}
-	g := m.Sample(step, b*world)
+	g := m.Sample(step, b*accum*world)
 	nt := m.cfg.NumTargets
 	out := &Masks{B: b, Nc: g.Nc, Nt: g.Nt, BlockH: g.BlockH, BlockW: g.BlockW,
 		Context: make([]int32, 0, b*g.Nc), Targets: make([]int32, 0, nt*b*g.Nt)}
 	for j := 0; j < b; j++ {
-		i := j*world + rank
+		i := (micro*b+j)*world + rank
 		out.Context = append(out.Context, g.Context[i*g.Nc:(i+1)*g.Nc]...)
 	}
 	for t := 0; t < nt; t++ {
 		for j := 0; j < b; j++ {
-			row := t*b*world + j*world + rank
+			row := t*b*accum*world + (micro*b+j)*world + rank
 			out.Targets = append(out.Targets, g.Targets[row*g.Nt:(row+1)*g.Nt]...)
 		}
 	}

@@ -214,3 +214,40 @@ func TestSampleShardPartitionsGlobalBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSampleMicroMatchesOneBigBatch: accum micro-batches of b images on
+// each of world replicas see, image for image, the masks of one replica
+// reading b*accum images (the loader hands micro-batch m positions m*b ...
+// m*b+b-1 of the replica's share).
+func TestSampleMicroMatchesOneBigBatch(t *testing.T) {
+	cfg := ijepaMaskConfig(14)
+	m, _ := NewMultiBlockMasker(cfg, 3)
+	for _, world := range []int{1, 2, 3} {
+		for _, accum := range []int{1, 2, 4} {
+			const b = 3
+			for step := int64(0); step < 10; step++ {
+				for rank := 0; rank < world; rank++ {
+					big := m.SampleShard(step, b*accum, rank, world)
+					for micro := 0; micro < accum; micro++ {
+						s := m.SampleMicro(step, b, micro, accum, rank, world)
+						if s.B != b || s.Nc != big.Nc || s.Nt != big.Nt || s.BlockH != big.BlockH || s.BlockW != big.BlockW {
+							t.Fatalf("world %d accum %d: sizes %+v vs %+v", world, accum, s, big)
+						}
+						for j := 0; j < b; j++ {
+							i := micro*b + j
+							if !reflect.DeepEqual(s.Context[j*s.Nc:(j+1)*s.Nc], big.Context[i*big.Nc:(i+1)*big.Nc]) {
+								t.Fatalf("world %d accum %d rank %d micro %d image %d: context differs", world, accum, rank, micro, j)
+							}
+							for tg := 0; tg < cfg.NumTargets; tg++ {
+								sr, br := tg*b+j, tg*b*accum+i
+								if !reflect.DeepEqual(s.Targets[sr*s.Nt:(sr+1)*s.Nt], big.Targets[br*big.Nt:(br+1)*big.Nt]) {
+									t.Fatalf("world %d accum %d rank %d micro %d image %d target %d differs", world, accum, rank, micro, j, tg)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

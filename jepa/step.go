@@ -277,13 +277,13 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			m.addTokenBroadcast(b, dz, vicGrad)
 		}
 	}
+	var afterBlock func(i int)
 	if ready := opts.GradsReady; ready != nil {
 		enc, blockEnds := m.gradBoundaries()
 		ready(enc) // heads and predictor
-		m.Encoder.AfterBlockBackward = func(i int) { ready(blockEnds[i]) }
-		defer func() { m.Encoder.AfterBlockBackward = nil }()
+		afterBlock = func(i int) { ready(blockEnds[i]) }
 	}
-	m.Encoder.Backward(b, dz)
+	m.Encoder.Backward(b, dz, afterBlock)
 	if opts.GradsReady != nil {
 		opts.GradsReady(m.Params.Len())
 	}

@@ -56,7 +56,7 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 		d := dy.View(0, out.Shape()...)
 		dc := dctx.View(0, 2, nc, cfg.Dim)
 		pred.Backward(b, dc, d)
-		enc.Backward(b, dc)
+		enc.Backward(b, dc, nil)
 	}
 	step(ctxIdx, tgtIdx)
 	first := cb.allocs

@@ -45,7 +45,7 @@ func BenchmarkEncoderPredictorStep(bm *testing.B) {
 		ctx := enc.Forward(b, img, ctxIdx)
 		pred.Forward(b, ctx, ctxIdx, tgtIdx)
 		pred.Backward(b, dctx, dy)
-		enc.Backward(b, dctx)
+		enc.Backward(b, dctx, nil)
 	}
 	if err := b.Sync(); err != nil {
 		bm.Fatal(err)

@@ -116,12 +116,6 @@ type Encoder struct {
 	Blocks []*Block
 	Norm   *LayerNorm
 
-	// AfterBlockBackward, when set, is called once block i's parameter
-	// gradients are final during Backward (blocks run last to first), so a
-	// data-parallel trainer can start reducing them while the rest of
-	// backward runs.
-	AfterBlockBackward func(i int)
-
 	pos    posTable
 	posWS  tensor.Workspace
 	gradWS tensor.Workspace
@@ -173,14 +167,17 @@ func (e *Encoder) Forward(b tensor.Backend, img, keep *tensor.Tensor) *tensor.Te
 
 // Backward accumulates every encoder parameter gradient from dy [B, K, D]
 // (the gradient of Forward's output). There is no image gradient.
-func (e *Encoder) Backward(b tensor.Backend, dy *tensor.Tensor) {
+// afterBlock, when not nil, is called once block i's parameter gradients
+// are final (blocks run last to first), so a data-parallel trainer can start
+// reducing them while the rest of backward runs.
+func (e *Encoder) Backward(b tensor.Backend, dy *tensor.Tensor, afterBlock func(i int)) {
 	g := e.gradWS.Get(b, dy.Shape()...)
 	b.Fill(g, 0)
 	e.Norm.Backward(b, g, dy)
 	for i := len(e.Blocks) - 1; i >= 0; i-- {
 		e.Blocks[i].Backward(b, g, g)
-		if e.AfterBlockBackward != nil {
-			e.AfterBlockBackward(i)
+		if afterBlock != nil {
+			afterBlock(i)
 		}
 	}
 	e.Patch.Backward(b, g)

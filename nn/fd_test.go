@@ -452,7 +452,7 @@ func TestEncoderGradients(t *testing.T) {
 				y := enc.Forward(b, img, keepT)
 				y32 := download(b, y)
 				dy64 := to64(randNormal(rng, len(y32), 1))
-				enc.Backward(b, upload(b, f32(dy64), y.Shape()...))
+				enc.Backward(b, upload(b, f32(dy64), y.Shape()...), nil)
 				ref := func(pp params64, x []float64) []float64 {
 					return scoped(pp, "encoder.").encoder(cfg, x, bs, keep)
 				}

@@ -426,7 +426,7 @@ func TestGoldenEncoder(t *testing.T) {
 	c.compare(b, "out_nomask", enc.Forward(b, img, nil))
 	keep := fx.uploadIdx(t, b, "masks_x.0")
 	c.compare(b, "out", enc.Forward(b, img, keep))
-	enc.Backward(b, fx.upload(t, b, "dout"))
+	enc.Backward(b, fx.upload(t, b, "dout"), nil)
 	c.compareGrads(b, a, "encoder.")
 }
 

@@ -392,9 +392,7 @@ func (t *trainer) close() {
 
 // loop is phase 5 and 7.
 func (t *trainer) loop(ctx context.Context) (*Summary, error) {
-	cfg := t.cfg
 	total := int64(t.sched.Total)
-	logEvery := int64(max(1, cfg.Logging.EverySteps))
 	t.log.Info("training", zap.Int64("from_step", t.step), zap.Int64("to_step", total))
 	distributed := t.sync.WorldSize() > 1
 	if distributed {
@@ -421,89 +419,31 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 		}
 		started := time.Now()
 		t.stepStart, t.stepStartEpoch = t.loader.State(), t.epoch
-		t.model.Params.ZeroGrad(t.b)
-		var stats jepa.StepStats
-		for micro := 0; micro < t.accum; micro++ {
-			batch, err := t.nextBatch(ctx)
-			if err != nil {
-				if ctx.Err() != nil && distributed {
-					return nil, t.abortErr(ctx, err)
+		batches, err := t.nextBatches(ctx)
+		if err != nil {
+			if ctx.Err() != nil && distributed {
+				return nil, t.abortErr(ctx, err)
+			}
+			if ctx.Err() != nil {
+				// Put back the micro-batches this unfinished step took,
+				// so the checkpoint resumes exactly at the step.
+				if err := t.loader.Restore(t.stepStart); err != nil {
+					return nil, err
 				}
-				if ctx.Err() != nil {
-					// Put back the micro-batches this unfinished step took,
-					// so the checkpoint resumes exactly at the step.
-					if err := t.loader.Restore(t.stepStart); err != nil {
-						return nil, err
-					}
-					t.epoch, t.epochEnded = t.stepStartEpoch, false
-					return t.interrupt()
-				}
-				return nil, err
+				t.epoch, t.epochEnded = t.stepStartEpoch, false
+				return t.interrupt()
 			}
-			img, view2 := t.uploadViews(batch)
-			masks := t.masker.SampleShard(t.step*int64(t.accum)+int64(micro), batch.B, t.sync.Rank(), t.sync.WorldSize())
-			if n := int64(cfg.Logging.GradNormsEvery); n > 0 && micro == 0 && (t.step+1)%n == 0 {
-				if err := t.termGradNorms(img, view2, masks); err != nil {
-					return nil, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
-				}
-			}
-			opts := jepa.StepOptions{Backward: true, Replicas: t.replicas(ctx), View2: view2}
-			if ov, ok := t.sync.(OverlappingSync); ok && t.accum == 1 && ov.BeginBackward(ctx, t.step, t.model.Params.Grads) {
-				opts.GradsReady = ov.GradsReady
-			}
-			s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, opts)
-			batch.Release()
-			if err != nil {
-				return nil, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
-			}
-			stats = accumulate(stats, s, t.accum)
-		}
-		if t.accum > 1 {
-			t.b.Scale(t.model.Params.Grads, 1/float32(t.accum))
-		}
-		if err := t.sync.AllReduceMean(ctx, t.step, t.model.Params.Grads); err != nil {
-			return nil, t.abortErr(ctx, fmt.Errorf("step %d: gradient all-reduce: %w", t.step, err))
-		}
-		gradNorm := optim.ClipGradNorm(t.b, t.model.Params.Grads, cfg.Training.ClipGrad)
-		if math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
-			return nil, t.fatal(fmt.Errorf("step %d: gradient norm is %v", t.step, gradNorm))
-		}
-		if g := cfg.Training.GradExplosion; g > 0 && gradNorm > g {
-			t.log.Warn("gradient norm explosion", zap.Int64("step", t.step), zap.Float64("grad_norm", gradNorm), zap.Float64("threshold", g))
-		}
-		i := int(t.step)
-		lr, wd, ema := t.sched.LRAt(i), t.sched.WDAt(i), t.sched.EMAAt(i)
-		t.opt.Step(t.b, t.model.Params, lr, wd)
-		t.model.UpdateTarget(t.b, float32(ema))
-		t.step++
-		t.lastStats = stats
-		if err := t.sync.AfterStep(ctx, t.step, t.model.Params.Values, t.model.TargetParams.Values); err != nil {
-			if errors.Is(err, ErrDiverged) {
-				return nil, err
-			}
-			return nil, t.abortErr(ctx, fmt.Errorf("step %d: %w", t.step, err))
-		}
-		if t.opts.OnStep != nil {
-			t.opts.OnStep(t.step, stats.Loss, time.Since(started))
-		}
-
-		if t.step%logEvery == 0 || t.step == total {
-			if err := t.logStep(ctx, stats, lr, wd, ema, gradNorm, time.Since(started)); err != nil {
-				return nil, err
-			}
-		}
-		if err := t.endOfEpoch(ctx); err != nil {
 			return nil, err
 		}
-		if n := int64(cfg.Evaluation.EverySteps); n > 0 && t.step%n == 0 {
-			if err := t.validate(ctx); err != nil {
-				return nil, err
-			}
+		res, err := t.trainStep(ctx, batches)
+		for _, bt := range batches {
+			bt.Release()
 		}
-		if n := int64(cfg.Checkpoint.EverySteps); n > 0 && t.step%n == 0 && t.step < total {
-			if err := t.save("step", int(t.step)); err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
+		}
+		if err := t.afterStep(ctx, res, time.Since(started)); err != nil {
+			return nil, err
 		}
 	}
 	// 7. Completion (the final validation unless the loop just ran it).
@@ -517,6 +457,97 @@ func (t *trainer) loop(ctx context.Context) (*Summary, error) {
 	}
 	t.finish()
 	return &t.summary, nil
+}
+
+// stepResult is what one optimizer step reports.
+type stepResult struct {
+	Stats       jepa.StepStats // averaged over the micro-batches, this replica's
+	GradNorm    float64        // global gradient norm before clipping
+	LR, WD, EMA float64        // the schedules' values the step used
+}
+
+// trainStep is one optimizer step on this replica's micro-batches (one per
+// accumulation step): forward and backward of each, the gradient
+// all-reduce (overlapped with the backward when the sync can), clipping and
+// the guards, AdamW, the EMA update of the target encoder and the sync's
+// after-step check. It advances t.step.
+func (t *trainer) trainStep(ctx context.Context, batches []*data.Batch) (stepResult, error) {
+	var res stepResult
+	t.model.Params.ZeroGrad(t.b)
+	for micro, batch := range batches {
+		img, view2 := t.uploadViews(batch)
+		masks := t.masker.SampleMicro(t.step, batch.B, micro, len(batches), t.sync.Rank(), t.sync.WorldSize())
+		if n := int64(t.cfg.Logging.GradNormsEvery); n > 0 && micro == 0 && (t.step+1)%n == 0 {
+			if err := t.termGradNorms(img, view2, masks); err != nil {
+				return res, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
+			}
+		}
+		opts := jepa.StepOptions{Backward: true, Replicas: t.replicas(ctx), View2: view2}
+		if ov, ok := t.sync.(OverlappingSync); ok && len(batches) == 1 && ov.BeginBackward(ctx, t.step, t.model.Params.Grads) {
+			opts.GradsReady = ov.GradsReady
+		}
+		s, err := t.model.ForwardBackward(t.b, img, masks, t.loss, opts)
+		if err != nil {
+			return res, t.fatal(fmt.Errorf("step %d: %w", t.step, err))
+		}
+		res.Stats = accumulate(res.Stats, s, len(batches))
+	}
+	if len(batches) > 1 {
+		t.b.Scale(t.model.Params.Grads, 1/float32(len(batches)))
+	}
+	if err := t.sync.AllReduceMean(ctx, t.step, t.model.Params.Grads); err != nil {
+		return res, t.abortErr(ctx, fmt.Errorf("step %d: gradient all-reduce: %w", t.step, err))
+	}
+	res.GradNorm = optim.ClipGradNorm(t.b, t.model.Params.Grads, t.cfg.Training.ClipGrad)
+	if math.IsNaN(res.GradNorm) || math.IsInf(res.GradNorm, 0) {
+		return res, t.fatal(fmt.Errorf("step %d: gradient norm is %v", t.step, res.GradNorm))
+	}
+	if g := t.cfg.Training.GradExplosion; g > 0 && res.GradNorm > g {
+		t.log.Warn("gradient norm explosion", zap.Int64("step", t.step), zap.Float64("grad_norm", res.GradNorm), zap.Float64("threshold", g))
+	}
+	i := int(t.step)
+	res.LR, res.WD, res.EMA = t.sched.LRAt(i), t.sched.WDAt(i), t.sched.EMAAt(i)
+	t.opt.Step(t.b, t.model.Params, res.LR, res.WD)
+	t.model.UpdateTarget(t.b, float32(res.EMA))
+	t.step++
+	t.lastStats = res.Stats
+	if err := t.sync.AfterStep(ctx, t.step, t.model.Params.Values, t.model.TargetParams.Values); err != nil {
+		if errors.Is(err, ErrDiverged) {
+			return res, err
+		}
+		return res, t.abortErr(ctx, fmt.Errorf("step %d: %w", t.step, err))
+	}
+	return res, nil
+}
+
+// afterStep is the bookkeeping between steps: the step callback, the log
+// line and sinks, the epoch end, and the step-interval validation and
+// checkpoint.
+func (t *trainer) afterStep(ctx context.Context, res stepResult, took time.Duration) error {
+	cfg := t.cfg
+	total := int64(t.sched.Total)
+	if t.opts.OnStep != nil {
+		t.opts.OnStep(t.step, res.Stats.Loss, took)
+	}
+	if t.step%int64(max(1, cfg.Logging.EverySteps)) == 0 || t.step == total {
+		if err := t.logStep(ctx, res.Stats, res.LR, res.WD, res.EMA, res.GradNorm, took); err != nil {
+			return err
+		}
+	}
+	if err := t.endOfEpoch(ctx); err != nil {
+		return err
+	}
+	if n := int64(cfg.Evaluation.EverySteps); n > 0 && t.step%n == 0 {
+		if err := t.validate(ctx); err != nil {
+			return err
+		}
+	}
+	if n := int64(cfg.Checkpoint.EverySteps); n > 0 && t.step%n == 0 && t.step < total {
+		if err := t.save("step", int(t.step)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stopVote says whether to stop before the next step: a single process
@@ -628,6 +659,23 @@ func (g syncGather) Rank() int      { return g.sync.Rank() }
 func (g syncGather) WorldSize() int { return g.sync.WorldSize() }
 func (g syncGather) GatherRows(local []float32) ([][]float32, error) {
 	return g.sync.AllGather(g.ctx, g.step, local)
+}
+
+// nextBatches takes the next step's micro-batches (one per accumulation
+// step); on an error it releases those it took.
+func (t *trainer) nextBatches(ctx context.Context) ([]*data.Batch, error) {
+	out := make([]*data.Batch, 0, t.accum)
+	for range t.accum {
+		bt, err := t.nextBatch(ctx)
+		if err != nil {
+			for _, b := range out {
+				b.Release()
+			}
+			return nil, err
+		}
+		out = append(out, bt)
+	}
+	return out, nil
 }
 
 // nextBatch returns the next training batch, rolling over epochs. The
