@@ -157,7 +157,9 @@ type Loss struct {
 	// Type is smoothl1 or mse.
 	Type             string    `mapstructure:"type" yaml:"type" json:"type"`
 	HierarchyWeights []float64 `mapstructure:"hierarchy_weights" yaml:"hierarchy_weights" json:"hierarchy_weights"`
-	// NormalizeEmbeddings LayerNorms the target features (I-JEPA).
+	// NormalizeEmbeddings LayerNorms (no affine) the target tokens and, at
+	// levels > 0, both sides' window means, as I-JEPA's F.layer_norm; false
+	// compares the raw target-encoder output (jepa.LossConfig.RawTargets).
 	NormalizeEmbeddings bool   `mapstructure:"normalize_embeddings" yaml:"normalize_embeddings" json:"normalize_embeddings"`
 	VICReg              VICReg `mapstructure:"vicreg" yaml:"vicreg" json:"vicreg"`
 }

@@ -55,7 +55,8 @@ func NewLossConfig(c config.Config) LossConfig {
 	l := c.Loss
 	return LossConfig{Type: l.Type, Weights: l.HierarchyWeights, VICRegWeight: l.VICReg.Weight,
 		VarianceCoeff: l.VICReg.VarianceCoeff, CovarianceCoeff: l.VICReg.CovarianceCoeff, StdTarget: l.VICReg.StdTarget,
-		VICRegTokens: l.VICReg.TokensPerImage, InvarianceCoeff: l.VICReg.InvarianceCoeff}
+		VICRegTokens: l.VICReg.TokensPerImage, InvarianceCoeff: l.VICReg.InvarianceCoeff,
+		RawTargets: !l.NormalizeEmbeddings}
 }
 
 // NewInitialModel builds the model of c on b, initialised from c.Seed as

@@ -28,6 +28,11 @@ type LossConfig struct {
 	// or of its second view (StepOptions.View2); no gradient to the target
 	// side.
 	InvarianceCoeff float64
+	// RawTargets (loss.normalize_embeddings false) compares the predictions
+	// with the target encoder's output as it is: no LayerNorm of the target
+	// tokens, and at levels > 0 no LayerNorm of the window means on either
+	// side. The default, false, is I-JEPA's F.layer_norm targets.
+	RawTargets bool
 }
 
 // StepStats are the losses of one forward pass.
@@ -161,8 +166,11 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 
 	// Targets: LayerNorm(target_encoder(img)) at the target patches.
 	h := m.TargetEncoder.Forward(b, img, nil) // [B, Np, D]
-	tn := st.tnorm.Get(b, bs*np, d)
-	b.LayerNormForward(tn, st.tmean.Get(b, bs*np), st.trstd.Get(b, bs*np), h.Reshape(bs*np, d), nil, nil, eps)
+	tn := h.Reshape(bs*np, d)
+	if !lc.RawTargets {
+		tn = st.tnorm.Get(b, bs*np, d)
+		b.LayerNormForward(tn, st.tmean.Get(b, bs*np), st.trstd.Get(b, bs*np), h.Reshape(bs*np, d), nil, nil, eps)
+	}
 	tsel := st.tsel.Get(b, tRows, d)
 	b.Gather(tsel, tn, tgtRows)
 
@@ -194,11 +202,17 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			win := st.windows[l].upload(b, lw.Window, len(lw.Window))
 			ls.predIn = poolWindows(b, &ls.gather, &ls.pred, st.p, mem, win, ls.wtot, lw.S)
 			tgtIn := poolWindows(b, &ls.gather, &ls.tgt, tsel, mem, win, ls.wtot, lw.S)
-			tgt = ls.tgtN.Get(b, ls.wtot, d)
-			b.LayerNormForward(tgt, ls.tgtMu.Get(b, ls.wtot), ls.tgtRstd.Get(b, ls.wtot), tgtIn, nil, nil, eps)
-			if hd := m.Heads[l]; hd != nil {
+			tgt = tgtIn
+			if !lc.RawTargets {
+				tgt = ls.tgtN.Get(b, ls.wtot, d)
+				b.LayerNormForward(tgt, ls.tgtMu.Get(b, ls.wtot), ls.tgtRstd.Get(b, ls.wtot), tgtIn, nil, nil, eps)
+			}
+			switch hd := m.Heads[l]; {
+			case hd != nil:
 				pred = hd.Forward(b, ls.predIn)
-			} else {
+			case lc.RawTargets:
+				pred = ls.predIn
+			default:
 				pred = ls.prdN.Get(b, ls.wtot, d)
 				b.LayerNormForward(pred, ls.prdMu.Get(b, ls.wtot), ls.prdRstd.Get(b, ls.wtot), ls.predIn, nil, nil, eps)
 			}
@@ -248,9 +262,12 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 			continue
 		}
 		dIn := ls.dIn.Get(b, ls.wtot, d)
-		if hd := m.Heads[l]; hd != nil {
+		switch hd := m.Heads[l]; {
+		case hd != nil:
 			hd.Backward(b, dIn, g, ls.scratch.Get(b, ls.wtot, d))
-		} else {
+		case lc.RawTargets:
+			dIn = g
+		default:
 			b.Fill(dIn, 0)
 			b.LayerNormBackward(dIn, nil, nil, g, ls.predIn, ls.prdMu.Get(b, ls.wtot), ls.prdRstd.Get(b, ls.wtot), nil)
 		}

@@ -61,8 +61,10 @@ func TestStepGradientDirectional(t *testing.T) {
 			heads  bool
 			view2  bool
 			proj   int
-		}{{0, 0, 0, false, false, 0}, {0, 0, 0, true, false, 0}, {0.5, 0, 0, false, false, 0}, {0.5, 5, 0, true, false, 0},
-			{0.5, 0, 3, false, false, 0}, {0.5, 0, 3, false, true, 0}, {0.5, 0, 3, false, true, 24}, {0.5, 4, 0, false, false, 24}} {
+			raw    bool
+		}{{0, 0, 0, false, false, 0, false}, {0, 0, 0, true, false, 0, false}, {0.5, 0, 0, false, false, 0, false}, {0.5, 5, 0, true, false, 0, false},
+			{0.5, 0, 3, false, false, 0, false}, {0.5, 0, 3, false, true, 0, false}, {0.5, 0, 3, false, true, 24, false}, {0.5, 4, 0, false, false, 24, false},
+			{0, 0, 0, false, false, 0, true}, {0, 0, 0, true, false, 0, true}} {
 			vic := vc.w
 			b := cpu.New(2)
 			m := tinyModelWith(t, b, 3, vc.heads, vc.proj)
@@ -79,7 +81,7 @@ func TestStepGradientDirectional(t *testing.T) {
 				view2 = randImages(b, bs, 19)
 			}
 			masks := masker.Sample(0, bs)
-			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1, VICRegTokens: vc.tokens, InvarianceCoeff: vc.inv}
+			lc := LossConfig{Type: lossType, Weights: []float64{1, 0.5, 0.25}, VICRegWeight: vic, VarianceCoeff: 25, CovarianceCoeff: 1, VICRegTokens: vc.tokens, InvarianceCoeff: vc.inv, RawTargets: vc.raw}
 			m.Params.ZeroGrad(b)
 			st, err := m.ForwardBackward(b, img, masks, lc, StepOptions{Backward: true, View2: view2})
 			if err != nil {
@@ -117,7 +119,7 @@ func TestStepGradientDirectional(t *testing.T) {
 				fd := (loss(1) - loss(-1)) / (2 * eps)
 				b.Upload(m.Params.Values, theta)
 				if rel := math.Abs(fd-gv) / math.Max(math.Abs(gv), 1e-3); rel > 2e-2 {
-					t.Errorf("%s vicreg=%v tokens=%d heads=%v proj=%d trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, vc.heads, vc.proj, trial, fd, gv, rel)
+					t.Errorf("%s vicreg=%v tokens=%d heads=%v proj=%d raw=%v trial %d: directional derivative %.6g, analytic %.6g (rel %.2g)", lossType, vic, vc.tokens, vc.heads, vc.proj, vc.raw, trial, fd, gv, rel)
 				}
 			}
 		}
@@ -299,5 +301,44 @@ func TestView2IsTheInvarianceTarget(t *testing.T) {
 	}
 	if diff.JEPA != same.JEPA || diff.VICReg == same.VICReg {
 		t.Errorf("another View2 changed JEPA %v -> %v and VICReg %v -> %v; want only VICReg to change", same.JEPA, diff.JEPA, same.VICReg, diff.VICReg)
+	}
+}
+
+// loss.normalize_embeddings: the LayerNorm'd targets (I-JEPA) do not
+// change when the target encoder's output is scaled (here through its final
+// LayerNorm's affine), raw targets do.
+func TestRawTargetsSkipTheLayerNorm(t *testing.T) {
+	b := cpu.New(1)
+	defer b.Close()
+	m := tinyModel(t, b, 2)
+	masker, err := NewMultiBlockMasker(MaskConfig{GridH: 8, GridW: 8, NumTargets: 2,
+		TargetScale: [2]float64{0.2, 0.3}, TargetAspect: [2]float64{0.75, 1.5},
+		ContextScale: [2]float64{0.85, 1}, MinKeep: 2, Levels: 2}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, masks := randImages(b, 3, 9), masker.Sample(0, 3)
+	loss := func(raw bool) float64 {
+		s, err := m.ForwardBackward(b, img, masks, LossConfig{Type: "mse", Weights: []float64{1, 0.5}, RawTargets: raw}, StepOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Windows[1] == 0 {
+			t.Fatal("test masks have no level-1 window")
+		}
+		return s.Loss
+	}
+	norm0, raw0 := loss(false), loss(true)
+	for _, np := range m.NamedParams() {
+		if np.Name == TargetPrefix+"encoder.norm.weight" || np.Name == TargetPrefix+"encoder.norm.bias" {
+			b.Scale(np.Param.W, 3)
+		}
+	}
+	norm1, raw1 := loss(false), loss(true)
+	if math.Abs(norm1-norm0) > 1e-5*math.Abs(norm0) {
+		t.Errorf("normalised targets: loss %v -> %v when the target output is scaled", norm0, norm1)
+	}
+	if math.Abs(raw1-raw0) < 0.1*math.Abs(raw0) {
+		t.Errorf("raw targets: loss %v -> %v, want a change when the target output is scaled", raw0, raw1)
 	}
 }
