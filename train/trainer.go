@@ -261,44 +261,56 @@ func newTrainer(opts Options) (*trainer, error) {
 	}
 	t.log.Info("device", zap.String("backend", t.b.Name()), zap.Int("rank", rank), zap.Int("world_size", t.sync.WorldSize()))
 
-	fail := func(err error) (*trainer, error) { t.close(); return nil, err }
+	// Phases 2-4 and the sinks; on an error close what was opened.
+	for _, phase := range []func() error{t.openData, t.buildModel, t.setup, func() error { return t.openSinksAndBar(logDir) }} {
+		if err := phase(); err != nil {
+			t.close()
+			return nil, err
+		}
+	}
+	return t, nil
+}
 
-	// 2. Data.
+// openData is phase 2: the training and validation splits, their
+// transforms, samplers and loaders, and the schedules (which need the
+// number of steps per epoch).
+func (t *trainer) openData() error {
+	cfg, rank := t.cfg, t.sync.Rank()
 	var err error
 	if t.train, err = data.Open(cfg.Data, "train", cfg.Seed); err != nil {
-		return fail(fmt.Errorf("training data: %w; run 'hjepa data verify %s' to list every problem, then fix or re-download the files (or set data.path)", err, cfg.Data.Path))
+		return fmt.Errorf("training data: %w; run 'hjepa data verify %s' to list every problem, then fix or re-download the files (or set data.path)", err, cfg.Data.Path)
 	}
 	if t.val, err = data.Open(cfg.Data, "val", cfg.Seed); err != nil {
 		t.log.Warn("no validation split; validation loss and collapse metrics use training images", zap.Error(err))
 		t.val = t.train
 	}
 	if _, _, err := t.train.Get(0); err != nil {
-		return fail(fmt.Errorf("training data %s: first image unreadable: %w (run 'hjepa data verify %s')", cfg.Data.Path, err, cfg.Data.Path))
+		return fmt.Errorf("training data %s: first image unreadable: %w (run 'hjepa data verify %s')", cfg.Data.Path, err, cfg.Data.Path)
 	}
 	tf, err := data.TrainTransform(cfg.Data)
 	if err != nil {
-		return fail(fmt.Errorf("data.augmentation: %w", err))
+		return fmt.Errorf("data.augmentation: %w", err)
 	}
 	vtf, err := data.EvalTransform(cfg.Data)
 	if err != nil {
-		return fail(fmt.Errorf("data: %w", err))
+		return fmt.Errorf("data: %w", err)
 	}
 	sampler, err := data.NewDistributedSampler(t.train.Len(), t.sync.WorldSize(), rank, true, cfg.Seed, false)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	lo := data.LoaderOptions{BatchSize: cfg.Data.BatchSize, NumWorkers: cfg.Data.NumWorkers, Prefetch: cfg.Data.Prefetch, DropLast: true, Seed: cfg.Seed}
 	if t.loader, err = data.NewLoader(t.train, tf, sampler, lo); err != nil {
-		return fail(fmt.Errorf("data.batch_size: %w", err))
+		return fmt.Errorf("data.batch_size: %w", err)
 	}
 	vs, err := data.NewDistributedSampler(t.val.Len(), 1, 0, false, cfg.Seed, false)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	vlo := lo
 	vlo.DropLast = false
 	if t.valLoader, err = data.NewLoader(t.val, vtf, vs, vlo); err != nil {
-		return fail(fmt.Errorf("validation data: %w", err))
+		return fmt.Errorf("validation data: %w", err)
 	}
 	t.accum = max(1, cfg.Training.AccumulationSteps)
 	t.stepsPerEpoch = max(1, t.loader.BatchesPerEpoch()/t.accum)
@@ -307,33 +319,44 @@ func newTrainer(opts Options) (*trainer, error) {
 		FinalLR: cfg.Training.MinLR, WD: cfg.Training.WeightDecay, FinalWD: cfg.Training.WeightDecayEnd,
 		EMAStart: cfg.Model.EMA.Momentum, EMAEnd: cfg.Model.EMA.MomentumEnd, Constant: cfg.Training.LRSchedule == "constant"}
 	if err := t.sched.Validate(); err != nil {
-		return fail(err)
+		return err
 	}
 	t.log.Info("data", zap.String("train", t.train.Info().String()), zap.String("val", t.val.Info().String()),
 		zap.Int("batch_size", cfg.Data.BatchSize), zap.Int("steps_per_epoch", t.stepsPerEpoch),
 		zap.Int("total_steps", total), zap.Int("warmup_steps", warmup))
+	return nil
+}
 
-	// 3. Model.
+// buildModel is phase 3: the model's shapes, the memory preflight, the
+// parameters initialised from the seed.
+func (t *trainer) buildModel() error {
+	cfg := t.cfg
 	mc, err := jepa.NewModelConfig(cfg)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if err := t.preflight(mc); err != nil {
-		return fail(err)
+		return err
 	}
 	if t.model, err = jepa.NewModel(t.b, mc); err != nil {
-		return fail(err)
+		return err
 	}
 	t.model.Init(t.b, tensor.NewRNG(uint64(cfg.Seed)))
 	t.log.Info("model", zap.String("summary", t.model.String()))
+	return nil
+}
 
-	// 4. Setup: masks, loss, optimizer, schedules.
-	mcfg := jepa.NewMaskConfig(cfg, mc)
+// setup is phase 4: masks, loss, optimizer, collapse monitor, checkpoints
+// (resuming from one when asked).
+func (t *trainer) setup() error {
+	cfg, opts, rank := t.cfg, t.opts, t.sync.Rank()
+	mcfg := jepa.NewMaskConfig(cfg, t.model.Cfg)
+	var err error
 	if t.masker, err = jepa.NewMultiBlockMasker(mcfg, uint64(cfg.Seed)); err != nil {
-		return fail(err)
+		return err
 	}
 	if t.vmasker, err = jepa.NewMultiBlockMasker(mcfg, uint64(cfg.Seed)^0x5bd1e995); err != nil {
-		return fail(err)
+		return err
 	}
 	t.loss = jepa.NewLossConfig(cfg)
 	t.monitor = CollapseMonitor{RankFraction: cfg.Evaluation.CollapseRank, StdFraction: cfg.Evaluation.CollapseStd}
@@ -350,25 +373,30 @@ func newTrainer(opts Options) (*trainer, error) {
 	}
 	if t.opts.Resume {
 		if err := t.resume(); err != nil {
-			return fail(err)
+			return err
 		}
 	} else if rank != 0 {
 		// Rank 0 checks the directory (and the coordinator did).
 	} else if dir, ok, _, _ := t.ckpt.Latest(); ok {
 		// A new run would replace that run's checkpoint_latest.
-		return fail(fmt.Errorf("%s already holds a run's checkpoints (%s): pass --resume to continue it, or choose another --out (or checkpoint.dir)", t.ckpt.Dir, dir))
+		return fmt.Errorf("%s already holds a run's checkpoints (%s): pass --resume to continue it, or choose another --out (or checkpoint.dir)", t.ckpt.Dir, dir)
 	}
+	return nil
+}
 
-	// Phase 6 sinks (rank 0 writes files).
+// openSinksAndBar opens phase 6's sinks (rank 0 writes the files) and the
+// progress bar.
+func (t *trainer) openSinksAndBar(logDir string) error {
+	rank := t.sync.Rank()
 	if rank == 0 {
 		if err := t.openSinks(logDir); err != nil {
-			return fail(err)
+			return err
 		}
 	}
-	if opts.Terminal && rank == 0 {
-		t.bar = progress.New(opts.Console, int64(t.sched.Total), true)
+	if t.opts.Terminal && rank == 0 {
+		t.bar = progress.New(t.opts.Console, int64(t.sched.Total), true)
 	}
-	return t, nil
+	return nil
 }
 
 func (t *trainer) close() {
