@@ -78,7 +78,13 @@ test: deps
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race -short ./tensor/... ./data/... ./train/... ./eval/... ./cuda/... ./collective/... ./coordinator/... ./worker/...
 
-lint: deps
+# The module's import graph, lowest layer first; fails when an import runs
+# back up or a package other than cmd, worker and bench imports train.
+.PHONY: imports
+imports:
+	$(GO) run ./tools/layers
+
+lint: deps imports
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
