@@ -31,7 +31,9 @@
 // is renamed back, a .old-* whose dir exists is removed, and .tmp-* left by
 // dead processes (or by an earlier incarnation of this process) are removed.
 // Side directories of another live process are left alone: one process
-// writes a given checkpoint directory at a time.
+// writes a given checkpoint directory at a time. Within a process, swaps and
+// recoveries in one directory are serialised, so a scan never takes the
+// process's own swap in progress for a crash.
 //
 // On any error before the swap (ENOSPC included) the temporary directory is
 // removed and the existing checkpoint is untouched.
@@ -102,7 +104,12 @@ type Checkpoint struct {
 // checkpoint already there (see the package comment). On error the previous
 // checkpoint under dir, if any, is untouched and no temporary directory is
 // left behind.
-func Write(dir string, ck *Checkpoint) (err error) {
+func Write(dir string, ck *Checkpoint) error {
+	return writer{}.write(dir, ck)
+}
+
+// write is Write through wr's faults.
+func (wr writer) write(dir string, ck *Checkpoint) (err error) {
 	dir = filepath.Clean(dir)
 	parent, base := filepath.Dir(dir), filepath.Base(dir)
 	if ck == nil {
@@ -137,7 +144,7 @@ func Write(dir string, ck *Checkpoint) (err error) {
 		doneInflight(tmp)
 	}()
 	stop := func(stage string) bool {
-		crashed = crashAt(stage)
+		crashed = wr.faults().crash(stage)
 		return crashed
 	}
 	if stop("tmp-created") {
@@ -145,7 +152,7 @@ func Write(dir string, ck *Checkpoint) (err error) {
 	}
 
 	optimMeta := map[string]string{"format": "pt", metaVersion: formatVersion, metaCRC: crcString(optimCRC)}
-	if err := writeFile(filepath.Join(tmp, OptimizerFile), func(w io.Writer) error {
+	if err := wr.writeFile(filepath.Join(tmp, OptimizerFile), func(w io.Writer) error {
 		return safetensors.Write(w, optim, optimMeta)
 	}); err != nil {
 		return writeErr(dir, OptimizerFile, err)
@@ -153,7 +160,7 @@ func Write(dir string, ck *Checkpoint) (err error) {
 	if stop("optimizer-written") {
 		return errCrash
 	}
-	if err := writeFile(filepath.Join(tmp, StateFile), func(w io.Writer) error {
+	if err := wr.writeFile(filepath.Join(tmp, StateFile), func(w io.Writer) error {
 		_, err := w.Write(state)
 		return err
 	}); err != nil {
@@ -170,7 +177,7 @@ func Write(dir string, ck *Checkpoint) (err error) {
 		metaOptimCRC: crcString(optimCRC),
 		metaStateCRC: crcString(crc32.Checksum(state, castagnoli)),
 	}
-	if err := writeFile(filepath.Join(tmp, ModelFile), func(w io.Writer) error {
+	if err := wr.writeFile(filepath.Join(tmp, ModelFile), func(w io.Writer) error {
 		return safetensors.Write(w, model, modelMeta)
 	}); err != nil {
 		return writeErr(dir, ModelFile, err)
@@ -181,7 +188,7 @@ func Write(dir string, ck *Checkpoint) (err error) {
 	if err := syncDir(tmp); err != nil {
 		return writeErr(dir, "", err)
 	}
-	if err := commit(dir, tmp, stop); err != nil {
+	if err := wr.commit(dir, tmp, stop); err != nil {
 		if errors.Is(err, errCrash) {
 			return err
 		}
@@ -247,8 +254,8 @@ func crcFloats(crc uint32, v []float32) uint32 {
 func crcString(c uint32) string { return fmt.Sprintf("%08x", c) }
 
 // writeFile creates path through the fault seam, fills it and fsyncs it.
-func writeFile(path string, fill func(io.Writer) error) error {
-	f, err := createFile(path)
+func (wr writer) writeFile(path string, fill func(io.Writer) error) error {
+	f, err := wr.faults().create(path)
 	if err != nil {
 		return err
 	}

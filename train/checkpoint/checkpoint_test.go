@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // sample builds a checkpoint whose values depend on v, with the awkward
@@ -102,7 +103,38 @@ func sideDirs(t *testing.T, dir string) []string {
 	return out
 }
 
+// injected is the faults of a test: the real filesystem, stopped as if
+// killed at one stage, without RENAME_EXCHANGE, or with files that fail.
+type injected struct {
+	crashAt    string // stage to stop at; "": none
+	noExchange bool
+	createFile func(name string) (fileWriter, error) // nil: osFiles'
+	onStage    func(stage string)                    // called at every stage; nil: none
+	crashed    bool                                  // it stopped at crashAt
+}
+
+func (f *injected) create(name string) (fileWriter, error) {
+	if f.createFile != nil {
+		return f.createFile(name)
+	}
+	return osFiles{}.create(name)
+}
+
+func (f *injected) crash(stage string) bool {
+	if f.onStage != nil {
+		f.onStage(stage)
+	}
+	if f.crashAt != "" && stage == f.crashAt {
+		f.crashed = true
+		return true
+	}
+	return false
+}
+
+func (f *injected) useExchange() bool { return !f.noExchange }
+
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "run", "checkpoint_latest")
 	ck := sample(7, 10)
 	if err := Write(dir, ck); err != nil {
@@ -127,14 +159,15 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestReplaceKeepsOneVersion(t *testing.T) {
+	t.Parallel()
 	for _, exch := range []bool{true, false} {
 		t.Run(fmt.Sprintf("exchange=%v", exch), func(t *testing.T) {
-			defer func(v bool) { useExchange = v }(useExchange)
-			useExchange = exch
+			t.Parallel()
+			w := writer{&injected{noExchange: !exch}}
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "checkpoint_latest")
 			for v := 1; v <= 3; v++ {
-				if err := Write(dir, sample(v, 5)); err != nil {
+				if err := w.write(dir, sample(v, 5)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -155,6 +188,7 @@ func TestReplaceKeepsOneVersion(t *testing.T) {
 // checks that Read then finds one complete version (old before the swap, new
 // after) and that recovery leaves nothing behind.
 func TestCrashAtEveryStage(t *testing.T) {
+	t.Parallel()
 	stages := []string{"tmp-created", "optimizer-written", "state-written", "model-written",
 		"exchanged", "old-renamed", "new-renamed", "parent-synced", "renamed"}
 	after := map[string]bool{"exchanged": true, "new-renamed": true, "parent-synced": true, "renamed": true}
@@ -162,25 +196,17 @@ func TestCrashAtEveryStage(t *testing.T) {
 		for _, prior := range []bool{true, false} {
 			for _, stage := range stages {
 				t.Run(fmt.Sprintf("exchange=%v/prior=%v/%s", exch, prior, stage), func(t *testing.T) {
-					defer func(v bool) { useExchange = v }(useExchange)
-					defer func() { crashAt = func(string) bool { return false } }()
-					useExchange = exch
+					t.Parallel()
 					parent := t.TempDir()
 					dir := filepath.Join(parent, "checkpoint_latest")
 					if prior {
-						if err := Write(dir, sample(1, 5)); err != nil {
+						if err := (writer{&injected{noExchange: !exch}}).write(dir, sample(1, 5)); err != nil {
 							t.Fatal(err)
 						}
 					}
-					crashed := false
-					crashAt = func(s string) bool {
-						if s == stage {
-							crashed = true
-						}
-						return s == stage
-					}
-					err := Write(dir, sample(2, 5))
-					crashAt = func(string) bool { return false }
+					fx := &injected{crashAt: stage, noExchange: !exch}
+					err := writer{fx}.write(dir, sample(2, 5))
+					crashed := fx.crashed
 					if crashed != errors.Is(err, errCrash) || (!crashed && err != nil) {
 						t.Fatalf("crashed=%v err=%v", crashed, err)
 					}
@@ -210,10 +236,106 @@ func TestCrashAtEveryStage(t *testing.T) {
 	}
 }
 
+// TestSwapHoldsOffRecoveryOfItsDirectory reads the checkpoint being replaced
+// while its new version is written, which must leave the temporary directory
+// alone, and from another goroutine in the middle of a two-rename swap, when
+// the directory is missing and its previous version sits in .old-*, just as
+// after a crash. The read's recovery must wait for the swap instead of
+// renaming the old version back, also when it names the directory through a
+// symbolic link; recovery of another directory must not wait.
+func TestSwapHoldsOffRecoveryOfItsDirectory(t *testing.T) {
+	t.Parallel()
+	for _, via := range []string{"same path", "symlink", "other directory"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "checkpoint_latest")
+			if err := Write(dir, sample(1, 3)); err != nil {
+				t.Fatal(err)
+			}
+			readDir := dir
+			switch via {
+			case "symlink":
+				link := filepath.Join(t.TempDir(), "link")
+				if err := os.Symlink(parent, link); err != nil {
+					t.Skip(err)
+				}
+				readDir = filepath.Join(link, "checkpoint_latest")
+			case "other directory":
+				readDir = filepath.Join(t.TempDir(), "checkpoint_latest")
+				if err := Write(readDir, sample(3, 3)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			type result struct {
+				ck  *Checkpoint
+				err error
+			}
+			done := make(chan result, 1)
+			fx := &injected{noExchange: true, onStage: func(stage string) {
+				if stage == "state-written" && via != "other directory" {
+					// The half-filled temporary directory is in flight, not
+					// abandoned, however its directory is named.
+					ck, err := Read(readDir)
+					if err != nil {
+						t.Fatal(err)
+					}
+					sameCheckpoint(t, ck, sample(1, 3))
+				}
+				if stage != "old-renamed" {
+					return
+				}
+				go func() {
+					ck, err := Read(readDir)
+					done <- result{ck, err}
+				}()
+				if via == "other directory" {
+					select {
+					case r := <-done:
+						done <- r
+					case <-time.After(time.Minute):
+						t.Error("recovery of another directory waited for the swap")
+					}
+					return
+				}
+				// The read cannot finish while the swap holds its lock; if the
+				// lock were missing it would finish (wrongly) well within this.
+				select {
+				case r := <-done:
+					t.Errorf("recovery ran during the swap: read %v", r.err)
+					done <- r
+				case <-time.After(100 * time.Millisecond):
+				}
+			}}
+			if err := (writer{fx}).write(dir, sample(2, 3)); err != nil {
+				t.Fatal(err)
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			want := 2
+			if via == "other directory" {
+				want = 3
+			}
+			sameCheckpoint(t, r.ck, sample(want, 3))
+			if ck, err := Read(dir); err != nil {
+				t.Fatal(err)
+			} else {
+				sameCheckpoint(t, ck, sample(2, 3))
+			}
+			if s := sideDirs(t, parent); len(s) > 0 {
+				t.Errorf("left behind %v", s)
+			}
+		})
+	}
+}
+
 // deadPid is above Linux's largest pid_max, so no process has it.
 const deadPid = 1<<22 + 17
 
 func TestRecoverHandMadeCrashStates(t *testing.T) {
+	t.Parallel()
 	mk := func(t *testing.T, parent, name string, v int) {
 		t.Helper()
 		if err := Write(filepath.Join(parent, name), sample(v, 3)); err != nil {
@@ -252,6 +374,7 @@ func TestRecoverHandMadeCrashStates(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			parent := t.TempDir()
 			c.setup(t, parent)
 			dir := filepath.Join(parent, "checkpoint_latest")
@@ -281,6 +404,7 @@ func TestRecoverHandMadeCrashStates(t *testing.T) {
 }
 
 func TestSideDirOfLiveProcessIsLeftAlone(t *testing.T) {
+	t.Parallel()
 	parent := t.TempDir()
 	name := fmt.Sprintf(".tmp-checkpoint_latest-%d-0001", os.Getppid())
 	if err := os.Mkdir(filepath.Join(parent, name), 0o755); err != nil {
@@ -295,6 +419,7 @@ func TestSideDirOfLiveProcessIsLeftAlone(t *testing.T) {
 }
 
 func TestBadCheckpoints(t *testing.T) {
+	t.Parallel()
 	good := sample(3, 6)
 	mm, om := modelShapes(good)
 	otherShape := map[string][]int{}
@@ -350,6 +475,7 @@ func TestBadCheckpoints(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "checkpoint_latest")
 			if err := Write(dir, good); err != nil {
 				t.Fatal(err)
@@ -387,6 +513,7 @@ func flipLastByte(path string) error {
 }
 
 func TestRefusesToReplaceForeignDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "thesis.tex"), []byte("precious"), 0o644)
 	err := Write(dir, sample(1, 2))
@@ -402,6 +529,7 @@ func TestRefusesToReplaceForeignDirectory(t *testing.T) {
 }
 
 func TestRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "c")
 	bad := sample(1, 2)
 	bad.State = json.RawMessage(`{"step":`)
@@ -437,20 +565,21 @@ func (w enospcWriter) Sync() error  { return w.f.Sync() }
 func (w enospcWriter) Close() error { return w.f.Close() }
 
 func TestFullDiskLeavesPreviousCheckpoint(t *testing.T) {
+	t.Parallel()
 	for _, budget := range []int{0, 100, 3000, 20000} {
 		t.Run(fmt.Sprint(budget), func(t *testing.T) {
+			t.Parallel()
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "checkpoint_latest")
 			if err := Write(dir, sample(1, 500)); err != nil {
 				t.Fatal(err)
 			}
-			defer func(f func(string) (fileWriter, error)) { createFile = f }(createFile)
 			left := budget
-			createFile = func(name string) (fileWriter, error) {
+			full := writer{&injected{createFile: func(name string) (fileWriter, error) {
 				f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 				return enospcWriter{f, &left}, err
-			}
-			err := Write(dir, sample(2, 500))
+			}}}
+			err := full.write(dir, sample(2, 500))
 			if !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("err = %v, want ENOSPC", err)
 			}
@@ -473,6 +602,7 @@ func TestFullDiskLeavesPreviousCheckpoint(t *testing.T) {
 
 // TestFullTmpfs fills a real 512 KiB filesystem (root on Linux only).
 func TestFullTmpfs(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
@@ -524,6 +654,7 @@ func TestFullTmpfs(t *testing.T) {
 }
 
 func TestFreeBytesFreshPath(t *testing.T) {
+	t.Parallel()
 	n, err := FreeBytes(filepath.Join(t.TempDir(), "not", "yet", "made"))
 	if err != nil || n == 0 {
 		t.Fatalf("FreeBytes = %d, %v", n, err)
@@ -531,6 +662,7 @@ func TestFreeBytesFreshPath(t *testing.T) {
 }
 
 func TestEstimateBytesBoundsSize(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "c")
 	ck := sample(1, 3000)
 	if err := Write(dir, ck); err != nil {
@@ -555,6 +687,7 @@ var _ io.Writer = enospcWriter{}
 // the writer) finds the latest checkpoint without touching a temporary
 // directory whose pid it cannot see alive; a normal one removes it.
 func TestReadOnlyManagerLeavesWritesAlone(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := Write(filepath.Join(dir, LatestName), sample(1, 3)); err != nil {
 		t.Fatal(err)
@@ -592,6 +725,7 @@ func TestReadOnlyManagerLeavesWritesAlone(t *testing.T) {
 // parameter-free (it holds EMA copies of the level heads) is refused with a
 // message that says so and what to do, not as a generic shape mismatch.
 func TestLegacyTargetHeadsRefused(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "checkpoint_latest")
 	ck := sample(3, 4)
 	mm, om := modelShapes(ck)

@@ -54,6 +54,10 @@ type Manager struct {
 	// being written for an abandoned one and delete it. A checkpoint in
 	// the middle of a replace is then skipped, and an older one found.
 	ReadOnly bool
+
+	// faults is the write protocol's seam (nil: the real filesystem); tests
+	// set it to fail or crash a save.
+	faults faults
 }
 
 // bestRecord is best.json, inside every best checkpoint, so the metric is
@@ -80,7 +84,7 @@ func (m *Manager) SaveLatest(ck *Checkpoint) error {
 	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
 		return writeErr(m.Dir, "", err)
 	}
-	return Write(filepath.Join(m.Dir, LatestName), ck)
+	return m.writer().write(filepath.Join(m.Dir, LatestName), ck)
 }
 
 // SavePeriodic writes ck as checkpoint_latest (skipped when ck is nil: the
@@ -100,7 +104,7 @@ func (m *Manager) SavePeriodic(kind string, n int, ck *Checkpoint) error {
 		return err
 	}
 	name := PeriodicName(kind, n)
-	if err := linkDir(latest, filepath.Join(m.Dir, name), nil); err != nil {
+	if err := m.writer().linkDir(latest, filepath.Join(m.Dir, name), nil); err != nil {
 		return err
 	}
 	return m.prune(kind, name)
@@ -153,7 +157,7 @@ func (m *Manager) SaveBest(ck *Checkpoint, metric float64) (bool, error) {
 	rec, _ := json.MarshalIndent(bestRecord{Metric: metric, Seq: seq}, "", "  ")
 	extra := map[string][]byte{BestFile: append(rec, '\n')}
 	if inTop {
-		if err := linkDir(latest, filepath.Join(m.Dir, fmt.Sprintf("%s_%d", BestName, seq)), extra); err != nil {
+		if err := m.writer().linkDir(latest, filepath.Join(m.Dir, fmt.Sprintf("%s_%d", BestName, seq)), extra); err != nil {
 			return false, err
 		}
 		ranked = append(ranked, Entry{Name: fmt.Sprintf("%s_%d", BestName, seq), Metric: metric})
@@ -165,12 +169,14 @@ func (m *Manager) SaveBest(ck *Checkpoint, metric float64) (bool, error) {
 		}
 	}
 	if isBest {
-		if err := linkDir(latest, filepath.Join(m.Dir, BestName), extra); err != nil {
+		if err := m.writer().linkDir(latest, filepath.Join(m.Dir, BestName), extra); err != nil {
 			return false, err
 		}
 	}
 	return true, nil
 }
+
+func (m *Manager) writer() writer { return writer{m.faults} }
 
 // latestForLink writes ck as latest when given and returns latest's path.
 func (m *Manager) latestForLink(ck *Checkpoint) (string, error) {

@@ -1,6 +1,9 @@
 package checkpoint
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +25,7 @@ func names(t *testing.T, m *Manager) []string {
 }
 
 func TestManagerPeriodicPruning(t *testing.T) {
+	t.Parallel()
 	m := &Manager{Dir: filepath.Join(t.TempDir(), "checkpoints"), KeepLast: 2}
 	if ok, err := m.SaveBest(sample(100, 3), 0.5); err != nil || !ok {
 		t.Fatal(ok, err)
@@ -65,6 +69,7 @@ func TestManagerPeriodicPruning(t *testing.T) {
 }
 
 func TestManagerLinksInsteadOfCopying(t *testing.T) {
+	t.Parallel()
 	m := &Manager{Dir: t.TempDir(), KeepLast: 3}
 	if err := m.SavePeriodic("epoch", 1, sample(1, 3)); err != nil {
 		t.Fatal(err)
@@ -86,6 +91,7 @@ func TestManagerLinksInsteadOfCopying(t *testing.T) {
 }
 
 func TestManagerBest(t *testing.T) {
+	t.Parallel()
 	m := &Manager{Dir: t.TempDir()}
 	steps := []struct {
 		metric float64
@@ -130,6 +136,7 @@ func TestManagerBest(t *testing.T) {
 }
 
 func TestManagerLatestFallsBackPastDamage(t *testing.T) {
+	t.Parallel()
 	m := &Manager{Dir: t.TempDir(), KeepLast: 5}
 	if _, ok, _, err := m.Latest(); ok || err != nil {
 		t.Fatalf("empty dir: ok=%v err=%v", ok, err)
@@ -164,6 +171,7 @@ func TestManagerLatestFallsBackPastDamage(t *testing.T) {
 }
 
 func TestManagerPreflight(t *testing.T) {
+	t.Parallel()
 	m := &Manager{Dir: filepath.Join(t.TempDir(), "new"), KeepLast: 3}
 	if err := m.Preflight(1<<20, 1); err != nil {
 		t.Fatal(err)
@@ -171,5 +179,71 @@ func TestManagerPreflight(t *testing.T) {
 	err := m.Preflight(1<<60, 2)
 	if err == nil || !strings.Contains(err.Error(), "keep_last") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestManagerCrashWhileLinking kills SaveBest at every stage of making
+// checkpoint_best from latest's files, and checks that a fresh Manager (the
+// restarted process) finds the new latest, a best that is the old or the new
+// one whole with the metric that goes with it, and nothing left behind.
+func TestManagerCrashWhileLinking(t *testing.T) {
+	t.Parallel()
+	stages := []string{"exchanged", "old-renamed", "new-renamed", "parent-synced", "renamed"}
+	after := map[string]bool{"exchanged": true, "new-renamed": true, "parent-synced": true, "renamed": true}
+	for _, exch := range []bool{true, false} {
+		for _, prior := range []bool{true, false} {
+			for _, stage := range stages {
+				t.Run(fmt.Sprintf("exchange=%v/prior=%v/%s", exch, prior, stage), func(t *testing.T) {
+					t.Parallel()
+					dir := t.TempDir()
+					if prior {
+						if ok, err := (&Manager{Dir: dir}).SaveBest(sample(1, 3), 2); err != nil || !ok {
+							t.Fatal(ok, err)
+						}
+					}
+					fx := &injected{crashAt: "link-" + stage, noExchange: !exch}
+					ok, err := (&Manager{Dir: dir, faults: fx}).SaveBest(sample(2, 3), 1)
+					if fx.crashed != errors.Is(err, errCrash) || (!fx.crashed && (err != nil || !ok)) {
+						t.Fatalf("crashed=%v ok=%v err=%v", fx.crashed, ok, err)
+					}
+					m := &Manager{Dir: dir}
+					got, found, warn, err := m.Latest()
+					if err != nil || !found || got != filepath.Join(dir, LatestName) || warn != "" {
+						t.Fatalf("Latest = %q %v %q %v", got, found, warn, err)
+					}
+					ck, err := Read(got)
+					if err != nil {
+						t.Fatal(err)
+					}
+					sameCheckpoint(t, ck, sample(2, 3))
+					best := filepath.Join(dir, BestName)
+					want, metric := 2, 1.0
+					switch {
+					case !fx.crashed || after[stage]:
+					case prior:
+						want, metric = 1, 2
+					default:
+						want = 0
+					}
+					if want == 0 {
+						if _, err := os.Stat(best); !errors.Is(err, fs.ErrNotExist) {
+							t.Fatalf("half-made %s: %v", best, err)
+						}
+					} else {
+						ck, err := Read(best)
+						if err != nil {
+							t.Fatal(err)
+						}
+						sameCheckpoint(t, ck, sample(want, 3))
+						if rec, err := readBest(best); err != nil || rec.Metric != metric {
+							t.Fatalf("best.json = %+v, %v; want metric %v", rec, err, metric)
+						}
+					}
+					if s := sideDirs(t, dir); len(s) > 0 {
+						t.Errorf("left behind after recovery: %v", s)
+					}
+				})
+			}
+		}
 	}
 }

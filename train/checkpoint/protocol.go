@@ -31,42 +31,120 @@ type fileWriter interface {
 	Close() error
 }
 
-// createFile creates a new file for Write. Tests replace it to simulate a
-// full disk or a failing device.
-var createFile = func(name string) (fileWriter, error) {
-	return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// faults is the write protocol's seam to the filesystem and to simulated
+// failures. Production passes none (nil means osFiles); tests pass their own
+// to simulate a full disk or a failing device, a process killed at any stage,
+// or a filesystem without RENAME_EXCHANGE.
+type faults interface {
+	// create makes a new file (O_EXCL) for Write to fill.
+	create(name string) (fileWriter, error)
+	// crash is asked at every stage of Write, of linking and of the swap;
+	// true stops the operation there with errCrash and cleans nothing up,
+	// as a killed process would.
+	crash(stage string) bool
+	// useExchange selects the one-step RENAME_EXCHANGE swap where the
+	// platform has it; false takes the two-rename path.
+	useExchange() bool
 }
 
-// crashAt is consulted at every stage of Write and of the swap; when it
-// returns true the operation stops there with errCrash and cleans nothing up,
-// as a killed process would. Tests only.
-var crashAt = func(stage string) bool { return false }
+// osFiles is the real filesystem with no injected failure.
+type osFiles struct{}
+
+func (osFiles) create(name string) (fileWriter, error) {
+	return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+}
+func (osFiles) crash(string) bool { return false }
+func (osFiles) useExchange() bool { return true }
 
 var errCrash = errors.New("checkpoint: simulated crash")
 
-// useExchange selects the one-step RENAME_EXCHANGE swap where the platform
-// has it; tests clear it to exercise the two-rename path.
-var useExchange = true
+// writer runs the write protocol through fx; the zero writer is production.
+type writer struct{ fx faults }
+
+func (wr writer) faults() faults {
+	if wr.fx == nil {
+		return osFiles{}
+	}
+	return wr.fx
+}
+
+// Swaps and recoveries of one directory's checkpoints are serialised within
+// the process. recoverIn takes a .old-<base>-<pid>-* whose <base> is missing
+// for the leftover of a crash and renames it back, and between
+// rename(dir, old) and rename(tmp, dir) this process's own two-rename swap
+// looks exactly like that, with this process's pid in the name: a scan then
+// (a Manager.List, a Read of a sibling checkpoint, another goroutine's
+// Write) would undo the swap in progress. Other processes need no lock:
+// recovery leaves side directories of live pids alone. Both only touch
+// entries of one parent directory, so the lock is that directory's, keyed by
+// its resolved absolute path so that two spellings of it share one.
+var parents = struct {
+	sync.Mutex
+	m map[string]*parentLock
+}{m: map[string]*parentLock{}}
+
+type parentLock struct {
+	sync.Mutex
+	users int // goroutines holding or waiting for it; the entry goes at 0
+}
+
+// lockParent locks the swap lock of the directory parent and returns its unlock.
+func lockParent(parent string) (unlock func()) {
+	key := dirKey(parent)
+	parents.Lock()
+	l := parents.m[key]
+	if l == nil {
+		l = &parentLock{}
+		parents.m[key] = l
+	}
+	l.users++
+	parents.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		parents.Lock()
+		if l.users--; l.users == 0 {
+			delete(parents.m, key)
+		}
+		parents.Unlock()
+	}
+}
+
+// dirKey names dir independently of how it is spelled: absolute, with
+// symbolic links resolved (as given when it cannot be resolved).
+func dirKey(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return dir
+}
 
 var (
-	// mu serialises swaps and recovery within this process, so a scan never
-	// mistakes this process's swap in progress for a crash.
-	mu sync.Mutex
-	// inflight holds the temporary directories this process is filling.
+	// inflight holds the temporary directories this process is filling
+	// (keyed by inflightKey), which recovery must not take for abandoned ones.
 	inflight   = map[string]bool{}
 	inflightMu sync.Mutex
 )
 
+func inflightKey(path string) string {
+	return filepath.Join(dirKey(filepath.Dir(path)), filepath.Base(path))
+}
+
 func doneInflight(path string) {
+	key := inflightKey(path)
 	inflightMu.Lock()
-	delete(inflight, path)
+	delete(inflight, key)
 	inflightMu.Unlock()
 }
 
 func isInflight(path string) bool {
+	key := inflightKey(path)
 	inflightMu.Lock()
 	defer inflightMu.Unlock()
-	return inflight[path]
+	return inflight[key]
 }
 
 // newSideDir picks a fresh parent/<prefix><base>-<pid>-<rand>. With create it
@@ -83,10 +161,11 @@ func newSideDir(parent, prefix, base string, create bool) (string, error) {
 			}
 			continue
 		}
+		key := inflightKey(p)
 		inflightMu.Lock()
 		err := os.Mkdir(p, 0o755)
 		if err == nil {
-			inflight[p] = true
+			inflight[key] = true
 		}
 		inflightMu.Unlock()
 		if err == nil {
@@ -138,8 +217,7 @@ func foreign(pid int) bool {
 // returns what it did, for logs; failures are reported the same way, since a
 // later read reports any checkpoint that stays broken.
 func recoverIn(parent, only string) []string {
-	mu.Lock()
-	defer mu.Unlock()
+	defer lockParent(parent)()
 	entries, err := os.ReadDir(parent)
 	if err != nil {
 		return nil
@@ -218,13 +296,12 @@ func replaceable(dir string) error {
 	return nil
 }
 
-// commit swaps the complete, fsync'd directory tmp in as dir. After a
-// successful exchange tmp holds the previous version, for the caller to
-// remove.
-func commit(dir, tmp string, stop func(string) bool) error {
-	mu.Lock()
-	defer mu.Unlock()
+// commit swaps the complete, fsync'd directory tmp in as dir, asking stop at
+// each stage. After a successful exchange tmp holds the previous version,
+// for the caller to remove.
+func (wr writer) commit(dir, tmp string, stop func(string) bool) error {
 	parent := filepath.Dir(dir)
+	defer lockParent(parent)()
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		if err := os.Rename(tmp, dir); err != nil {
 			return err
@@ -239,7 +316,7 @@ func commit(dir, tmp string, stop func(string) bool) error {
 	if err := replaceable(dir); err != nil {
 		return err
 	}
-	if useExchange {
+	if wr.faults().useExchange() {
 		err := exchange(tmp, dir)
 		if err == nil {
 			if stop("exchanged") {
@@ -284,7 +361,7 @@ func commit(dir, tmp string, stop func(string) bool) error {
 // links where the filesystem allows and copies where it does not. Checkpoint
 // files are never modified after they are renamed into place, so sharing
 // them between directories is safe.
-func linkDir(src, dst string, extra map[string][]byte) (err error) {
+func (wr writer) linkDir(src, dst string, extra map[string][]byte) (err error) {
 	parent, base := filepath.Dir(dst), filepath.Base(dst)
 	recoverIn(parent, base)
 	tmp, err := newSideDir(parent, tmpPrefix, base, true)
@@ -301,13 +378,13 @@ func linkDir(src, dst string, extra map[string][]byte) (err error) {
 	for _, name := range []string{ModelFile, OptimizerFile, StateFile} {
 		from, to := filepath.Join(src, name), filepath.Join(tmp, name)
 		if err := os.Link(from, to); err != nil {
-			if err := copyFile(from, to); err != nil {
+			if err := wr.copyFile(from, to); err != nil {
 				return writeErr(dst, name, err)
 			}
 		}
 	}
 	for name, data := range extra {
-		if err := writeFile(filepath.Join(tmp, name), func(w io.Writer) error {
+		if err := wr.writeFile(filepath.Join(tmp, name), func(w io.Writer) error {
 			_, err := w.Write(data)
 			return err
 		}); err != nil {
@@ -318,10 +395,10 @@ func linkDir(src, dst string, extra map[string][]byte) (err error) {
 		return writeErr(dst, "", err)
 	}
 	stop := func(stage string) bool {
-		crashed = crashAt("link-" + stage)
+		crashed = wr.faults().crash("link-" + stage)
 		return crashed
 	}
-	if err := commit(dst, tmp, stop); err != nil {
+	if err := wr.commit(dst, tmp, stop); err != nil {
 		if errors.Is(err, errCrash) {
 			return err
 		}
@@ -330,13 +407,13 @@ func linkDir(src, dst string, extra map[string][]byte) (err error) {
 	return nil
 }
 
-func copyFile(from, to string) error {
+func (wr writer) copyFile(from, to string) error {
 	in, err := os.Open(from)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	return writeFile(to, func(w io.Writer) error {
+	return wr.writeFile(to, func(w io.Writer) error {
 		_, err := io.Copy(w, in)
 		return err
 	})
