@@ -148,6 +148,7 @@ type State struct {
 
 const stateFormat = 1
 
+// trainer is one run: what it was given, and its parts grouped by job.
 type trainer struct {
 	cfg      config.Config
 	opts     Options
@@ -159,13 +160,25 @@ type trainer struct {
 	// memory and context); nil when the caller passed one in Options.
 	closeBackend func()
 
+	stepParts
+	feed
+	sinks
+	position
+	watch
+}
+
+// stepParts are what a training step computes with.
+type stepParts struct {
 	model   *jepa.Model
 	masker  *jepa.MultiBlockMasker
-	vmasker *jepa.MultiBlockMasker
+	vmasker *jepa.MultiBlockMasker // validation masks, a stream of their own
 	loss    jepa.LossConfig
 	opt     *optim.AdamW
 	sched   optim.Schedules
+}
 
+// feed is the data side: splits, loaders and the device staging of batches.
+type feed struct {
 	train, val    data.Dataset
 	loader        *data.Loader
 	valLoader     *data.Loader
@@ -173,23 +186,37 @@ type trainer struct {
 	viewHost      []float32 // staging for uploadViews
 	stepsPerEpoch int
 	accum         int
-	ckpt          *checkpoint.Manager
-	tb            *tfevents.Writer
-	metrics       *os.File
-	bar           *progress.Bar
-	step          int64
-	epoch         int
-	best          float64
-	monitor       CollapseMonitor
-	termNorms     *[2]float64 // JEPA and VICReg gradient norms of this step, when measured
-	lastStats     jepa.StepStats
-	summary       Summary
+}
+
+// sinks are where the run writes: checkpoints, TensorBoard, metrics.jsonl,
+// the progress bar (rank 0 only, except checkpoints' reads).
+type sinks struct {
+	ckpt    *checkpoint.Manager
+	tb      *tfevents.Writer
+	metrics *os.File
+	bar     *progress.Bar
+}
+
+// position is where the run stands: saved in checkpoints, restored on
+// resume.
+type position struct {
+	step  int64
+	epoch int
+	best  float64
 	// epochEnded defers the epoch-end work to the end of the step;
 	// stepStart is the loader position when the current step began.
 	epochEnded     bool
 	validatedAt    int64 // step of the last validation (-1: none)
 	stepStart      data.LoaderState
 	stepStartEpoch int
+}
+
+// watch is what the run measures about itself.
+type watch struct {
+	monitor   CollapseMonitor
+	termNorms *[2]float64 // JEPA and VICReg gradient norms of this step, when measured
+	lastStats jepa.StepStats
+	summary   Summary
 }
 
 // Run trains as the configuration says: the seven phases of DESIGN.md
@@ -221,7 +248,7 @@ func newTrainer(opts Options) (*trainer, error) {
 	if opts.Console == nil {
 		opts.Console = os.Stderr
 	}
-	t := &trainer{cfg: cfg, opts: opts, sync: opts.Sync, best: math.Inf(1), closeLog: func() {}, validatedAt: -1}
+	t := &trainer{cfg: cfg, opts: opts, sync: opts.Sync, closeLog: func() {}, position: position{best: math.Inf(1), validatedAt: -1}}
 	if t.sync == nil {
 		t.sync = LocalSync{}
 	}
