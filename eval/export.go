@@ -2,8 +2,11 @@ package eval
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
+	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/safetensors"
@@ -50,5 +53,37 @@ func ExportTimm(b tensor.Backend, m *jepa.Model, path string, target bool) error
 	if err := safetensors.WriteFile(path, out, meta); err != nil {
 		return fmt.Errorf("export %s: %w", path, err)
 	}
+	return nil
+}
+
+// ExportRequest is one export of an encoder (`hjepa export`).
+type ExportRequest struct {
+	// Config is the loaded and validated configuration.
+	Config config.Config
+	// Checkpoint is the checkpoint directory ("" or "init": the
+	// initialisation).
+	Checkpoint string
+	// Out is the .safetensors file.
+	Out string
+	// Context exports the context encoder instead of the EMA target encoder.
+	Context bool
+	// Log receives the device fallback line; nil discards it.
+	Log io.Writer
+}
+
+// Export writes an encoder of a checkpoint with ExportTimm, then writes to out
+// how to load it in PyTorch.
+func Export(req ExportRequest, out io.Writer) error {
+	b, m, err := openModel(req.Config, req.Checkpoint, req.Log)
+	if err != nil {
+		return err
+	}
+	defer device.Close(b)
+	if err := ExportTimm(b, m, req.Out, !req.Context); err != nil {
+		return err
+	}
+	e := m.Cfg.Encoder
+	fmt.Fprintf(out, "wrote %s; load it in PyTorch with\n  m = timm.create_model(\"vit_base_patch16_224\", img_size=%d, patch_size=%d, in_chans=%d, embed_dim=%d, depth=%d, num_heads=%d, class_token=False, global_pool=\"avg\", num_classes=0)\n  m.load_state_dict(safetensors.torch.load_file(%q))\n",
+		req.Out, e.ImgSize, e.PatchSize, e.InChans, e.Dim, e.Depth, e.Heads, req.Out)
 	return nil
 }

@@ -2,8 +2,13 @@ package eval
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"strings"
 
+	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/data"
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/tensor"
 )
@@ -45,3 +50,57 @@ type prefix struct {
 }
 
 func (p prefix) Len() int { return p.n }
+
+// EmbedRequest is one export of features (`hjepa embed`).
+type EmbedRequest struct {
+	// Config is the loaded and validated configuration.
+	Config config.Config
+	// Checkpoint is the checkpoint directory ("" or "init": the
+	// initialisation).
+	Checkpoint string
+	// Split is the split to embed ("train" or "val"); Limit takes its first
+	// images (0: all).
+	Split string
+	Limit int
+	// Out is the features' .npy file; the labels go to Out without its .npy
+	// suffix plus .labels.npy.
+	Out string
+	// Log receives the device fallback line; nil discards it.
+	Log io.Writer
+}
+
+// Embed writes the mean-pooled target-encoder features of a split [N, D] as
+// float32 .npy and their labels [N] as int64 .npy, then says so on out.
+func Embed(ctx context.Context, req EmbedRequest, out io.Writer) error {
+	cfg := req.Config
+	b, m, err := openModel(cfg, req.Checkpoint, req.Log)
+	if err != nil {
+		return err
+	}
+	defer device.Close(b)
+	tf, err := data.EvalTransform(cfg.Data)
+	if err != nil {
+		return err
+	}
+	ds, err := data.Open(cfg.Data, req.Split, cfg.Seed)
+	if err != nil {
+		return err
+	}
+	f, err := ExtractFeatures(ctx, b, m, ds, tf, max(cfg.Data.BatchSize, 64), cfg.Data.NumWorkers, req.Limit)
+	if err != nil {
+		return err
+	}
+	if err := WriteNPY(req.Out, f.X, []int{f.N, f.D}); err != nil {
+		return err
+	}
+	labels := make([]int64, f.N)
+	for i, l := range f.Labels {
+		labels[i] = int64(l)
+	}
+	lp := strings.TrimSuffix(req.Out, ".npy") + ".labels.npy"
+	if err := WriteNPYInt64(lp, labels, []int{f.N}); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "wrote %s [%d, %d] and %s\n", req.Out, f.N, f.D, lp)
+	return nil
+}

@@ -71,7 +71,7 @@ type Report struct {
 	ProbeL2        float64 `json:"linear_probe_l2"`
 	ProbeIters     int     `json:"linear_probe_iterations"`
 	KNNAccuracy    float64 `json:"knn_accuracy"`
-	KNNK           int     `json:"knn_k"`
+	KNNK           int     `json:"knn_k"`  // 0: kNN skipped
 	RankMe         float64 `json:"rankme"` // on centred features (the collapse monitor)
 	RankMeFraction float64 `json:"rankme_fraction"`
 	RankMeRaw      float64 `json:"rankme_uncentered"` // Garrido et al.'s definition
