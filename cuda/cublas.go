@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-
-	"github.com/ebitengine/purego"
 )
 
 // cublasStatus is a cublasStatus_t; 0 is CUBLAS_STATUS_SUCCESS.
@@ -115,10 +113,10 @@ func openCUBLAS(candidates []string) (*libCUBLAS, error) {
 		if strings.Contains(p, "/") {
 			lt := filepath.Join(filepath.Dir(p), strings.Replace(filepath.Base(p), "libcublas.", "libcublasLt.", 1))
 			if _, err := os.Stat(lt); err == nil {
-				_, _ = purego.Dlopen(lt, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+				_, _ = dlopen(lt)
 			}
 		}
-		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		h, err := dlopen(p)
 		if err != nil {
 			tried = append(tried, fmt.Sprintf("%s (%v)", p, trimDlerror(err)))
 			continue

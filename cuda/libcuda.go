@@ -107,7 +107,7 @@ func loadLibCUDA(path string) (*libCUDA, error) {
 func openLibCUDA(candidates []string) (*libCUDA, error) {
 	var tried []string
 	for _, p := range candidates {
-		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		h, err := dlopen(p)
 		if err != nil {
 			tried = append(tried, fmt.Sprintf("%s (%v)", p, trimDlerror(err)))
 			continue
@@ -122,6 +122,15 @@ func openLibCUDA(candidates []string) (*libCUDA, error) {
 	}
 	return nil, fmt.Errorf("%w: libcuda.so.1 could not be opened (tried %s); install the NVIDIA driver (R520 or newer), "+
 		"run the container with the NVIDIA container toolkit (--gpus), or set HJEPA_LIBCUDA to the library's path", ErrNoDriver, strings.Join(tried, ", "))
+}
+
+// dlopen opens a shared library with the OS thread locked: purego reads
+// dlerror, which is per thread, after dlopen fails, and a goroutine moved to
+// another thread in between reads an empty message.
+func dlopen(path string) (uintptr, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 }
 
 // trimDlerror keeps dlerror's message short: purego prefixes nothing useful.
