@@ -91,6 +91,16 @@ func TestComposeJobSurvivesACrashedWorker(t *testing.T) {
 		t.Fatalf("SIGKILL worker1 (pid %d): %v", pid, err)
 	}
 
+	// `docker wait` on a container between its crash and Docker's restart of
+	// it returns the crash's status (137): wait for the restart first.
+	deadline = time.Now().Add(2 * time.Minute)
+	for strings.TrimSpace(dockerOut(t, "inspect", "-f", "{{.RestartCount}}", worker1)) == "0" {
+		if time.Now().After(deadline) {
+			dumpLogs()
+			t.Fatal("Docker did not restart worker1 within 2 minutes of its crash")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for name, c := range map[string]string{"coordinator": coordinator, "worker0": worker0, "worker1": worker1} {
 		code, err := exec.CommandContext(ctx, "docker", "wait", c).Output()
 		if err != nil {
