@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
@@ -204,6 +205,9 @@ func hjepaStepOurs(s *hjepaStepSetup, b tensor.Backend, label string) (float64, 
 		t0 := time.Now()
 		m.Params.ZeroGrad(b)
 		if _, err := m.ForwardBackward(b, img, masks, loss, jepa.StepOptions{Backward: true}); err != nil {
+			if derr := device.Err(b); derr != nil {
+				return 0, derr // the cause of the NaN loss
+			}
 			return 0, err
 		}
 		optim.ClipGradNorm(b, m.Params.Grads, t.ClipGrad)

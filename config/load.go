@@ -46,8 +46,9 @@ type LoadOptions struct {
 
 // ProgramEnv are the HJEPA_* variables that configure the programs rather
 // than the training run (job token, CUDA library paths, the benchmarks'
-// Python); Load never reads them as configuration keys.
-var ProgramEnv = []string{"HJEPA_JOB_TOKEN", "HJEPA_LIBCUDA", "HJEPA_CUBLAS", "HJEPA_PYTHON"}
+// Python, the memory of the test builds' emulated GPU); Load never reads
+// them as configuration keys.
+var ProgramEnv = []string{"HJEPA_JOB_TOKEN", "HJEPA_LIBCUDA", "HJEPA_CUBLAS", "HJEPA_PYTHON", "HJEPA_EMU_MEMORY_BYTES"}
 
 // LoadError lists every bad key and value found while loading, one per
 // line, each naming its source (file:line, environment variable or --set).

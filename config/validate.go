@@ -76,7 +76,9 @@ var (
 	LogLevels   = []string{"debug", "info", "warn", "error"}
 )
 
-var deviceRE = regexp.MustCompile(`^(auto|cpu|cuda|cuda:[0-9]+)$`)
+// deviceRE also accepts cuda-emu, the CUDA backend on the host emulator,
+// which only test binaries (-tags cudaemu) open; others say so.
+var deviceRE = regexp.MustCompile(`^(auto|cpu|cuda|cuda:[0-9]+|cuda-emu)$`)
 
 // checker collects problems.
 type checker struct{ errs []FieldError }

@@ -70,6 +70,12 @@ type Finished struct {
 	Outcome    hjepav1.Outcome
 	Error      string
 	Step       int64
+	// Failure classifies a FAILED outcome (UNSPECIFIED reads as OTHER);
+	// BatchSize is the worker's data.batch_size and DeviceMemory its
+	// device's bytes (0: unknown), for the job's message.
+	Failure      hjepav1.FailureKind
+	BatchSize    int
+	DeviceMemory uint64
 }
 
 // FinishCancelled: a Finish call ended on the worker's side before it was

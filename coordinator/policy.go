@@ -13,8 +13,8 @@
 //
 //	waiting --N registered--> forming --checkpoint probed--> running
 //	running --all COMPLETED--> done (exit 0)
-//	running --worker lost / ABORTED--> waiting (generation+1, one restart used)
-//	running --restart budget spent, or FAILED--> ending --all told / timeout--> done (exit 1)
+//	running --worker lost / ABORTED / FAILED(device)--> waiting (generation+1, one restart used)
+//	running --restart budget spent, or FAILED(other, out of memory)--> ending --all told / timeout--> done (exit 1)
 //	running --stop (worker's stop_requested, coordinator's ctx)--> stopping
 //	stopping --all STOPPED--> done (exit 0: resume with --resume)
 //	stopping --worker lost, ABORTED, FAILED--> ending (exit 1); --grace over--> done (exit 1)
@@ -35,6 +35,12 @@
 // short deadline; a cancelled Finish of a COMPLETED worker still counts.
 // After NEXT_REJOIN, Register again with the same worker_id: the old rank is
 // kept (and reserved against other workers' requests for heartbeat_timeout).
+// A worker that fails calls Finish(FAILED) with a failure_kind, before it
+// leaves the ring (its peers then hear of it as the coordinator's ABORT,
+// not as a broken ring): FAILURE_KIND_DEVICE aborts and restarts the
+// generation like a lost worker; FAILURE_KIND_OUT_OF_MEMORY, which every
+// restart at the same batch size would repeat, and every other kind fail
+// the job.
 package coordinator
 
 import (
@@ -692,6 +698,13 @@ func (p *Policy) finish(now time.Time, ev Finished) []Action {
 		if p.phase == PhaseEnding {
 			return reply(hjepav1.Next_NEXT_EXIT, 1, p.exitMsg)
 		}
+		if ev.Generation == p.gen && isOutOfMemory(ev) {
+			// A peer's ABORTED (it saw this worker leave the ring) got here
+			// first and aborted the generation, but the cause repeats:
+			// the next generation would run out of memory the same way.
+			msg := outOfMemoryMsg(fmt.Sprintf("worker %s (rank %d)", ev.Worker, ev.Rank), ev)
+			return append(reply(hjepav1.Next_NEXT_EXIT, 1, msg), p.failJob(now, msg)...)
+		}
 		return reply(hjepav1.Next_NEXT_REJOIN, 0, fmt.Sprintf("generation %d is over; register again for generation %d", ev.Generation, p.gen+1))
 	}
 	if ev.Rank < 0 || ev.Rank >= len(p.members) || p.members[ev.Rank].worker != ev.Worker {
@@ -715,6 +728,20 @@ func (p *Policy) finish(now time.Time, ev Finished) []Action {
 	who := fmt.Sprintf("worker %s (rank %d)", m.worker, m.rank)
 	switch ev.Outcome {
 	case hjepav1.Outcome_OUTCOME_FAILED:
+		switch {
+		case isOutOfMemory(ev):
+			// At the same batch size every restart runs out of memory
+			// again: end the job now rather than spend max_restarts.
+			return append(acts, p.failJob(now, outOfMemoryMsg(who, ev))...)
+		case ev.Failure == hjepav1.FailureKind_FAILURE_KIND_DEVICE:
+			// A device fault (a driver error, a lost GPU) may not repeat
+			// on a fresh context: restart, as after a lost worker.
+			what := fmt.Sprintf("%s had a device fault at step %d: %s", who, ev.Step, ev.Error)
+			if p.phase == PhaseStopping {
+				return append(acts, p.failJob(now, "the coordinated stop failed: "+what)...)
+			}
+			return append(acts, p.abort(now, what)...)
+		}
 		return append(acts, p.failJob(now, fmt.Sprintf("%s failed at step %d: %s", who, ev.Step, ev.Error))...)
 	case hjepav1.Outcome_OUTCOME_ABORTED:
 		what := fmt.Sprintf("%s aborted at step %d: %s", who, ev.Step, ev.Error)
@@ -729,6 +756,40 @@ func (p *Policy) finish(now time.Time, ev Finished) []Action {
 		}
 	}
 	return append(acts, p.checkDone()...)
+}
+
+func isOutOfMemory(ev Finished) bool {
+	return ev.Outcome == hjepav1.Outcome_OUTCOME_FAILED && ev.Failure == hjepav1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY
+}
+
+// outOfMemoryMsg is the job's end when who's device ran out of memory: the
+// rank, the batch size, the device's memory, what to change, and the
+// worker's own message (what it allocated, what it held, what was free).
+func outOfMemoryMsg(who string, ev Finished) string {
+	batch := ""
+	if ev.BatchSize > 0 {
+		batch = fmt.Sprintf(" with data.batch_size %d", ev.BatchSize)
+	}
+	dev := "its device"
+	if ev.DeviceMemory > 0 {
+		dev = fmt.Sprintf("its %s device", formatBytes(ev.DeviceMemory))
+	}
+	return fmt.Sprintf("%s ran out of memory on %s at step %d%s; every restart would at this batch size, so the job ends without one: "+
+		"reduce data.batch_size (or the model or image size) and run again. The worker said: %s",
+		who, dev, ev.Step, batch, ev.Error)
+}
+
+// formatBytes is n in the largest binary unit that keeps it >= 1.
+func formatBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // checkDone ends the job when every member completed (running) or every

@@ -110,7 +110,14 @@ func TestRandomSequences(t *testing.T) {
 					}
 				case k < 72:
 					if w := pick(); s.gen[w] != 0 {
-						c, acts := s.finish(w, outcomes[rng.IntN(len(outcomes))], int64(rng.IntN(100)), "boom")
+						o, step := outcomes[rng.IntN(len(outcomes))], int64(rng.IntN(100))
+						var c CallID
+						var acts []Action
+						if o == failed {
+							c, acts = s.finishFailed(w, failure{kind: hjepav1.FailureKind(rng.IntN(4)), batch: 8}, step, "boom")
+						} else {
+							c, acts = s.finish(w, o, step, "boom")
+						}
 						finishCalls = append(finishCalls, c)
 						check(acts)
 					}

@@ -1005,6 +1005,140 @@ func TestAbortedOutcome(t *testing.T) {
 	s.wantPhase(PhaseWaiting)
 }
 
+// failure is how a worker's FAILED generation ended.
+type failure struct {
+	kind         hjepav1.FailureKind
+	batch        int
+	deviceMemory uint64
+}
+
+func (s *sim) finishFailed(w string, f failure, step int64, errMsg string) (CallID, []Action) {
+	c := s.call()
+	s.issued = append(s.issued, c)
+	acts := s.step(Finished{Call: c, RunID: runID, Generation: s.gen[w], Rank: s.rank[w], Worker: w, Outcome: failed,
+		Error: errMsg, Step: step, Failure: f.kind, BatchSize: f.batch, DeviceMemory: f.deviceMemory})
+	return c, acts
+}
+
+// wantGenerations fails unless exactly n generations were assigned.
+func (s *sim) wantGenerations(n uint64) {
+	s.t.Helper()
+	if g := s.p.Generation(); g != n {
+		s.t.Fatalf("%d generations formed, want %d", g, n)
+	}
+	for _, a := range s.all {
+		if x, ok := a.(Assign); ok && x.Generation > n {
+			s.t.Fatalf("generation %d assigned: %+v", x.Generation, x)
+		}
+	}
+}
+
+const oomErr = "step 0 (data.batch_size 64): cuda: out of memory on cuda:0: allocating 8.0 MiB (8388608 bytes) with 60.0 MiB held " +
+	"by this backend in live tensors (its cache released); the device has 2.0 MiB free of 64.0 MiB: emu: CUDA_ERROR_OUT_OF_MEMORY; " +
+	"reduce data.batch_size (or the model or image size), or stop other processes using the GPU"
+
+var oom = failure{kind: hjepav1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY, batch: 64, deviceMemory: 64 << 20}
+
+// TestOutOfMemoryEndsTheJob: a worker whose device ran out of memory would
+// run out again in every restart at the same batch size: the job fails in
+// its first generation, with a message naming the rank, the batch size and
+// the device memory, and no restart is used.
+func TestOutOfMemoryEndsTheJob(t *testing.T) {
+	s := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3})
+	s.start("a", "b")
+	cb, acts := s.finishFailed("b", oom, 0, oomErr)
+	says := []string{"worker b (rank 1) ran out of memory on its 64.0 MiB device at step 0 with data.batch_size 64",
+		"every restart would", "reduce data.batch_size", "2.0 MiB free of 64.0 MiB"}
+	s.wantReply(cb, exitNext, 1, says...)
+	s.wantCommand("a", acts, abortCmd)
+	s.wantPhase(PhaseEnding)
+	ca, _ := s.finish("a", aborted, 0, "aborted by the coordinator")
+	s.wantReply(ca, exitNext, 1, says...)
+	s.wantExit(1, says...)
+	s.wantGenerations(1)
+	if s.p.Restarts() != 0 {
+		t.Fatalf("%d restarts used, want 0", s.p.Restarts())
+	}
+}
+
+// TestOutOfMemoryAfterPeerAborted: the peer's ABORTED (it saw the failed
+// worker leave the ring) can reach the coordinator first and abort the
+// generation; the out of memory that follows still ends the job before a
+// second generation forms.
+func TestOutOfMemoryAfterPeerAborted(t *testing.T) {
+	s := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3})
+	s.start("a", "b")
+	ca, _ := s.finish("a", aborted, 0, "all-reduce: rank 1 closed the stream")
+	s.wantReply(ca, rejoinNext, 0)
+	s.wantPhase(PhaseWaiting)
+	s.register("a")
+	cb, _ := s.finishFailed("b", oom, 0, oomErr)
+	s.wantReply(cb, exitNext, 1, "rank 1", "data.batch_size 64", "64.0 MiB device")
+	s.wantJobEnd(s.regCall["a"], 1, "data.batch_size 64")
+	s.wantExit(1, "rank 1", "data.batch_size 64", "64.0 MiB device")
+	s.wantGenerations(1)
+	// A FAILED of another kind after such an abort is answered as before.
+	s2 := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3})
+	s2.start("a", "b")
+	s2.finish("a", aborted, 0, "")
+	cb2, _ := s2.finish("b", failed, 0, "bad record")
+	s2.wantReply(cb2, rejoinNext, 0)
+	s2.wantNoExit()
+}
+
+// TestDeviceFaultRestarts: a device fault other than an out of memory (a
+// driver error, a lost GPU) may not repeat on a fresh context: the
+// generation is aborted and restarted within max_restarts, like a crash.
+func TestDeviceFaultRestarts(t *testing.T) {
+	s := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 1})
+	s.start("a", "b")
+	cb, acts := s.finishFailed("b", failure{kind: hjepav1.FailureKind_FAILURE_KIND_DEVICE, batch: 64}, 5,
+		"cuda: launch hjepa_axpy on cuda:0: CUDA_ERROR_ILLEGAL_ADDRESS")
+	s.wantReply(cb, rejoinNext, 0)
+	s.wantCommand("a", acts, abortCmd)
+	ca, _ := s.finish("a", aborted, 5, "")
+	s.wantReply(ca, rejoinNext, 0)
+	s.register("a")
+	s.register("b")
+	s.probe(false, 0)
+	s.wantAssigned("a", 2, 0)
+	s.wantAssigned("b", 2, 1)
+	if s.p.Restarts() != 1 {
+		t.Fatalf("%d restarts, want 1", s.p.Restarts())
+	}
+	// The budget is spent: the next fault ends the job.
+	s.beat("a", 0)
+	s.beat("b", 0)
+	s.finishFailed("b", failure{kind: hjepav1.FailureKind_FAILURE_KIND_DEVICE}, 2, "CUDA_ERROR_ECC_UNCORRECTABLE")
+	s.finish("a", aborted, 2, "")
+	s.wantExit(1, "restart budget exhausted", "device fault", "CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_ECC_UNCORRECTABLE")
+}
+
+// TestCrashRestartsOutOfMemoryDoesNot: a plain crash (the worker's stream
+// breaks) still restarts the job; the out of memory in the new generation
+// ends it there, with restarts left.
+func TestCrashRestartsOutOfMemoryDoesNot(t *testing.T) {
+	s := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3})
+	s.start("a", "b")
+	acts := s.closeStream("b", false)
+	s.wantCommand("a", acts, abortCmd)
+	s.finish("a", aborted, 4, "")
+	s.register("a")
+	s.register("b")
+	s.probe(true, 4)
+	s.wantAssigned("b", 2, 1)
+	s.beat("a", 4)
+	s.beat("b", 4)
+	cb, _ := s.finishFailed("b", failure{kind: hjepav1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY, batch: 64}, 4, oomErr)
+	s.wantReply(cb, exitNext, 1, "rank 1", "data.batch_size 64")
+	s.finish("a", aborted, 4, "")
+	s.wantExit(1, "worker b (rank 1) ran out of memory on its device at step 4 with data.batch_size 64")
+	s.wantGenerations(2)
+	if s.p.Restarts() != 1 {
+		t.Fatalf("%d restarts, want 1", s.p.Restarts())
+	}
+}
+
 func TestStop(t *testing.T) {
 	t.Run("while waiting", func(t *testing.T) {
 		s := newSim(t, PolicyConfig{WorldSize: 2})

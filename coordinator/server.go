@@ -490,7 +490,8 @@ func (h service) Finish(ctx context.Context, req *hjepav1.FinishRequest) (*hjepa
 	s := h.s
 	reply := make(chan result, 1)
 	ev := Finished{Call: s.newID(), RunID: req.GetRunId(), Generation: req.GetGeneration(), Rank: int(req.GetRank()),
-		Worker: req.GetWorkerId(), Outcome: req.GetOutcome(), Error: req.GetError(), Step: req.GetStep()}
+		Worker: req.GetWorkerId(), Outcome: req.GetOutcome(), Error: req.GetError(), Step: req.GetStep(),
+		Failure: req.GetFailureKind(), BatchSize: int(req.GetBatchSize()), DeviceMemory: req.GetDeviceMemoryBytes()}
 	if !s.post(envelope{ev: ev, reply: reply}) {
 		return nil, errShutdown
 	}

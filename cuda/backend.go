@@ -1,9 +1,11 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -28,11 +30,19 @@ var _ tensor.Backend = (*Backend)(nil)
 // Every reduction (Sum, the losses, SumRows, LayerNorm's dw and db,
 // attention) has a fixed partition and no floating-point atomics, so results
 // do not change from run to run.
+//
+// Device failures are errors, not panics (tensor.Faulter): the first out of
+// memory (*OutOfMemoryError) or failed driver call (*FaultError) is kept,
+// every later operation returns at its start (New returns tensors without
+// device memory, Sum and the losses NaN, Download fills NaN), and Err and
+// Sync return it. Wrong arguments (shapes, dtypes, foreign tensors) are
+// programming errors and panic.
 type Backend struct {
 	d       Driver
 	ordinal int
 	mem     *memCache
 	closed  bool
+	err     error // the sticky device failure; nil while healthy
 
 	// Grow-only device scratch and host buffers of the kernels that need them.
 	scratch  [numScratch]scratchBuf
@@ -91,7 +101,8 @@ func (b *Backend) Close() error {
 }
 
 // DeviceMemory reports the device's free and total bytes (tensor.DeviceMemory)
-// when the driver can tell (the real one can; the emulator cannot).
+// when the driver can tell (the real one can; the emulator when it was given
+// a memory limit).
 func (b *Backend) DeviceMemory() (free, total uint64, err error) {
 	mi, ok := b.d.(interface {
 		MemInfo() (free, total uint64, err error)
@@ -106,8 +117,117 @@ func (b *Backend) Name() string { return fmt.Sprintf("cuda:%d (%s)", b.ordinal, 
 
 func (b *Backend) Device() tensor.Device { return tensor.Device{Type: tensor.CUDA, Index: b.ordinal} }
 
-// Sync waits for the queued work and returns the first error it raised.
-func (b *Backend) Sync() error { return b.d.Sync() }
+// Sync waits for the queued work and returns the backend's device failure:
+// an error of that work, or one recorded before (see Err).
+func (b *Backend) Sync() error {
+	if b.err == nil {
+		b.check("Sync", b.d.Sync())
+	}
+	return b.err
+}
+
+// ---- device failures ----
+
+var _ tensor.Faulter = (*Backend)(nil)
+
+// Err returns the backend's first device failure (an *OutOfMemoryError or a
+// *FaultError), nil while there is none. Once it is set every operation is a
+// no-op, as after a sticky CUDA error; an error of queued kernels surfaces at
+// the next Sync, Download or reduction. Like the backend, Err is for the
+// goroutine that uses it.
+func (b *Backend) Err() error { return b.err }
+
+// OutOfMemoryError is the sticky error of a backend whose device had no
+// room for an allocation after its cache was freed and dropped tensors were
+// collected: the same batch size runs out of memory again.
+// errors.Is(err, tensor.ErrOutOfMemory) holds.
+type OutOfMemoryError struct {
+	Device tensor.Device
+	// Op is the operation that failed; Bytes the allocation (rounded up to
+	// its size class), 0 when the driver ran out of memory inside Op.
+	Op    string
+	Bytes int64
+	// Held is what this backend's live tensors and scratch buffers hold.
+	Held int64
+	// Free and Total are the device's memory right after the failure
+	// (Total 0: the driver could not tell).
+	Free, Total uint64
+	Err         error // the driver's error
+}
+
+func (e *OutOfMemoryError) Error() string {
+	what := "in " + e.Op
+	if e.Bytes > 0 {
+		what = fmt.Sprintf("allocating %s (%d bytes)", formatBytes(e.Bytes), e.Bytes)
+	}
+	dev := ""
+	if e.Total > 0 {
+		dev = fmt.Sprintf("; the device has %s free of %s", formatBytes(int64(e.Free)), formatBytes(int64(e.Total)))
+	}
+	return fmt.Sprintf("cuda: out of memory on %s: %s with %s held by this backend in live tensors (its cache released)%s: %v; "+
+		"reduce data.batch_size (or the model or image size), or stop other processes using the GPU",
+		e.Device, what, formatBytes(e.Held), dev, e.Err)
+}
+
+func (e *OutOfMemoryError) Unwrap() []error { return []error{tensor.ErrOutOfMemory, e.Err} }
+
+// FaultError is the sticky error of a backend whose driver call failed (a
+// kernel fault, a lost context, a launch the driver refused).
+// errors.Is(err, tensor.ErrDeviceFault) holds.
+type FaultError struct {
+	Device tensor.Device
+	Op     string // the backend operation, e.g. "Upload" or "launch hjepa_axpy (grid ..., block ...)"
+	Err    error  // the driver's error
+}
+
+func (e *FaultError) Error() string { return fmt.Sprintf("cuda: %s on %s: %v", e.Op, e.Device, e.Err) }
+
+func (e *FaultError) Unwrap() []error { return []error{tensor.ErrDeviceFault, e.Err} }
+
+// cudaErrorOutOfMemory is CUDA_ERROR_OUT_OF_MEMORY.
+const cudaErrorOutOfMemory = 2
+
+// driverOutOfMemory reports whether a failed driver call ran out of device
+// memory. libcuda says so with its error code; a Driver that is not libcuda
+// (the emulator) fails Alloc only when it is full.
+func driverOutOfMemory(err error, alloc bool) bool {
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce.Code == cudaErrorOutOfMemory && !strings.HasPrefix(ce.Call, "cublas")
+	}
+	return alloc
+}
+
+// check records a failed driver call of op as the backend's device failure
+// (the first one stays) and reports whether the call succeeded.
+func (b *Backend) check(op string, err error) bool {
+	if err == nil {
+		return true
+	}
+	b.fail(op, 0, err, false)
+	return false
+}
+
+// fail records the backend's device failure unless one is recorded: an
+// out of memory (bytes, when an allocation of that size failed) or a fault.
+func (b *Backend) fail(op string, bytes int, err error, alloc bool) {
+	if b.err != nil {
+		return
+	}
+	if !driverOutOfMemory(err, alloc) {
+		b.err = &FaultError{Device: b.Device(), Op: op, Err: err}
+		return
+	}
+	e := &OutOfMemoryError{Device: b.Device(), Op: op, Bytes: int64(bytes), Held: b.MemoryStats().InUse, Err: err}
+	if mi, ok := b.d.(interface {
+		MemInfo() (free, total uint64, err error)
+	}); ok {
+		if free, total, merr := mi.MemInfo(); merr == nil {
+			e.Free, e.Total = free, total
+		}
+	}
+	b.err = e
+}
 
 // ---- storage and the caching allocator ----
 
@@ -206,9 +326,9 @@ func (b *Backend) MemoryStats() MemoryStats {
 
 // alloc returns a block of at least bytes, from the cache when it can. When
 // the device is full it frees the cache and retries, then collects dropped
-// tensors and retries, then panics with what was asked, what is held and
-// what to change.
-func (b *Backend) alloc(bytes int) cachedBlock {
+// tensors and retries, then records an *OutOfMemoryError (what was asked,
+// what is held, what to change) and returns false.
+func (b *Backend) alloc(op string, bytes int) (cachedBlock, bool) {
 	m := b.mem
 	class := sizeClass(bytes)
 	m.mu.Lock()
@@ -218,44 +338,34 @@ func (b *Backend) alloc(bytes int) cachedBlock {
 		m.cached -= int64(class)
 		m.inUse += int64(class)
 		m.mu.Unlock()
-		return cachedBlock{p, class}
+		return cachedBlock{p, class}, true
 	}
 	m.mu.Unlock()
 	p, err := b.d.Alloc(class)
-	if err != nil {
+	if err != nil && driverOutOfMemory(err, true) {
 		_ = b.releaseCache()
 		p, err = b.d.Alloc(class)
 	}
-	if err != nil {
+	if err != nil && driverOutOfMemory(err, true) {
 		b.collect()
 		_ = b.releaseCache()
 		p, err = b.d.Alloc(class)
 	}
 	if err != nil {
-		st := b.MemoryStats()
-		dev := ""
-		if mi, ok := b.d.(interface {
-			MemInfo() (free, total uint64, err error)
-		}); ok {
-			if free, total, merr := mi.MemInfo(); merr == nil {
-				dev = fmt.Sprintf("; the device has %s free of %s", formatBytes(int64(free)), formatBytes(int64(total)))
-			}
-		}
-		panic(fmt.Sprintf("cuda: out of memory on %s: allocating %s (%d bytes) with %s held by this backend in live tensors (its cache released)%s: %v; "+
-			"reduce data.batch_size (or the model or image size), or stop other processes using the GPU",
-			b.Device(), formatBytes(int64(class)), class, formatBytes(st.InUse), dev, err))
+		b.fail(op, class, err, true)
+		return cachedBlock{}, false
 	}
 	m.mu.Lock()
 	m.allocs++
 	m.inUse += int64(class)
 	m.mu.Unlock()
-	return cachedBlock{p, class}
+	return cachedBlock{p, class}, true
 }
 
 // collect returns to the cache the blocks of tensors dropped since the last
 // GC: device memory is invisible to Go's collector, so they may be many.
 // Their cleanups run on another goroutine after the GC; wait (up to a
-// second, on the way to an out-of-memory panic) until they have.
+// second, on the way to an out-of-memory error) until they have.
 func (b *Backend) collect() {
 	before := b.MemoryStats().InUse
 	runtime.GC()
@@ -302,30 +412,42 @@ func formatBytes(n int64) string {
 }
 
 // newStorage allocates n uninitialised elements; runtime.AddCleanup returns
-// the block to the cache once the storage is unreachable.
+// the block to the cache once the storage is unreachable. On a failed
+// backend the storage has no device memory (Ptr 0): no operation touches it.
 func (b *Backend) newStorage(dt tensor.DType, n int) *Storage {
 	s := &Storage{n: n, dtype: dt, dev: b.Device(), owner: b.mem}
 	if dt == tensor.Int32 {
 		s.host = make([]int32, n)
 	}
-	if n == 0 {
+	if n == 0 || b.err != nil {
 		return s
 	}
-	blk := b.alloc(4 * n)
+	blk, ok := b.alloc("New", 4*n)
+	if !ok {
+		return s
+	}
 	s.ptr = blk.ptr
 	runtime.AddCleanup(s, b.mem.put, blk)
 	return s
 }
 
 // scratchPtr returns scratch slot i with at least bytes, growing it (the old
-// block goes back to the cache) when needed.
+// block goes back to the cache) when needed; 0 when the device is full (the
+// backend has failed, and the kernels that would use it do nothing).
 func (b *Backend) scratchPtr(i, bytes int) DevicePtr {
 	s := &b.scratch[i]
+	if b.err != nil {
+		return 0
+	}
 	if s.class < bytes {
 		if s.ptr != 0 {
 			b.mem.put(cachedBlock{s.ptr, s.class})
+			*s = scratchBuf{}
 		}
-		blk := b.alloc(bytes)
+		blk, ok := b.alloc("scratch", bytes)
+		if !ok {
+			return 0
+		}
 		s.ptr, s.class = blk.ptr, blk.class
 	}
 	return s.ptr
@@ -344,17 +466,10 @@ func (b *Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
 		n *= d
 	}
 	s := b.newStorage(dt, n)
-	if n > 0 {
+	if s.ptr != 0 {
 		b.check("New", b.d.Memset32(s.ptr, 0, n))
 	}
 	return tensor.NewView(s, 0, shape...)
-}
-
-// check panics with op's name on a driver error.
-func (b *Backend) check(op string, err error) {
-	if err != nil {
-		panic(fmt.Sprintf("cuda: %s: %v", op, err))
-	}
 }
 
 // storage returns t's storage, which must be of this backend and of dtype dt.
@@ -419,6 +534,9 @@ func mustSameNumel(op, an string, a *tensor.Tensor, cn string, c *tensor.Tensor)
 // ---- host transfers ----
 
 func (b *Backend) Upload(t *tensor.Tensor, src []float32) {
+	if b.err != nil {
+		return
+	}
 	p := b.f32("Upload", "t", t)
 	if len(src) != t.Numel() {
 		panic(fmt.Sprintf("cuda: Upload of %d values into %s", len(src), t))
@@ -429,6 +547,9 @@ func (b *Backend) Upload(t *tensor.Tensor, src []float32) {
 }
 
 func (b *Backend) UploadInt32(t *tensor.Tensor, src []int32) {
+	if b.err != nil {
+		return
+	}
 	p := b.ptr("UploadInt32", "t", t, tensor.Int32)
 	if len(src) != t.Numel() {
 		panic(fmt.Sprintf("cuda: UploadInt32 of %d values into %s", len(src), t))
@@ -439,15 +560,27 @@ func (b *Backend) UploadInt32(t *tensor.Tensor, src []int32) {
 	}
 }
 
-// Download waits for the queued work and copies t to dst; an error of that
-// work panics here.
+// Download waits for the queued work and copies t to dst. When that work
+// failed, or the backend had failed before, dst is filled with NaN (see Err).
 func (b *Backend) Download(dst []float32, t *tensor.Tensor) {
+	if b.err != nil {
+		fillNaN(dst)
+		return
+	}
 	p := b.f32("Download", "t", t)
 	if len(dst) != t.Numel() {
 		panic(fmt.Sprintf("cuda: Download of %s into %d values", t, len(dst)))
 	}
-	if len(dst) > 0 {
-		b.check("Download", b.d.CopyDtoH(unsafe.Pointer(&dst[0]), p, 4*len(dst)))
+	if len(dst) > 0 && !b.check("Download", b.d.CopyDtoH(unsafe.Pointer(&dst[0]), p, 4*len(dst))) {
+		fillNaN(dst)
+	}
+}
+
+// fillNaN is what a failed backend downloads.
+func fillNaN(dst []float32) {
+	nan := float32(math.NaN())
+	for i := range dst {
+		dst[i] = nan
 	}
 }
 
@@ -459,6 +592,9 @@ func (b *Backend) Download(dst []float32, t *tensor.Tensor) {
 // B, M and N, and their transposes trade places. The bias, which cuBLAS's
 // classic API cannot add, is one more pass over every row of every C_b.
 func (b *Backend) Gemm(g tensor.GemmArgs) {
+	if b.err != nil {
+		return
+	}
 	g, err := g.Normalize()
 	if err != nil {
 		panic("cuda: " + err.Error())
@@ -492,6 +628,9 @@ func (b *Backend) Gemm(g tensor.GemmArgs) {
 // ---- elementwise ----
 
 func (b *Backend) Fill(t *tensor.Tensor, v float32) {
+	if b.err != nil {
+		return
+	}
 	if t == nil {
 		panic("cuda: Fill: t is nil")
 	}
@@ -514,6 +653,9 @@ func (b *Backend) Fill(t *tensor.Tensor, v float32) {
 }
 
 func (b *Backend) Copy(dst, src *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	mustSameNumel("Copy", "dst", dst, "src", src)
 	if dst.DType() != src.DType() {
 		panic(fmt.Sprintf("cuda: Copy: dst %s and src %s differ in dtype", dst, src))
@@ -531,6 +673,9 @@ func (b *Backend) Copy(dst, src *tensor.Tensor) {
 }
 
 func (b *Backend) Scale(x *tensor.Tensor, alpha float32) {
+	if b.err != nil {
+		return
+	}
 	p := b.f32("Scale", "x", x)
 	if n := x.Numel(); n > 0 {
 		b.kScale(p, alpha, n)
@@ -538,6 +683,9 @@ func (b *Backend) Scale(x *tensor.Tensor, alpha float32) {
 }
 
 func (b *Backend) Axpy(y *tensor.Tensor, alpha float32, x *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	mustSameNumel("Axpy", "y", y, "x", x)
 	yp, xp := b.f32("Axpy", "y", y), b.f32("Axpy", "x", x)
 	if n := y.Numel(); n > 0 {
@@ -546,6 +694,9 @@ func (b *Backend) Axpy(y *tensor.Tensor, alpha float32, x *tensor.Tensor) {
 }
 
 func (b *Backend) Add(dst, a, c *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	mustSameNumel("Add", "dst", dst, "a", a)
 	mustSameNumel("Add", "dst", dst, "b", c)
 	dp, ap, cp := b.f32("Add", "dst", dst), b.f32("Add", "a", a), b.f32("Add", "b", c)
@@ -555,6 +706,9 @@ func (b *Backend) Add(dst, a, c *tensor.Tensor) {
 }
 
 func (b *Backend) AddRowVector(x, v *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	if x == nil || v == nil {
 		panic("cuda: AddRowVector: nil tensor")
 	}
@@ -573,6 +727,9 @@ func (b *Backend) AddRowVector(x, v *tensor.Tensor) {
 // SumRows accumulates dst [C] += column sums of x [R, C] over a fixed row
 // partition (see kSumRows).
 func (b *Backend) SumRows(dst, x *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	if x == nil {
 		panic("cuda: SumRows: x is nil")
 	}
@@ -590,6 +747,9 @@ func (b *Backend) SumRows(dst, x *tensor.Tensor) {
 // EMA sets target = momentum*target + (1-momentum)*src, with 1-momentum
 // formed in float64 as the CPU backend does.
 func (b *Backend) EMA(target, src *tensor.Tensor, momentum float32) {
+	if b.err != nil {
+		return
+	}
 	mustSameNumel("EMA", "target", target, "src", src)
 	tp, sp := b.f32("EMA", "target", target), b.f32("EMA", "src", src)
 	if n := target.Numel(); n > 0 {
@@ -600,6 +760,9 @@ func (b *Backend) EMA(target, src *tensor.Tensor, momentum float32) {
 // AdamW forms the step's scalar factors in float64 as torch (and tensor/cpu)
 // do, then applies them in float32 on the device.
 func (b *Backend) AdamW(p, g, m, v *tensor.Tensor, h tensor.AdamWStep) {
+	if b.err != nil {
+		return
+	}
 	if p == nil {
 		panic("cuda: AdamW: p is nil")
 	}
@@ -620,6 +783,9 @@ func (b *Backend) AdamW(p, g, m, v *tensor.Tensor, h tensor.AdamWStep) {
 // ---- Patchify, LayerNorm, GELU ----
 
 func (b *Backend) Patchify(dst, img *tensor.Tensor, p int) {
+	if b.err != nil {
+		return
+	}
 	if img == nil || img.Rank() != 4 || p <= 0 || img.Dim(2)%p != 0 || img.Dim(3)%p != 0 {
 		shape := "nil"
 		if img != nil {
@@ -638,6 +804,9 @@ func (b *Backend) Patchify(dst, img *tensor.Tensor, p int) {
 }
 
 func (b *Backend) LayerNormForward(out, mean, rstd, x, w, bias *tensor.Tensor, eps float32) {
+	if b.err != nil {
+		return
+	}
 	if x == nil {
 		panic("cuda: LayerNormForward: x is nil")
 	}
@@ -667,6 +836,9 @@ func (b *Backend) LayerNormForward(out, mean, rstd, x, w, bias *tensor.Tensor, e
 // LayerNormBackward: dx by one warp per row; dw and db (when w is given) as
 // column sums over the fixed row partition of SumRows.
 func (b *Backend) LayerNormBackward(dx, dw, db, dout, x, mean, rstd, w *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	if x == nil {
 		panic("cuda: LayerNormBackward: x is nil")
 	}
@@ -702,6 +874,9 @@ func (b *Backend) LayerNormBackward(dx, dw, db, dout, x, mean, rstd, w *tensor.T
 }
 
 func (b *Backend) GELUForward(out, x *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	mustSameNumel("GELUForward", "out", out, "x", x)
 	op, xp := b.f32("GELUForward", "out", out), b.f32("GELUForward", "x", x)
 	if n := x.Numel(); n > 0 {
@@ -710,6 +885,9 @@ func (b *Backend) GELUForward(out, x *tensor.Tensor) {
 }
 
 func (b *Backend) GELUBackward(dx, dout, x *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	mustSameNumel("GELUBackward", "dx", dx, "x", x)
 	mustSameNumel("GELUBackward", "dout", dout, "x", x)
 	dp, gp, xp := b.f32("GELUBackward", "dx", dx), b.f32("GELUBackward", "dout", dout), b.f32("GELUBackward", "x", x)
@@ -742,6 +920,9 @@ func attnShape(op string, qkv *tensor.Tensor, heads int) (bs, n, dh int) {
 // AttentionForward is flash attention (hjepa.cu's attn_fwd): one block per
 // (batch, head, query tile), K/V tiles through shared memory, online softmax.
 func (b *Backend) AttentionForward(out, lse, qkv *tensor.Tensor, heads int, scale float32) {
+	if b.err != nil {
+		return
+	}
 	const op = "AttentionForward"
 	bs, n, dh := attnShape(op, qkv, heads)
 	mustNumel(op, "out", out, bs*n*heads*dh)
@@ -757,6 +938,9 @@ func (b *Backend) AttentionForward(out, lse, qkv *tensor.Tensor, heads int, scal
 // rowsum(dO*O), then dQ by looping over key tiles per query tile and dK, dV
 // by looping over query tiles per key tile (no atomics).
 func (b *Backend) AttentionBackward(dqkv, dout, qkv, out, lse *tensor.Tensor, heads int, scale float32) {
+	if b.err != nil {
+		return
+	}
 	const op = "AttentionBackward"
 	bs, n, dh := attnShape(op, qkv, heads)
 	hd := heads * dh
@@ -802,6 +986,9 @@ func (b *Backend) gatherArgs(op string, many, few *tensor.Tensor, manyName, fewN
 
 // Gather sets dst [M, C] row i = src [R, C] row idx[i].
 func (b *Backend) Gather(dst, src, idx *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	c, ids := b.gatherArgs("Gather", dst, src, "dst", "src", idx)
 	dp, sp, ip := b.f32("Gather", "dst", dst), b.f32("Gather", "src", src), b.ptr("Gather", "idx", idx, tensor.Int32)
 	if len(ids) == 0 || c == 0 {
@@ -816,6 +1003,9 @@ func (b *Backend) Gather(dst, src, idx *tensor.Tensor) {
 // per (destination row, column) adds the sources in that order, so the
 // result is bitwise the CPU backend's and the same on every run.
 func (b *Backend) ScatterAdd(dst, src, idx *tensor.Tensor) {
+	if b.err != nil {
+		return
+	}
 	c, ids := b.gatherArgs("ScatterAdd", src, dst, "src", "dst", idx)
 	dp, sp := b.f32("ScatterAdd", "dst", dst), b.f32("ScatterAdd", "src", src)
 	m := len(ids)
@@ -858,7 +1048,9 @@ func (b *Backend) ScatterAdd(dst, src, idx *tensor.Tensor) {
 		counts[v]++
 	}
 	dev := b.scratchPtr(scratchPlan, 4*len(plan))
-	b.check("ScatterAdd", b.d.CopyHtoD(dev, unsafe.Pointer(&plan[0]), 4*len(plan)))
+	if b.err != nil || !b.check("ScatterAdd", b.d.CopyHtoD(dev, unsafe.Pointer(&plan[0]), 4*len(plan))) {
+		return
+	}
 	b.kScatterAdd(dp, sp, dev, dev.Add(4*(u+1)), dev.Add(4*(u+1+m)), u, c)
 }
 
@@ -873,11 +1065,16 @@ func (b *Backend) reduce(op string, n int, launch func(part DevicePtr)) float64 
 	}
 	part := b.scratchPtr(scratchSum, 8*nb)
 	launch(part)
+	if b.err != nil {
+		return math.NaN()
+	}
 	if cap(b.partials) < nb {
 		b.partials = make([]float64, nb)
 	}
 	host := b.partials[:nb]
-	b.check(op, b.d.CopyDtoH(unsafe.Pointer(&host[0]), part, 8*nb))
+	if !b.check(op, b.d.CopyDtoH(unsafe.Pointer(&host[0]), part, 8*nb)) {
+		return math.NaN()
+	}
 	var total float64
 	for _, v := range host {
 		total += v
@@ -886,11 +1083,17 @@ func (b *Backend) reduce(op string, n int, launch func(part DevicePtr)) float64 
 }
 
 func (b *Backend) Sum(x *tensor.Tensor) float64 {
+	if b.err != nil {
+		return math.NaN()
+	}
 	p := b.f32("Sum", "x", x)
 	return b.reduce("Sum", x.Numel(), func(part DevicePtr) { b.kSumPartial(part, p, x.Numel(), false) })
 }
 
 func (b *Backend) SumSquares(x *tensor.Tensor) float64 {
+	if b.err != nil {
+		return math.NaN()
+	}
 	p := b.f32("SumSquares", "x", x)
 	return b.reduce("SumSquares", x.Numel(), func(part DevicePtr) { b.kSumPartial(part, p, x.Numel(), true) })
 }
@@ -905,6 +1108,9 @@ func (b *Backend) lossArgs(op string, grad, pred, target *tensor.Tensor) (g, p, 
 }
 
 func (b *Backend) SmoothL1Loss(grad, pred, target *tensor.Tensor, beta, gradScale float32) float64 {
+	if b.err != nil {
+		return math.NaN()
+	}
 	if !(beta > 0) {
 		panic(fmt.Sprintf("cuda: SmoothL1Loss: beta %v must be positive", beta))
 	}
@@ -914,6 +1120,9 @@ func (b *Backend) SmoothL1Loss(grad, pred, target *tensor.Tensor, beta, gradScal
 }
 
 func (b *Backend) MSELoss(grad, pred, target *tensor.Tensor, gradScale float32) float64 {
+	if b.err != nil {
+		return math.NaN()
+	}
 	g, p, t := b.lossArgs("MSELoss", grad, pred, target)
 	n := pred.Numel()
 	return b.reduce("MSELoss", n, func(part DevicePtr) { b.kMSE(part, g, p, t, n, gradScale) })
@@ -922,6 +1131,10 @@ func (b *Backend) MSELoss(grad, pred, target *tensor.Tensor, gradScale float32) 
 // ---- random fills ----
 
 func (b *Backend) RandUniform(t *tensor.Tensor, rng *tensor.RNG, lo, hi float32) {
+	if b.err != nil {
+		rng.Advance(t.Numel())
+		return
+	}
 	p := b.f32("RandUniform", "t", t)
 	if n := t.Numel(); n > 0 {
 		b.kRandUniform(p, n, rng.Seed, rng.Offset, lo, hi-lo)
@@ -930,6 +1143,10 @@ func (b *Backend) RandUniform(t *tensor.Tensor, rng *tensor.RNG, lo, hi float32)
 }
 
 func (b *Backend) RandNormal(t *tensor.Tensor, rng *tensor.RNG, mean, std float32) {
+	if b.err != nil {
+		rng.Advance(t.Numel())
+		return
+	}
 	p := b.f32("RandNormal", "t", t)
 	if n := t.Numel(); n > 0 {
 		b.kRandNormal(p, n, rng.Seed, rng.Offset, mean, std)
@@ -940,6 +1157,10 @@ func (b *Backend) RandNormal(t *tensor.Tensor, rng *tensor.RNG, mean, std float3
 // TruncNormal computes the bounds' CDF values on the host with math.Erf,
 // exactly as tensor.RNG.TruncNormalAt, and the rest on the device.
 func (b *Backend) TruncNormal(t *tensor.Tensor, rng *tensor.RNG, mean, std, lo, hi float32) {
+	if b.err != nil {
+		rng.Advance(t.Numel())
+		return
+	}
 	p := b.f32("TruncNormal", "t", t)
 	if n := t.Numel(); n > 0 {
 		m, s, l, h := float64(mean), float64(std), float64(lo), float64(hi)

@@ -1,6 +1,9 @@
 package cuda_test
 
 import (
+	"errors"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 
@@ -55,4 +58,35 @@ func TestGPUStepParityTF32(t *testing.T) {
 // Every kernel against the CPU backend on the parity cases (FP32).
 func TestGPUParity(t *testing.T) {
 	cudatest.Parity(t, openGPU(t), false)
+}
+
+// A tensor larger than the device is the backend's sticky out of memory,
+// not a panic: its error names the device's memory, and the backend's
+// later operations do nothing (a fresh backend: the shared one stays
+// usable).
+func TestGPUOutOfMemory(t *testing.T) {
+	openGPU(t)
+	b, err := cuda.Open(0, cuda.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, total, err := b.DeviceMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.New(tensor.Float32, int(total/4)+1<<20) // 4 MiB more than the device has
+	err = b.Err()
+	var oom *cuda.OutOfMemoryError
+	if !errors.Is(err, tensor.ErrOutOfMemory) || !errors.As(err, &oom) {
+		t.Fatalf("Err() = %v, want an *OutOfMemoryError", err)
+	}
+	if oom.Total != total || !strings.Contains(err.Error(), "CUDA_ERROR_OUT_OF_MEMORY") || !strings.Contains(err.Error(), "data.batch_size") {
+		t.Errorf("Err() = %v (total %d, want %d)", err, oom.Total, total)
+	}
+	x := b.New(tensor.Float32, 16)
+	if s := b.Sum(x); !math.IsNaN(s) || b.Sync() != err {
+		t.Errorf("after the failure: Sum = %v, Sync = %v", s, b.Sync())
+	}
+	t.Logf("%v", err)
 }

@@ -9,8 +9,10 @@ import (
 
 // Typed wrappers of the kernels in cuda/kernels/hjepa.cu. Each chooses the
 // launch shape; its comment gives the kernel's contract in shapes. Sizes are
-// element counts. A launch error panics with the kernel's name; errors of
-// the kernel itself surface from the next Sync or download.
+// element counts. A launch error is the backend's device failure (see
+// Backend.Err), named after the kernel; errors of the kernel itself surface
+// from the next Sync, download or reduction. On a failed backend (a scratch
+// buffer that did not fit, or an earlier failure) nothing is launched.
 
 // Launch shapes.
 const (
@@ -39,10 +41,13 @@ func colShape(cols, rows int) (grid, block Dim3) {
 	return dim2(ceilDiv(cols, bx), min(max(rows, 1), maxGridY)), dim(bx)
 }
 
-// launch queues kernel and panics if the driver refuses it.
+// launch queues kernel; a refusal of the driver is the backend's failure.
 func (b *Backend) launch(kernel string, grid, block Dim3, args ...any) {
+	if b.err != nil {
+		return
+	}
 	if err := b.d.Launch(kernel, grid, block, 0, args...); err != nil {
-		panic(fmt.Sprintf("cuda: launch %s (grid %v, block %v): %v", kernel, grid, block, err))
+		b.fail(fmt.Sprintf("launch %s (grid %v, block %v)", kernel, grid, block), 0, err, false)
 	}
 }
 

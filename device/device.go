@@ -2,7 +2,9 @@
 // CPU backend (package tensor/cpu) and, in builds without the nocuda tag,
 // NVIDIA GPUs through package cuda (libcuda and cuBLAS loaded at run time,
 // so every binary runs on a machine without CUDA). It is the one package
-// with a `nocuda` build-tag pair (gpu_cuda.go, gpu_nocuda.go).
+// with a `nocuda` build-tag pair (gpu_cuda.go, gpu_nocuda.go), and with the
+// test-only `cudaemu` pair (emu_cudaemu.go, emu_other.go): device cuda-emu,
+// the CUDA backend on the host emulator of package cuda/emu.
 package device
 
 import (
@@ -23,10 +25,17 @@ import (
 // CGO_ENABLED=0 gives a fully static binary (for FROM-scratch images).
 var errNoCUDA = errors.New("this binary was built with -tags nocuda (no CUDA backend); rebuild without the tag to use a GPU")
 
+// EmuMemoryEnv names the environment variable that gives device cuda-emu
+// its memory in bytes (unset: as much as the host has); it is one of
+// config.ProgramEnv.
+const EmuMemoryEnv = "HJEPA_EMU_MEMORY_BYTES"
+
 // Open opens the compute device named by c.Device: "cpu" (c.Threads
 // workers, 0: all cores), "cuda" or "cuda:K" (an error says why when the GPU
 // cannot be used), or "auto": the first GPU when one is usable, else the CPU,
-// and then fallback says why in one line for the caller to log.
+// and then fallback says why in one line for the caller to log. "cuda-emu"
+// (binaries built with -tags cudaemu, for tests) is the CUDA backend on the
+// host emulator, with EmuMemoryEnv bytes of device memory.
 func Open(c config.Config) (b tensor.Backend, fallback string, err error) {
 	return OpenLocal(c, 0)
 }
@@ -65,6 +74,12 @@ func OpenLocal(c config.Config, localRank int) (b tensor.Backend, fallback strin
 			return nil, "", fmt.Errorf("device %s: %w (use --device cpu to train on the CPU)", device, err)
 		}
 		return gb, "", nil
+	case device == "cuda-emu":
+		eb, err := openEmulator()
+		if err != nil {
+			return nil, "", fmt.Errorf("device cuda-emu: %w", err)
+		}
+		return eb, "", nil
 	}
 	return nil, "", fmt.Errorf("device %q: want auto, cpu, cuda or cuda:K", c.Device)
 }
@@ -74,6 +89,19 @@ func OpenLocal(c config.Config, localRank int) (b tensor.Backend, fallback strin
 func firstClause(err error) string {
 	s, _, _ := strings.Cut(err.Error(), ";")
 	return s
+}
+
+// Err returns b's device failure: the first out of memory or driver error
+// of a backend whose device can fail (tensor.Faulter, the CUDA backend),
+// after which its operations do nothing. It is nil while the device is
+// healthy, and always for backends that cannot fail this way (the CPU).
+// errors.Is(err, tensor.ErrOutOfMemory) tells an out of memory from other
+// faults (tensor.ErrDeviceFault).
+func Err(b tensor.Backend) error {
+	if f, ok := b.(tensor.Faulter); ok {
+		return f.Err()
+	}
+	return nil
 }
 
 // Close stops a backend's workers or frees its device memory and driver

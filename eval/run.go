@@ -74,6 +74,11 @@ func Run(ctx context.Context, req Request, out io.Writer) (Result, error) {
 	opts.Progress = func(r Report) { WriteRow(out, r) }
 	start := time.Now()
 	reports, err := Evaluate(ctx, b, opts, rows)
+	// A failed device (out of memory: device errors are sticky) returned NaN
+	// features; its failure is the cause of whatever followed.
+	if derr := device.Err(b); derr != nil {
+		return Result{}, fmt.Errorf("evaluation (extraction batches of %d images): %w (free the GPU, or evaluate with --device cpu)", max(cfg.Data.BatchSize, evalBatch), derr)
+	}
 	if err != nil {
 		return Result{}, err
 	}

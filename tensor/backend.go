@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -135,6 +136,28 @@ type Backend interface {
 type DeviceMemory interface {
 	DeviceMemory() (free, total uint64, err error)
 }
+
+// Faulter is implemented by backends whose device can fail at run time
+// (CUDA: out of memory, a driver error). A device failure is not a panic:
+// like CUDA's own sticky errors, the first one is recorded, every later
+// kernel of that backend does nothing (those that return values return NaN,
+// Download fills its destination with NaN), and Err returns the failure from
+// then on. Callers check Err (device.Err) where results leave the device
+// and at step boundaries. The error wraps ErrOutOfMemory or ErrDeviceFault.
+// Backends without it (the CPU) do not fail this way.
+type Faulter interface {
+	// Err returns the backend's first device failure, nil while there is none.
+	Err() error
+}
+
+// ErrOutOfMemory is wrapped by a Faulter's error when an allocation failed
+// with the device full: the same configuration fails the same way again.
+var ErrOutOfMemory = errors.New("out of device memory")
+
+// ErrDeviceFault is wrapped by a Faulter's error for every other device
+// failure (a driver error, a kernel fault): the device or its context is
+// unusable, and a fresh one may work.
+var ErrDeviceFault = errors.New("device fault")
 
 // GemmArgs describes a (strided-batched) row-major GEMM
 //

@@ -230,10 +230,27 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	}
 	defer t.close()
 	s, err := t.loop(ctx)
+	// A failed device (out of memory, a driver error) is the cause of
+	// whatever the loop returned after it (a NaN loss, a failed collective):
+	// its kernels did nothing since. Report the failure itself.
+	if derr := t.deviceErr(); derr != nil {
+		t.log.Error("device failed", zap.Int64("step", t.step), zap.Int("batch_size", t.cfg.Data.BatchSize), zap.Error(derr))
+		return nil, derr
+	}
 	if s != nil {
 		s.Elapsed = time.Since(start)
 	}
 	return s, err
+}
+
+// deviceErr is the backend's device failure (device.Err) with the step and
+// the batch size, nil while the device is healthy.
+func (t *trainer) deviceErr() error {
+	err := device.Err(t.b)
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("step %d (data.batch_size %d): %w", t.step, t.cfg.Data.BatchSize, err)
 }
 
 // newTrainer runs phases 1-4: init, data, model, setup (and resume).
@@ -564,6 +581,12 @@ func (t *trainer) trainStep(ctx context.Context, batches []*data.Batch) (stepRes
 	res.LR, res.WD, res.EMA = t.sched.LRAt(i), t.sched.WDAt(i), t.sched.EMAAt(i)
 	t.opt.Step(t.b, t.model.Params, res.LR, res.WD)
 	t.model.UpdateTarget(t.b, float32(res.EMA))
+	// Device failures are sticky (device.Err): after one, every kernel did
+	// nothing and every value read back is NaN. Stop before this step
+	// counts, is logged, checksummed or checkpointed.
+	if err := t.deviceErr(); err != nil {
+		return res, err
+	}
 	t.step++
 	t.lastStats = res.Stats
 	if err := t.sync.AfterStep(ctx, t.step, t.model.Params.Values, t.model.TargetParams.Values); err != nil {

@@ -208,8 +208,12 @@ func (t *trainer) save(kind string, n int) error {
 	return nil
 }
 
-// snapshot copies every tensor and the run state to the host.
+// snapshot copies every tensor and the run state to the host; a failed
+// device's tensors (NaN) are never written.
 func (t *trainer) snapshot() (*checkpoint.Checkpoint, error) {
+	if err := t.deviceErr(); err != nil {
+		return nil, err
+	}
 	m := t.model
 	ck := &checkpoint.Checkpoint{}
 	vals := make([]float32, m.Params.Len())

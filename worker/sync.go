@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hjepa-go/hjepa/collective"
+	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train"
 )
@@ -16,6 +17,9 @@ import (
 // ringSync is the trainer's GradSync over one generation's ring: DDP's
 // gradient averaging (bucketed ring all-reduce), the initial broadcast of
 // rank 0's parameters, loss averaging, and the periodic parameter checksum.
+// Nothing of a failed device (device.Err: its values are NaN) reaches the
+// other ranks: every exchange returns that failure instead, and the worker
+// reports it to the coordinator, which tells the others.
 type ringSync struct {
 	ring          *collective.Ring
 	b             tensor.Backend
@@ -79,6 +83,9 @@ func (s *ringSync) BeginBackward(ctx context.Context, step int64, grads *tensor.
 func (s *ringSync) GradsReady(upTo int) { s.reducer.MarkReady(upTo) }
 
 func (s *ringSync) AllReduceMean(ctx context.Context, step int64, grads *tensor.Tensor) error {
+	if err := device.Err(s.b); err != nil {
+		return err
+	}
 	data, staged := s.hostView(grads)
 	rd := s.reducerFor(len(data))
 	if !s.begun {
@@ -109,6 +116,9 @@ func coverage(plan []collective.Range) int {
 // ReduceMean averages small float64 vectors exactly: every rank gathers all
 // values and sums them in rank order, so all get the same bits.
 func (s *ringSync) ReduceMean(ctx context.Context, step int64, v []float64) error {
+	if err := device.Err(s.b); err != nil {
+		return err
+	}
 	mine := make([]byte, 8*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint64(mine[8*i:], math.Float64bits(x))
@@ -133,6 +143,9 @@ func (s *ringSync) ReduceMean(ctx context.Context, step int64, v []float64) erro
 // AllGather returns every rank's local, indexed by rank, exactly (the bits
 // travel as they are), in rounds of at most collective.MaxGatherBytes.
 func (s *ringSync) AllGather(ctx context.Context, step int64, local []float32) ([][]float32, error) {
+	if err := device.Err(s.b); err != nil {
+		return nil, err
+	}
 	const per = collective.MaxGatherBytes / 4
 	out := make([][]float32, s.ring.WorldSize())
 	for r := range out {
@@ -165,6 +178,9 @@ func (s *ringSync) AllGather(ctx context.Context, step int64, local []float32) (
 }
 
 func (s *ringSync) Broadcast(ctx context.Context, t *tensor.Tensor) error {
+	if err := device.Err(s.b); err != nil {
+		return err
+	}
 	data, staged := s.hostView(t)
 	if err := s.ring.Broadcast(ctx, -1, 0, data); err != nil {
 		return err
@@ -183,6 +199,9 @@ func (s *ringSync) Broadcast(ctx context.Context, t *tensor.Tensor) error {
 func (s *ringSync) AfterStep(ctx context.Context, step int64, params, target *tensor.Tensor) error {
 	if s.checksumEvery <= 0 || step%int64(s.checksumEvery) != 0 {
 		return nil
+	}
+	if err := device.Err(s.b); err != nil {
+		return err
 	}
 	h := fnv.New64a()
 	var buf []byte

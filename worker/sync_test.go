@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hjepa-go/hjepa/collective"
 	"github.com/hjepa-go/hjepa/collective/rpcsec"
+	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/cpu"
 	"github.com/hjepa-go/hjepa/train"
@@ -190,6 +192,54 @@ func TestChecksumCatchesDivergence(t *testing.T) {
 			if c.fail && (!errors.Is(err, train.ErrDiverged) || !strings.Contains(err.Error(), "rank 1")) {
 				t.Fatalf("step %d rank %d: %v, want ErrDiverged naming rank 1", c.step, r, err)
 			}
+		}
+	}
+}
+
+// failedDevice is a backend whose device has failed (tensor.Faulter).
+type failedDevice struct {
+	tensor.Backend
+	err error
+}
+
+func (f failedDevice) Err() error { return f.err }
+
+// TestFailedDeviceSendsNothing: a rank whose device failed returns the
+// failure from every exchange without sending its NaNs to the others.
+func TestFailedDeviceSendsNothing(t *testing.T) {
+	syncs := ringSyncs(t, 2)
+	oom := fmt.Errorf("cuda: out of memory on cuda:0: %w", tensor.ErrOutOfMemory)
+	s := syncs[0]
+	s.b = failedDevice{Backend: s.b, err: oom}
+	ctx := context.Background()
+	g := tensor.NewHost(300)
+	for name, err := range map[string]error{
+		"AllReduceMean": s.AllReduceMean(ctx, 0, g),
+		"ReduceMean":    s.ReduceMean(ctx, 0, []float64{1}),
+		"Broadcast":     s.Broadcast(ctx, g),
+		"AfterStep":     s.AfterStep(ctx, 2, g, g),
+	} {
+		if err != oom {
+			t.Errorf("%s on a failed device: %v, want the device's failure", name, err)
+		}
+	}
+	if _, err := s.AllGather(ctx, 0, []float32{1}); err != oom {
+		t.Errorf("AllGather on a failed device: %v", err)
+	}
+}
+
+// TestFailureKind: what the coordinator is told a device failure was.
+func TestFailureKind(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want hjepav1.FailureKind
+	}{
+		{fmt.Errorf("step 3: %w", fmt.Errorf("cuda: out of memory: %w", tensor.ErrOutOfMemory)), hjepav1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY},
+		{fmt.Errorf("cuda: launch: %w", tensor.ErrDeviceFault), hjepav1.FailureKind_FAILURE_KIND_DEVICE},
+		{errors.New("bad record"), hjepav1.FailureKind_FAILURE_KIND_OTHER},
+	} {
+		if got := failureKind(tc.err); got != tc.want {
+			t.Errorf("failureKind(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }

@@ -212,11 +212,11 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 
 	cfg, err := w.jobConfig(a)
 	if err != nil {
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, 0, err)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, 0, err, nil)
 	}
 	b, err := w.openBackend(cfg, log)
 	if err != nil {
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, 0, err)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, 0, err, nil)
 	}
 
 	genCtx, cancelGen := context.WithCancelCause(ctx)
@@ -235,7 +235,7 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 		Next: next, ChunkBytes: int(co.GetChunkBytes()), Timeout: timeout,
 	})
 	if err != nil {
-		return w.afterTraining(hb.finishCtx(ctx), a, hb, nil, fmt.Errorf("%w: joining the ring: %w", train.ErrAborted, err))
+		return w.afterTraining(hb.finishCtx(ctx), a, hb, cfg, b, nil, fmt.Errorf("%w: joining the ring: %w", train.ErrAborted, err))
 	}
 	defer ring.Close()
 	// An abort (coordinator's command, lost coordinator) cancels everything
@@ -253,46 +253,100 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 	if sync.Total > 0 {
 		log.Info("all-reduce time", zap.Duration("total", sync.Total), zap.Duration("exposed", sync.Exposed))
 	}
-	// The ring is done before the outcome is reported: the coordinator may
-	// exit as soon as it has answered, and that must not read as an abort.
-	stopAbort()
-	_ = ring.Close()
+	if device.Err(b) == nil {
+		// The ring is done before the outcome is reported: the coordinator
+		// may exit as soon as it has answered, and that must not read as an
+		// abort. A failed device is reported first instead (the deferred
+		// Close follows): its peers, waiting in a collective, then hear of
+		// it as the coordinator's ABORT, not as a broken ring whose ABORTED
+		// could reach the coordinator first and restart a job that fails
+		// the same way (an out of memory).
+		stopAbort()
+		_ = ring.Close()
+	}
 	hb.finishing.Store(true)
-	return w.afterTraining(hb.finishCtx(ctx), a, hb, sum, err)
+	return w.afterTraining(hb.finishCtx(ctx), a, hb, cfg, b, sum, err)
 }
 
-// afterTraining classifies how the generation ended and reports it.
-func (w *worker) afterTraining(ctx context.Context, a *hjepav1.RegisterResponse, hb *heartbeat, sum *train.Summary, err error) (int, bool, error) {
+// afterTraining classifies how the generation ended and reports it. A
+// failed device (device.Err) is the cause whatever the trainer returned.
+func (w *worker) afterTraining(ctx context.Context, a *hjepav1.RegisterResponse, hb *heartbeat, cfg config.Config, b tensor.Backend, sum *train.Summary, err error) (int, bool, error) {
 	if lost := hb.coordinatorLost(); lost != nil {
 		return 1, false, fmt.Errorf("%w; stopping this worker. Checkpoints under %s are intact: restart the coordinator with --resume and the workers to continue", lost, a.OutDir)
 	}
-	var step int64
+	step := hb.lastStep() // the step in progress when training failed
 	if sum != nil {
 		step = sum.Steps
 	}
+	if derr := device.Err(b); derr != nil {
+		// The trainer's error names the step and the batch size, unless the
+		// failure surfaced in a collective (an abort) or not at all.
+		if err == nil || !errors.Is(err, derr) || errors.Is(err, train.ErrAborted) {
+			err = fmt.Errorf("step %d (data.batch_size %d): %w", step, cfg.Data.BatchSize, derr)
+		}
+		f := &failure{kind: failureKind(derr), batchSize: cfg.Data.BatchSize}
+		if dm, ok := b.(tensor.DeviceMemory); ok {
+			if _, total, merr := dm.DeviceMemory(); merr == nil {
+				f.deviceMemory = total
+			}
+		}
+		// The device's context is unusable: a later generation (after a
+		// restart) opens a fresh one.
+		w.closeBackend()
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err, f)
+	}
 	switch {
 	case err == nil && sum != nil && sum.Interrupted:
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_STOPPED, step, nil)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_STOPPED, step, nil, nil)
 	case err == nil:
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_COMPLETED, step, nil)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_COMPLETED, step, nil, nil)
 	case errors.Is(err, train.ErrDiverged):
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err, nil)
 	case errors.Is(err, train.ErrAborted) || errors.Is(err, context.Canceled):
 		if ctx.Err() != nil { // this process was told to quit
 			return 1, false, ctx.Err()
 		}
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_ABORTED, step, err)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_ABORTED, step, err, nil)
 	default:
-		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err)
+		return w.finish(ctx, a, hjepav1.Outcome_OUTCOME_FAILED, step, err, nil)
 	}
 }
 
+// failureKind classifies a device failure for the coordinator's restart
+// policy.
+func failureKind(err error) hjepav1.FailureKind {
+	switch {
+	case errors.Is(err, tensor.ErrOutOfMemory):
+		return hjepav1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY
+	case errors.Is(err, tensor.ErrDeviceFault):
+		return hjepav1.FailureKind_FAILURE_KIND_DEVICE
+	}
+	return hjepav1.FailureKind_FAILURE_KIND_OTHER
+}
+
+// failure is what a FAILED outcome tells the coordinator beyond the error.
+type failure struct {
+	kind         hjepav1.FailureKind
+	batchSize    int    // data.batch_size
+	deviceMemory uint64 // the device's total bytes, 0: unknown
+}
+
 // finish reports the outcome and returns what the coordinator says to do.
-func (w *worker) finish(ctx context.Context, a *hjepav1.RegisterResponse, outcome hjepav1.Outcome, step int64, runErr error) (int, bool, error) {
+// f describes a FAILED outcome (nil: FAILURE_KIND_OTHER).
+func (w *worker) finish(ctx context.Context, a *hjepav1.RegisterResponse, outcome hjepav1.Outcome, step int64, runErr error, f *failure) (int, bool, error) {
 	req := &hjepav1.FinishRequest{RunId: a.RunId, Generation: a.Generation, Rank: a.Rank, WorkerId: w.workerID(), Outcome: outcome, Step: step}
+	if f != nil {
+		req.FailureKind, req.BatchSize, req.DeviceMemoryBytes = f.kind, int32(f.batchSize), f.deviceMemory
+	} else if outcome == hjepav1.Outcome_OUTCOME_FAILED {
+		req.FailureKind = hjepav1.FailureKind_FAILURE_KIND_OTHER
+	}
 	if runErr != nil {
 		req.Error = runErr.Error()
-		w.log.Warn("generation ended", zap.Int32("rank", a.Rank), zap.Stringer("outcome", outcome), zap.Error(runErr))
+		fields := []zap.Field{zap.Int32("rank", a.Rank), zap.Stringer("outcome", outcome), zap.Error(runErr)}
+		if outcome == hjepav1.Outcome_OUTCOME_FAILED {
+			fields = append(fields, zap.Stringer("failure_kind", req.FailureKind))
+		}
+		w.log.Warn("generation ended", fields...)
 	}
 	// No deadline: the coordinator answers once every rank has finished
 	// (rank 0 may still be writing the final checkpoint); ctx ends when the
@@ -439,6 +493,13 @@ func (h *heartbeat) progress(step int64, loss float64, took time.Duration) {
 	h.mu.Lock()
 	h.step, h.loss, h.took = step, loss, took
 	h.mu.Unlock()
+}
+
+// lastStep is the number of steps done, as last reported.
+func (h *heartbeat) lastStep() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.step
 }
 
 func (h *heartbeat) requestStop() { h.stopOnce.Do(func() { close(h.stopCh) }) }

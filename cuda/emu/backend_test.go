@@ -3,6 +3,7 @@
 package emu_test
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hjepa-go/hjepa/cuda"
 	"github.com/hjepa-go/hjepa/cuda/cudatest"
@@ -325,8 +327,8 @@ func TestAllocatorReuse(t *testing.T) {
 }
 
 // TestOutOfMemory: when the device is full the backend collects dropped
-// tensors, frees its cache and retries; when that fails too the panic says
-// what to change.
+// tensors, frees its cache and retries; when that fails too the backend's
+// sticky error says what to change.
 func TestOutOfMemory(t *testing.T) {
 	b, d := newCounting(t, 6<<20)
 	func() { b.New(tensor.Float32, 1<<20) }() // 4 MiB, then unreachable
@@ -344,14 +346,194 @@ func TestOutOfMemory(t *testing.T) {
 	if d.frees != 2 {
 		t.Errorf("after collecting: %d frees, want 2 (stats %+v)", d.frees, b.MemoryStats())
 	}
-	defer func() {
-		msg := fmt.Sprint(recover())
-		for _, want := range []string{"out of memory", "cuda:0", "allocating 8.0 MiB", "4.0 MiB held", "data.batch_size", "CUDA_ERROR_OUT_OF_MEMORY"} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("panic %q does not say %q", msg, want)
-			}
+	if err := b.Err(); err != nil {
+		t.Fatalf("Err() = %v before the device was full", err)
+	}
+	z := b.New(tensor.Float32, 2<<20) // 8 MiB: does not fit
+	err := b.Err()
+	msg := fmt.Sprint(err)
+	for _, want := range []string{"out of memory", "cuda:0", "allocating 8.0 MiB", "4.0 MiB held", "data.batch_size", "CUDA_ERROR_OUT_OF_MEMORY"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Err() = %q does not say %q", msg, want)
 		}
-		runtime.KeepAlive(y)
-	}()
-	b.New(tensor.Float32, 2<<20)
+	}
+	var oom *cuda.OutOfMemoryError
+	if !errors.Is(err, tensor.ErrOutOfMemory) || errors.Is(err, tensor.ErrDeviceFault) || !errors.As(err, &oom) {
+		t.Fatalf("Err() = %#v: want an *OutOfMemoryError wrapping tensor.ErrOutOfMemory", err)
+	}
+	if oom.Bytes != 8<<20 || oom.Held != 4<<20 || oom.Op != "New" {
+		t.Errorf("OutOfMemoryError %+v: want New of 8 MiB with 4 MiB held", oom)
+	}
+	if got := z.Shape(); len(got) != 1 || got[0] != 2<<20 || z.Storage().(*cuda.Storage).Ptr() != 0 {
+		t.Errorf("New on a full device: %v at %#x, want the shape without device memory", got, z.Storage().(*cuda.Storage).Ptr())
+	}
+	if serr := b.Sync(); serr != err {
+		t.Errorf("Sync() = %v, want the sticky error", serr)
+	}
+	runtime.KeepAlive(y)
+}
+
+// callCounter is an emulated device that counts the calls that do work and
+// fails the first Launch of failLaunch, or every Alloc with allocErr.
+type callCounter struct {
+	*emu.Driver
+	calls      int
+	failLaunch string
+	allocErr   error
+}
+
+func (d *callCounter) Alloc(n int) (cuda.DevicePtr, error) {
+	d.calls++
+	if d.allocErr != nil {
+		return 0, d.allocErr
+	}
+	return d.Driver.Alloc(n)
+}
+func (d *callCounter) Memset32(p cuda.DevicePtr, v uint32, n int) error {
+	d.calls++
+	return d.Driver.Memset32(p, v, n)
+}
+func (d *callCounter) CopyHtoD(dst cuda.DevicePtr, src unsafe.Pointer, n int) error {
+	d.calls++
+	return d.Driver.CopyHtoD(dst, src, n)
+}
+func (d *callCounter) CopyDtoH(dst unsafe.Pointer, src cuda.DevicePtr, n int) error {
+	d.calls++
+	return d.Driver.CopyDtoH(dst, src, n)
+}
+func (d *callCounter) CopyDtoD(dst, src cuda.DevicePtr, n int) error {
+	d.calls++
+	return d.Driver.CopyDtoD(dst, src, n)
+}
+func (d *callCounter) Sgemm(p cuda.SgemmParams) error {
+	d.calls++
+	return d.Driver.Sgemm(p)
+}
+func (d *callCounter) Launch(kernel string, grid, block cuda.Dim3, shared int, args ...any) error {
+	d.calls++
+	if kernel == d.failLaunch {
+		return fmt.Errorf("CUDA_ERROR_ILLEGAL_ADDRESS (fake, in %s)", kernel)
+	}
+	return d.Driver.Launch(kernel, grid, block, shared, args...)
+}
+
+// TestDeviceFailuresAreSticky: the first out of memory or driver error is
+// the backend's error (Err, Sync), classified by its sentinel, and every
+// later operation returns at once without calling the driver: New gives
+// tensors without device memory, reductions NaN, Download NaNs.
+func TestDeviceFailuresAreSticky(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		limit    int64 // emulated device memory
+		fail     string
+		allocErr error
+		oom      bool
+		says     []string
+	}{
+		{name: "out of memory", limit: 1 << 20, oom: true,
+			says: []string{"out of memory on cuda:0", "allocating 4.0 MiB", "free of 1.0 MiB", "reduce data.batch_size"}},
+		{name: "launch fault", fail: "hjepa_scale", says: []string{"launch hjepa_scale", "CUDA_ERROR_ILLEGAL_ADDRESS"}},
+		{name: "driver out of memory", oom: true, allocErr: &cuda.Error{Call: "cuMemAlloc(4194304 bytes)", Code: 2, Text: "CUDA_ERROR_OUT_OF_MEMORY"},
+			says: []string{"out of memory on cuda:0", "allocating 4.0 MiB"}},
+		{name: "driver fault in Alloc", allocErr: &cuda.Error{Call: "cuMemAlloc(4194304 bytes)", Code: 700, Text: "CUDA_ERROR_ILLEGAL_ADDRESS"},
+			says: []string{"cuda: New on cuda:0", "CUDA_ERROR_ILLEGAL_ADDRESS"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ed := emu.New()
+			ed.SetMemoryLimit(tc.limit)
+			d := &callCounter{Driver: ed, failLaunch: tc.fail}
+			b, err := cuda.NewBackend(d, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			x := b.New(tensor.Float32, 1000)
+			b.Fill(x, 1)
+			if got := b.Sum(x); got != 1000 || b.Err() != nil {
+				t.Fatalf("healthy: Sum = %v, Err = %v", got, b.Err())
+			}
+			d.allocErr = tc.allocErr
+			if tc.fail != "" {
+				b.Scale(x, 2)
+			} else {
+				b.New(tensor.Float32, 1<<20) // 4 MiB
+			}
+			err = b.Err()
+			if err == nil {
+				t.Fatal("no error after the failure")
+			}
+			for _, want := range tc.says {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Err() = %q does not say %q", err, want)
+				}
+			}
+			if errors.Is(err, tensor.ErrOutOfMemory) != tc.oom || errors.Is(err, tensor.ErrDeviceFault) == tc.oom {
+				t.Errorf("Err() = %v: out of memory %v, device fault %v; want out of memory %v",
+					err, errors.Is(err, tensor.ErrOutOfMemory), errors.Is(err, tensor.ErrDeviceFault), tc.oom)
+			}
+			var f tensor.Faulter = b
+			if f.Err() != err || b.Sync() != err {
+				t.Errorf("Err and Sync must keep the first failure: %v, %v", f.Err(), b.Sync())
+			}
+
+			// Everything after it is a no-op that does not reach the driver.
+			calls := d.calls
+			y := b.New(tensor.Float32, 10, 100)
+			idx := b.New(tensor.Int32, 10)
+			b.UploadInt32(idx, make([]int32, 10))
+			b.Upload(y, make([]float32, 1000))
+			b.Fill(y, 3)
+			b.Scale(x, 2)
+			b.Gemm(tensor.GemmArgs{TransB: true, M: 10, N: 10, K: 100, A: y, B: y, C: b.New(tensor.Float32, 10, 10), Alpha: 1})
+			b.LayerNormForward(y, b.New(tensor.Float32, 10), b.New(tensor.Float32, 10), y, nil, nil, 1e-6)
+			b.Gather(b.New(tensor.Float32, 10, 100), y, idx)
+			b.ScatterAdd(y, b.New(tensor.Float32, 10, 100), idx)
+			b.SumRows(b.New(tensor.Float32, 100), y)
+			b.RandNormal(y, tensor.NewRNG(1), 0, 1)
+			got := make([]float32, 1000)
+			b.Download(got, x)
+			if sum, sq, l := b.Sum(x), b.SumSquares(x), b.MSELoss(nil, x, x, 1); !math.IsNaN(sum) || !math.IsNaN(sq) || !math.IsNaN(l) {
+				t.Errorf("Sum, SumSquares, MSELoss on a failed backend = %v, %v, %v; want NaN", sum, sq, l)
+			}
+			if !math.IsNaN(float64(got[0])) || !math.IsNaN(float64(got[999])) {
+				t.Errorf("Download on a failed backend = %v ... %v, want NaN", got[0], got[999])
+			}
+			if d.calls != calls {
+				t.Errorf("%d driver calls after the failure, want 0", d.calls-calls)
+			}
+			if b.Err() != err {
+				t.Errorf("Err() changed to %v", b.Err())
+			}
+		})
+	}
+}
+
+// TestMemoryLimit: the emulated device's size bounds its allocations and
+// is what it reports.
+func TestMemoryLimit(t *testing.T) {
+	d := emu.New()
+	defer d.Close()
+	if _, _, err := d.MemInfo(); err == nil {
+		t.Error("MemInfo without a limit: no error")
+	}
+	d.SetMemoryLimit(4096)
+	p, err := d.Alloc(1000) // 1024 on the device
+	if err != nil {
+		t.Fatal(err)
+	}
+	if free, total, err := d.MemInfo(); err != nil || free != 3072 || total != 4096 {
+		t.Errorf("MemInfo = %d, %d, %v; want 3072 of 4096", free, total, err)
+	}
+	if _, err := d.Alloc(3073); err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_OUT_OF_MEMORY") {
+		t.Errorf("Alloc beyond the limit: %v", err)
+	}
+	if err := d.Free(p); err != nil {
+		t.Fatal(err)
+	}
+	if free, _, _ := d.MemInfo(); free != 4096 {
+		t.Errorf("free after Free = %d, want 4096", free)
+	}
+	if _, err := d.Alloc(4096); err != nil {
+		t.Errorf("Alloc of the whole device: %v", err)
+	}
 }

@@ -11,8 +11,11 @@
 // copies and GEMM operands must fit in theirs, kernel arguments must match
 // the kernel's parameter types, and new allocations are filled with NaNs.
 //
-// Only tests import this package; package cuda never does (it builds with
-// CGO_ENABLED=0).
+// Tests import this package, and package device in binaries built with
+// -tags cudaemu (device "cuda-emu", for end-to-end tests of the CUDA
+// backend's behaviour, its out-of-memory errors included, without a GPU);
+// package cuda never does (it builds with CGO_ENABLED=0). SetMemoryLimit
+// gives the emulated device a size.
 //
 // Building it needs cgo and a C++17 compiler (g++); without cgo the package
 // is empty and its tests are skipped.

@@ -44,6 +44,10 @@ type Driver struct {
 	names   map[string]*C.char
 	reverse bool
 	closed  bool
+
+	// limit, when > 0, is the emulated device's memory in bytes; used is
+	// what its live allocations take (rounded up to the alignment).
+	limit, used int64
 }
 
 var _ cuda.Driver = (*Driver)(nil)
@@ -65,6 +69,23 @@ func New() *Driver {
 // barrier in between does not.
 func (d *Driver) SetReverseThreadOrder(reverse bool) { d.reverse = reverse }
 
+// SetMemoryLimit gives the emulated device bytes of memory (0: as much as
+// the host has): an Alloc beyond it fails as cuMemAlloc does when the GPU is
+// full, and MemInfo reports it.
+func (d *Driver) SetMemoryLimit(bytes int64) { d.limit = max(bytes, 0) }
+
+// MemInfo returns the free and total bytes of a device with a memory limit
+// (SetMemoryLimit), as cuMemGetInfo does; without one it is an error.
+func (d *Driver) MemInfo() (free, total uint64, err error) {
+	if d.closed {
+		return 0, 0, errClosed
+	}
+	if d.limit == 0 {
+		return 0, 0, errors.New("emu: the emulated device has no memory limit (SetMemoryLimit)")
+	}
+	return uint64(max(d.limit-d.used, 0)), uint64(d.limit), nil
+}
+
 // Kernels lists the kernels the emulator can launch: those of hjepa.cu and
 // its own self-test kernels (named emutest_*).
 func Kernels() []string {
@@ -85,7 +106,10 @@ func (d *Driver) Alloc(bytes int) (cuda.DevicePtr, error) {
 	if bytes <= 0 {
 		return 0, fmt.Errorf("emu: Alloc of %d bytes", bytes)
 	}
-	size := (bytes + alignment - 1) / alignment * alignment
+	size := alignedSize(bytes)
+	if d.limit > 0 && d.used+int64(size) > d.limit {
+		return 0, fmt.Errorf("emu: CUDA_ERROR_OUT_OF_MEMORY: %d bytes requested with %d of the device's %d bytes in use", bytes, d.used, d.limit)
+	}
 	dp := cuda.DevicePtr(C.hjepa_emu_alloc(C.longlong(size), alignment))
 	if dp == 0 {
 		return 0, fmt.Errorf("emu: out of host memory allocating %d bytes", bytes)
@@ -93,6 +117,7 @@ func (d *Driver) Alloc(bytes int) (cuda.DevicePtr, error) {
 	// Uninitialised device memory: NaN floats, -1 ints.
 	C.hjepa_emu_memset32(C.uintptr_t(dp), 0xffffffff, C.longlong(size/4))
 	d.allocs[dp] = bytes
+	d.used += int64(size)
 	i, _ := slices.BinarySearch(d.bases, dp)
 	d.bases = slices.Insert(d.bases, i, dp)
 	return dp, nil
@@ -102,15 +127,20 @@ func (d *Driver) Free(p cuda.DevicePtr) error {
 	if d.closed {
 		return errClosed
 	}
-	if _, ok := d.allocs[p]; !ok {
+	bytes, ok := d.allocs[p]
+	if !ok {
 		return fmt.Errorf("emu: Free(%#x): not an allocation", uint64(p))
 	}
+	d.used -= int64(alignedSize(bytes))
 	delete(d.allocs, p)
 	i, _ := slices.BinarySearch(d.bases, p)
 	d.bases = slices.Delete(d.bases, i, i+1)
 	C.hjepa_emu_free(C.uintptr_t(p))
 	return nil
 }
+
+// alignedSize is an allocation's size on the device.
+func alignedSize(bytes int) int { return (bytes + alignment - 1) / alignment * alignment }
 
 // check returns an error unless [p, p+bytes) lies in one live allocation.
 func (d *Driver) check(what string, p cuda.DevicePtr, bytes int) error {

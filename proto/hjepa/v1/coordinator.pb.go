@@ -146,8 +146,8 @@ const (
 	// OUTCOME_ABORTED: the generation was aborted (a peer was lost, or a
 	// collective failed); the worker can join the next one.
 	Outcome_OUTCOME_ABORTED Outcome = 3
-	// OUTCOME_FAILED: an error that a restart would repeat (bad data, a
-	// non-finite loss): the job fails.
+	// OUTCOME_FAILED: an error; failure_kind says which, and whether a
+	// restart could help (only FAILURE_KIND_DEVICE restarts the job).
 	Outcome_OUTCOME_FAILED Outcome = 4
 )
 
@@ -196,6 +196,70 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{2}
 }
 
+// FailureKind classifies an OUTCOME_FAILED, so that the coordinator restarts
+// only a job whose failure might not repeat.
+type FailureKind int32
+
+const (
+	// FAILURE_KIND_UNSPECIFIED: a worker that does not classify (read as
+	// FAILURE_KIND_OTHER).
+	FailureKind_FAILURE_KIND_UNSPECIFIED FailureKind = 0
+	// FAILURE_KIND_OTHER: an error a restart would repeat (bad data, a
+	// non-finite loss, replicas that diverged): the job fails.
+	FailureKind_FAILURE_KIND_OTHER FailureKind = 1
+	// FAILURE_KIND_OUT_OF_MEMORY: the worker's device ran out of memory. Every
+	// restart would at the same batch size: the job fails in this generation.
+	FailureKind_FAILURE_KIND_OUT_OF_MEMORY FailureKind = 2
+	// FAILURE_KIND_DEVICE: any other device failure (a driver error, a kernel
+	// fault, a lost GPU). The worker drops its device context; the
+	// generation is aborted and restarted, as after a lost worker, within
+	// max_restarts.
+	FailureKind_FAILURE_KIND_DEVICE FailureKind = 3
+)
+
+// Enum value maps for FailureKind.
+var (
+	FailureKind_name = map[int32]string{
+		0: "FAILURE_KIND_UNSPECIFIED",
+		1: "FAILURE_KIND_OTHER",
+		2: "FAILURE_KIND_OUT_OF_MEMORY",
+		3: "FAILURE_KIND_DEVICE",
+	}
+	FailureKind_value = map[string]int32{
+		"FAILURE_KIND_UNSPECIFIED":   0,
+		"FAILURE_KIND_OTHER":         1,
+		"FAILURE_KIND_OUT_OF_MEMORY": 2,
+		"FAILURE_KIND_DEVICE":        3,
+	}
+)
+
+func (x FailureKind) Enum() *FailureKind {
+	p := new(FailureKind)
+	*p = x
+	return p
+}
+
+func (x FailureKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_hjepa_v1_coordinator_proto_enumTypes[3].Descriptor()
+}
+
+func (FailureKind) Type() protoreflect.EnumType {
+	return &file_hjepa_v1_coordinator_proto_enumTypes[3]
+}
+
+func (x FailureKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureKind.Descriptor instead.
+func (FailureKind) EnumDescriptor() ([]byte, []int) {
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{3}
+}
+
 // Next is what a worker does after Finish.
 type Next int32
 
@@ -232,11 +296,11 @@ func (x Next) String() string {
 }
 
 func (Next) Descriptor() protoreflect.EnumDescriptor {
-	return file_hjepa_v1_coordinator_proto_enumTypes[3].Descriptor()
+	return file_hjepa_v1_coordinator_proto_enumTypes[4].Descriptor()
 }
 
 func (Next) Type() protoreflect.EnumType {
-	return &file_hjepa_v1_coordinator_proto_enumTypes[3]
+	return &file_hjepa_v1_coordinator_proto_enumTypes[4]
 }
 
 func (x Next) Number() protoreflect.EnumNumber {
@@ -245,7 +309,7 @@ func (x Next) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Next.Descriptor instead.
 func (Next) EnumDescriptor() ([]byte, []int) {
-	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{3}
+	return file_hjepa_v1_coordinator_proto_rawDescGZIP(), []int{4}
 }
 
 // Device is one accelerator a worker found (NVML or the driver API).
@@ -1051,16 +1115,24 @@ func (x *HeartbeatResponse) GetReason() string {
 }
 
 type FinishRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	Rank          int32                  `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
-	WorkerId      string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Outcome       Outcome                `protobuf:"varint,5,opt,name=outcome,proto3,enum=hjepa.v1.Outcome" json:"outcome,omitempty"`
-	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	Step          int64                  `protobuf:"varint,7,opt,name=step,proto3" json:"step,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RunId      string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Generation uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Rank       int32                  `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
+	WorkerId   string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Outcome    Outcome                `protobuf:"varint,5,opt,name=outcome,proto3,enum=hjepa.v1.Outcome" json:"outcome,omitempty"`
+	Error      string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Step       int64                  `protobuf:"varint,7,opt,name=step,proto3" json:"step,omitempty"`
+	// failure_kind classifies an OUTCOME_FAILED.
+	FailureKind FailureKind `protobuf:"varint,8,opt,name=failure_kind,json=failureKind,proto3,enum=hjepa.v1.FailureKind" json:"failure_kind,omitempty"`
+	// batch_size is the worker's data.batch_size (images per step on this
+	// rank) and device_memory_bytes its device's total memory (0: unknown or
+	// no device memory of its own), set with an OUTCOME_FAILED: the
+	// coordinator's message names them.
+	BatchSize         int32  `protobuf:"varint,9,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	DeviceMemoryBytes uint64 `protobuf:"varint,10,opt,name=device_memory_bytes,json=deviceMemoryBytes,proto3" json:"device_memory_bytes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *FinishRequest) Reset() {
@@ -1138,6 +1210,27 @@ func (x *FinishRequest) GetError() string {
 func (x *FinishRequest) GetStep() int64 {
 	if x != nil {
 		return x.Step
+	}
+	return 0
+}
+
+func (x *FinishRequest) GetFailureKind() FailureKind {
+	if x != nil {
+		return x.FailureKind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
+}
+
+func (x *FinishRequest) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *FinishRequest) GetDeviceMemoryBytes() uint64 {
+	if x != nil {
+		return x.DeviceMemoryBytes
 	}
 	return 0
 }
@@ -1288,7 +1381,7 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xce\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd7\x02\n" +
 	"\rFinishRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\n" +
@@ -1298,7 +1391,12 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12+\n" +
 	"\aoutcome\x18\x05 \x01(\x0e2\x11.hjepa.v1.OutcomeR\aoutcome\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x12\n" +
-	"\x04step\x18\a \x01(\x03R\x04step\"k\n" +
+	"\x04step\x18\a \x01(\x03R\x04step\x128\n" +
+	"\ffailure_kind\x18\b \x01(\x0e2\x15.hjepa.v1.FailureKindR\vfailureKind\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\t \x01(\x05R\tbatchSize\x12.\n" +
+	"\x13device_memory_bytes\x18\n" +
+	" \x01(\x04R\x11deviceMemoryBytes\"k\n" +
 	"\x0eFinishResponse\x12\"\n" +
 	"\x04next\x18\x01 \x01(\x0e2\x0e.hjepa.v1.NextR\x04next\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x18\n" +
@@ -1319,7 +1417,12 @@ const file_hjepa_v1_coordinator_proto_rawDesc = "" +
 	"\x11OUTCOME_COMPLETED\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_STOPPED\x10\x02\x12\x13\n" +
 	"\x0fOUTCOME_ABORTED\x10\x03\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x04*<\n" +
+	"\x0eOUTCOME_FAILED\x10\x04*|\n" +
+	"\vFailureKind\x12\x1c\n" +
+	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12FAILURE_KIND_OTHER\x10\x01\x12\x1e\n" +
+	"\x1aFAILURE_KIND_OUT_OF_MEMORY\x10\x02\x12\x17\n" +
+	"\x13FAILURE_KIND_DEVICE\x10\x03*<\n" +
 	"\x04Next\x12\x14\n" +
 	"\x10NEXT_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tNEXT_EXIT\x10\x01\x12\x0f\n" +
@@ -1341,46 +1444,48 @@ func file_hjepa_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_hjepa_v1_coordinator_proto_rawDescData
 }
 
-var file_hjepa_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_hjepa_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_hjepa_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_hjepa_v1_coordinator_proto_goTypes = []any{
 	(WorkerPhase)(0),          // 0: hjepa.v1.WorkerPhase
 	(Command)(0),              // 1: hjepa.v1.Command
 	(Outcome)(0),              // 2: hjepa.v1.Outcome
-	(Next)(0),                 // 3: hjepa.v1.Next
-	(*Device)(nil),            // 4: hjepa.v1.Device
-	(*RegisterRequest)(nil),   // 5: hjepa.v1.RegisterRequest
-	(*Peer)(nil),              // 6: hjepa.v1.Peer
-	(*ShardPlan)(nil),         // 7: hjepa.v1.ShardPlan
-	(*CollectiveOptions)(nil), // 8: hjepa.v1.CollectiveOptions
-	(*RegisterResponse)(nil),  // 9: hjepa.v1.RegisterResponse
-	(*JobEnd)(nil),            // 10: hjepa.v1.JobEnd
-	(*HeartbeatRequest)(nil),  // 11: hjepa.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil), // 12: hjepa.v1.HeartbeatResponse
-	(*FinishRequest)(nil),     // 13: hjepa.v1.FinishRequest
-	(*FinishResponse)(nil),    // 14: hjepa.v1.FinishResponse
+	(FailureKind)(0),          // 3: hjepa.v1.FailureKind
+	(Next)(0),                 // 4: hjepa.v1.Next
+	(*Device)(nil),            // 5: hjepa.v1.Device
+	(*RegisterRequest)(nil),   // 6: hjepa.v1.RegisterRequest
+	(*Peer)(nil),              // 7: hjepa.v1.Peer
+	(*ShardPlan)(nil),         // 8: hjepa.v1.ShardPlan
+	(*CollectiveOptions)(nil), // 9: hjepa.v1.CollectiveOptions
+	(*RegisterResponse)(nil),  // 10: hjepa.v1.RegisterResponse
+	(*JobEnd)(nil),            // 11: hjepa.v1.JobEnd
+	(*HeartbeatRequest)(nil),  // 12: hjepa.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil), // 13: hjepa.v1.HeartbeatResponse
+	(*FinishRequest)(nil),     // 14: hjepa.v1.FinishRequest
+	(*FinishResponse)(nil),    // 15: hjepa.v1.FinishResponse
 }
 var file_hjepa_v1_coordinator_proto_depIdxs = []int32{
-	4,  // 0: hjepa.v1.RegisterRequest.devices:type_name -> hjepa.v1.Device
-	6,  // 1: hjepa.v1.RegisterResponse.peers:type_name -> hjepa.v1.Peer
-	7,  // 2: hjepa.v1.RegisterResponse.shard:type_name -> hjepa.v1.ShardPlan
-	8,  // 3: hjepa.v1.RegisterResponse.collective:type_name -> hjepa.v1.CollectiveOptions
-	10, // 4: hjepa.v1.RegisterResponse.job_end:type_name -> hjepa.v1.JobEnd
+	5,  // 0: hjepa.v1.RegisterRequest.devices:type_name -> hjepa.v1.Device
+	7,  // 1: hjepa.v1.RegisterResponse.peers:type_name -> hjepa.v1.Peer
+	8,  // 2: hjepa.v1.RegisterResponse.shard:type_name -> hjepa.v1.ShardPlan
+	9,  // 3: hjepa.v1.RegisterResponse.collective:type_name -> hjepa.v1.CollectiveOptions
+	11, // 4: hjepa.v1.RegisterResponse.job_end:type_name -> hjepa.v1.JobEnd
 	0,  // 5: hjepa.v1.HeartbeatRequest.phase:type_name -> hjepa.v1.WorkerPhase
 	1,  // 6: hjepa.v1.HeartbeatResponse.command:type_name -> hjepa.v1.Command
 	2,  // 7: hjepa.v1.FinishRequest.outcome:type_name -> hjepa.v1.Outcome
-	3,  // 8: hjepa.v1.FinishResponse.next:type_name -> hjepa.v1.Next
-	5,  // 9: hjepa.v1.CoordinatorService.Register:input_type -> hjepa.v1.RegisterRequest
-	11, // 10: hjepa.v1.CoordinatorService.Heartbeat:input_type -> hjepa.v1.HeartbeatRequest
-	13, // 11: hjepa.v1.CoordinatorService.Finish:input_type -> hjepa.v1.FinishRequest
-	9,  // 12: hjepa.v1.CoordinatorService.Register:output_type -> hjepa.v1.RegisterResponse
-	12, // 13: hjepa.v1.CoordinatorService.Heartbeat:output_type -> hjepa.v1.HeartbeatResponse
-	14, // 14: hjepa.v1.CoordinatorService.Finish:output_type -> hjepa.v1.FinishResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 8: hjepa.v1.FinishRequest.failure_kind:type_name -> hjepa.v1.FailureKind
+	4,  // 9: hjepa.v1.FinishResponse.next:type_name -> hjepa.v1.Next
+	6,  // 10: hjepa.v1.CoordinatorService.Register:input_type -> hjepa.v1.RegisterRequest
+	12, // 11: hjepa.v1.CoordinatorService.Heartbeat:input_type -> hjepa.v1.HeartbeatRequest
+	14, // 12: hjepa.v1.CoordinatorService.Finish:input_type -> hjepa.v1.FinishRequest
+	10, // 13: hjepa.v1.CoordinatorService.Register:output_type -> hjepa.v1.RegisterResponse
+	13, // 14: hjepa.v1.CoordinatorService.Heartbeat:output_type -> hjepa.v1.HeartbeatResponse
+	15, // 15: hjepa.v1.CoordinatorService.Finish:output_type -> hjepa.v1.FinishResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hjepa_v1_coordinator_proto_init() }
@@ -1394,7 +1499,7 @@ func file_hjepa_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hjepa_v1_coordinator_proto_rawDesc), len(file_hjepa_v1_coordinator_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
