@@ -248,10 +248,23 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 		return stats, nil
 	}
 
-	// Backward: level normalisation or heads -> unpool -> predictor -> context encoder.
-	dp := st.dp.Get(b, tRows, d)
+	m.backward(b, masks, lc, opts, vicGrad)
+	return stats, nil
+}
+
+// backward accumulates the gradients of the loss ForwardBackward just
+// computed (its per-level output gradients are in the level states):
+// level normalisation or heads -> unpooling -> predictor -> VICReg's
+// gradient on the context embeddings -> context encoder, with
+// opts.GradsReady told as the arena's prefixes become final.
+func (m *Model) backward(b tensor.Backend, masks *Masks, lc LossConfig, opts StepOptions, vicGrad []float32) {
+	st := &m.step
+	d := m.Cfg.Encoder.Dim
+	bs, nt := masks.B, masks.Nt
+	bt := len(masks.Targets) / nt
+	dp := st.dp.Get(b, bt*nt, d)
 	b.Fill(dp, 0)
-	for l := 0; l < cfg.Levels; l++ {
+	for l := 0; l < m.Cfg.Levels; l++ {
 		if !st.used[l] {
 			continue
 		}
@@ -304,7 +317,6 @@ func (m *Model) ForwardBackward(b tensor.Backend, img *tensor.Tensor, masks *Mas
 	if opts.GradsReady != nil {
 		opts.GradsReady(m.Params.Len())
 	}
-	return stats, nil
 }
 
 // vicreg adds the weighted VICReg term to stats and returns its gradient
