@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
@@ -155,6 +156,38 @@ func (w *worker) waitConnected(ctx context.Context) error {
 	}
 }
 
+// heldRankRetry is how long register retries a rank the coordinator says a
+// live worker holds: longer than the coordinator's default heartbeat
+// timeout (10 s), within which a dead holder is declared lost.
+const heldRankRetry = 15 * time.Second
+
+// register calls Register, retrying for up to heldRankRetry while the
+// coordinator refuses the rank as held by a live worker: a worker restarted
+// by its supervisor (hjepa launch, Docker, Kubernetes) can register before
+// the coordinator has seen its predecessor's heartbeat stream break, and
+// exiting then would spend the supervisor's restarts on a race. A rank held
+// by a worker that really is alive still fails, after the wait.
+func (w *worker) register(ctx context.Context, req *hjepav1.RegisterRequest) (*hjepav1.RegisterResponse, error) {
+	wait := min(heldRankRetry, w.opts.ConnectTimeout)
+	deadline := time.Now().Add(wait)
+	for logged := false; ; {
+		a, err := w.client.Register(ctx, req)
+		if status.Code(err) != codes.AlreadyExists || ctx.Err() != nil || time.Now().After(deadline) {
+			return a, err
+		}
+		if !logged {
+			w.log.Info("rank held by a worker the coordinator still counts as alive; retrying until it is declared lost",
+				zap.String("refusal", status.Convert(err).Message()), zap.Duration("for_at_most", wait))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // generation registers, trains one generation and reports its outcome. It
 // says whether to rejoin.
 func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err error) {
@@ -184,7 +217,7 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 		case <-regCtx.Done():
 		}
 	}()
-	a, err := w.client.Register(regCtx, req)
+	a, err := w.register(regCtx, req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 1, false, ctx.Err()
