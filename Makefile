@@ -78,6 +78,14 @@ test: deps
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race -short ./tensor/... ./data/... ./train/... ./eval/... ./cuda/... ./collective/... ./coordinator/... ./worker/... ./device/...
 
+# Every Go fuzz target in turn, FUZZTIME each (make test runs their seed
+# corpora; this explores). One FUZZ line per target; a crash leaves its input
+# under the package's testdata/fuzz/.
+FUZZTIME ?= 60s
+.PHONY: fuzz
+fuzz: deps
+	GO=$(GO) FUZZTIME=$(FUZZTIME) tools/fuzz.sh
+
 # The module's import graph, lowest layer first; fails when an import runs
 # back up or a package other than cmd, worker and bench imports train.
 .PHONY: imports
