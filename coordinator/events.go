@@ -172,6 +172,22 @@ type ReplyFinish struct {
 	Msg      string
 }
 
+// Evict names a worker declared lost because it went silent (no
+// heartbeat, or no Finish after closing its stream): its process may still
+// be alive, frozen or hung, holding its rank's resources and unable to
+// rejoin. Whoever supervises that process (hjepa launch) should kill it so
+// that a replacement can take the rank. A worker lost because its stream
+// broke or because it registered again is not evicted: it is dead, or alive
+// and rejoining.
+type Evict struct {
+	Worker     string
+	Rank       int
+	Host       string
+	PID        int // as the worker registered it; 0: unknown
+	Generation uint64
+	Reason     string
+}
+
 // ProbeCheckpoint asks the shell for the latest checkpoint; it answers with
 // a CheckpointProbed event before any other.
 type ProbeCheckpoint struct{ Generation uint64 }
@@ -230,6 +246,7 @@ func (Refuse) isAction()          {}
 func (EndRegistration) isAction() {}
 func (SendCommand) isAction()     {}
 func (ReplyFinish) isAction()     {}
+func (Evict) isAction()           {}
 func (ProbeCheckpoint) isAction() {}
 func (LogSummary) isAction()      {}
 func (Log) isAction()             {}

@@ -20,6 +20,12 @@
 //	stopping --worker lost, ABORTED, FAILED--> ending (exit 1); --grace over--> done (exit 1)
 //	waiting/forming --stop--> done (exit 0); --rendezvous timeout, probe error--> done (exit 1)
 //
+// A worker lost because it went silent (no heartbeat, or no Finish after
+// closing its stream) may be a live process, frozen or hung: the policy
+// also evicts it (Evict), so that its supervisor kills it and a replacement
+// can take its rank. The rendezvous timeout (default 10 min) ends a wait
+// for workers that never come, naming the missing ranks.
+//
 // # What a worker must do
 //
 // Register (held until the generation forms); open the Heartbeat stream and
@@ -69,8 +75,9 @@ type PolicyConfig struct {
 	// refused).
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
-	// RendezvousTimeout bounds each wait for world_size workers; 0 waits
-	// forever.
+	// RendezvousTimeout bounds each wait for world_size workers (default
+	// 10 min; negative: wait forever): the job then fails, naming the
+	// missing ranks.
 	RendezvousTimeout time.Duration
 	// StopTimeout bounds a coordinated stop (default 2 min): a generation
 	// that has not stopped by then is aborted and the job exits 1.
@@ -79,6 +86,12 @@ type PolicyConfig struct {
 	// training (default 10 s).
 	SummaryInterval time.Duration
 }
+
+// DefaultRendezvousTimeout bounds a wait for workers when the
+// configuration does not: long enough for a scheduler to replace a lost
+// machine, short enough that a job missing a worker ends rather than
+// waiting for ever (torchrun's join timeout is also 10 min).
+const DefaultRendezvousTimeout = 10 * time.Minute
 
 func (c *PolicyConfig) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
@@ -89,6 +102,9 @@ func (c *PolicyConfig) setDefaults() {
 	}
 	if c.StopTimeout <= 0 {
 		c.StopTimeout = 2 * time.Minute
+	}
+	if c.RendezvousTimeout == 0 {
+		c.RendezvousTimeout = DefaultRendezvousTimeout
 	}
 	if c.SummaryInterval <= 0 {
 		c.SummaryInterval = 10 * time.Second
@@ -121,7 +137,7 @@ type pending struct {
 // member is one rank of the current (or last, once aborted) generation.
 type member struct {
 	worker, host, addr string
-	rank               int
+	rank, pid          int
 	stream             CallID // bound by the first beat; 0 before
 	closed             bool   // its stream ended in a way that owes a Finish
 	closedAt           time.Time
@@ -397,11 +413,18 @@ func (p *Policy) probed(now time.Time, ev CheckpointProbed) []Action {
 // the lowest free rank in registration order. A survivor's reserved rank
 // goes to no one else. ok is false while the ranks cannot all be filled.
 func (p *Policy) selectMembers(now time.Time) (ranks []*pending, ok bool) {
-	n := p.cfg.WorldSize
-	if len(p.pending) < n {
+	if len(p.pending) < p.cfg.WorldSize {
 		return nil, false
 	}
-	ranks = make([]*pending, n)
+	ranks = p.assignRanks(now)
+	return ranks, !slices.Contains(ranks, nil)
+}
+
+// assignRanks is selectMembers' choice, with nil for each rank it cannot
+// fill yet.
+func (p *Policy) assignRanks(now time.Time) []*pending {
+	n := p.cfg.WorldSize
+	ranks := make([]*pending, n)
 	chosen := map[*pending]bool{}
 	free := func(r int, q *pending) bool {
 		if ranks[r] != nil {
@@ -436,7 +459,29 @@ func (p *Policy) selectMembers(now time.Time) (ranks []*pending, ok bool) {
 			}
 		}
 	}
-	return ranks, len(chosen) == n
+	return ranks
+}
+
+// missingRanks names the ranks the held registrations cannot fill, with
+// who held each in the last generation: "missing ranks 1 (worker w on h
+// in generation 1), 3".
+func (p *Policy) missingRanks(now time.Time) string {
+	var miss []string
+	for r, q := range p.assignRanks(now) {
+		if q != nil {
+			continue
+		}
+		s := fmt.Sprint(r)
+		if r < len(p.members) && p.members[r] != nil {
+			m := p.members[r]
+			s += fmt.Sprintf(" (worker %s on %s in generation %d)", m.worker, m.host, p.gen)
+		}
+		miss = append(miss, s)
+	}
+	if len(miss) == 1 {
+		return "missing rank " + miss[0]
+	}
+	return "missing ranks " + strings.Join(miss, ", ")
 }
 
 // form starts the next generation with the selected registrations and
@@ -453,7 +498,7 @@ func (p *Policy) form(now time.Time, ck CheckpointProbed) []Action {
 	p.members = make([]*member, n)
 	peers := make([]Peer, n)
 	for r, q := range ranks {
-		p.members[r] = &member{worker: q.Worker, host: q.Hostname, addr: q.PeerAddress, rank: r, lastBeat: now}
+		p.members[r] = &member{worker: q.Worker, host: q.Hostname, addr: q.PeerAddress, rank: r, pid: q.PID, lastBeat: now}
 		p.prevRank[q.Worker] = r
 		peers[r] = Peer{Rank: r, Worker: q.Worker, Address: q.PeerAddress, Hostname: q.Hostname}
 	}
@@ -865,8 +910,9 @@ func (p *Policy) tick(now time.Time) []Action {
 			for _, q := range p.pending {
 				got = append(got, fmt.Sprintf("%s on %s", q.Worker, q.Hostname))
 			}
-			return p.failJob(now, fmt.Sprintf("rendezvous timed out after %s: %d of %d workers registered for generation %d [%s]",
-				t, len(p.pending), p.cfg.WorldSize, p.gen+1, strings.Join(got, ", ")))
+			return p.failJob(now, fmt.Sprintf("rendezvous timed out after %s: %d of %d workers registered for generation %d [%s]; %s "+
+				"(start the missing workers, or raise --rendezvous-timeout)",
+				t, len(p.pending), p.cfg.WorldSize, p.gen+1, strings.Join(got, ", "), p.missingRanks(now)))
 		}
 		if expired > 0 && p.phase == PhaseWaiting {
 			return p.tryForm(now) // a survivor's rank is free for a newcomer now
@@ -901,8 +947,16 @@ func (p *Policy) tick(now time.Time) []Action {
 		}
 	}
 	if len(lost) > 0 {
-		// Running aborts, stopping fails, ending drains: no later check applies.
-		return p.lose(now, lost, strings.Join(why, "; "))
+		// Running aborts, stopping fails, ending drains: no later check
+		// applies. The silent processes may be alive (frozen, hung): their
+		// supervisor is asked to kill them, so replacements can take their
+		// ranks.
+		reason := strings.Join(why, "; ")
+		acts := p.lose(now, lost, reason)
+		for _, m := range lost {
+			acts = append(acts, Evict{Worker: m.worker, Rank: m.rank, Host: m.host, PID: m.pid, Generation: p.gen, Reason: reason})
+		}
+		return acts
 	}
 	if p.phase == PhaseStopping && now.Sub(p.stopAt) >= p.cfg.StopTimeout {
 		return p.stopTimedOut()

@@ -1452,3 +1452,92 @@ func TestDeterministic(t *testing.T) {
 		t.Fatalf("two runs differ:\n%s\n%s", a, b)
 	}
 }
+
+// TestRendezvousTimeoutNamesMissingRanks: the job's end names the ranks no
+// worker registered for, and who held them in the last generation.
+func TestRendezvousTimeoutNamesMissingRanks(t *testing.T) {
+	t.Run("first generation", func(t *testing.T) {
+		s := newSim(t, PolicyConfig{WorldSize: 4, RendezvousTimeout: time.Minute})
+		s.step(Tick{})
+		s.register("a", withRank(0))
+		s.register("c", withRank(2))
+		s.advance(time.Minute)
+		s.wantExit(1, "rendezvous timed out after 1m0s", "2 of 4 workers", "missing ranks 1, 3")
+	})
+	t.Run("after an abort", func(t *testing.T) {
+		s := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3, RendezvousTimeout: time.Minute})
+		s.start("a", "b")
+		for range 10 { // b froze: silent for the heartbeat timeout
+			s.advance(time.Second)
+			s.beat("a", 1)
+		}
+		s.wantPhase(PhaseWaiting)
+		s.finish("a", aborted, 1, "")
+		s.register("a")
+		s.advance(time.Minute)
+		s.wantExit(1, "rendezvous timed out", "generation 2", "1 of 2 workers", "missing rank 1 (worker b on host-b in generation 1)")
+	})
+}
+
+// TestDefaultRendezvousTimeout: without a RendezvousTimeout the wait is
+// still bounded (defaultRendezvousTimeout); a negative one waits forever.
+func TestDefaultRendezvousTimeout(t *testing.T) {
+	s := newSim(t, PolicyConfig{WorldSize: 2})
+	s.step(Tick{})
+	s.register("a")
+	s.advance(time.Hour)
+	s.wantExit(1, "rendezvous timed out", "missing rank 1")
+
+	s = newSim(t, PolicyConfig{WorldSize: 2, RendezvousTimeout: -1})
+	s.step(Tick{})
+	s.register("a")
+	s.advance(100 * time.Hour)
+	s.wantNoExit()
+}
+
+// TestSilentWorkerEvicted: a worker lost for silence (frozen, hung) is
+// evicted with the pid it registered, so that its supervisor kills it; one
+// whose stream broke (dead, or alive and rejoining) is not.
+func TestSilentWorkerEvicted(t *testing.T) {
+	evictions := func(acts []Action) []Evict {
+		var ev []Evict
+		for _, a := range acts {
+			if e, ok := a.(Evict); ok {
+				ev = append(ev, e)
+			}
+		}
+		return ev
+	}
+	pid := func(p int) regOpt { return func(e *Registered) { e.PID = p } }
+
+	s := newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3})
+	s.register("a", pid(100))
+	s.register("b", pid(200))
+	s.beat("a", 1)
+	s.beat("b", 1)
+	for range 10 { // b froze
+		s.advance(time.Second)
+		s.beat("a", 2)
+	}
+	s.wantPhase(PhaseWaiting)
+	got := evictions(s.all)
+	want := []Evict{{Worker: "b", Rank: 1, Host: "host-b", PID: 200, Generation: 1}}
+	if len(got) != 1 || got[0].Reason == "" {
+		t.Fatalf("evictions %+v, want %+v with a reason", got, want)
+	}
+	got[0].Reason = ""
+	if got[0] != want[0] {
+		t.Fatalf("eviction %+v, want %+v", got[0], want[0])
+	}
+
+	s = newSim(t, PolicyConfig{WorldSize: 2, MaxRestarts: 3})
+	s.register("a", pid(100))
+	s.register("b", pid(200))
+	s.beat("a", 1)
+	s.beat("b", 1)
+	s.closeStream("b", false)
+	s.wantPhase(PhaseWaiting)
+	if got := evictions(s.all); len(got) != 0 {
+		t.Fatalf("a broken stream evicted %+v", got)
+	}
+}

@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -44,7 +43,10 @@ type Config struct {
 	MaxRestarts       int
 	HeartbeatInterval time.Duration // default 1 s
 	HeartbeatTimeout  time.Duration // default 10 s
-	RendezvousTimeout time.Duration // 0: wait forever for workers
+	// RendezvousTimeout bounds each wait for world_size workers (default
+	// 10 min; negative: wait forever): the job then fails naming the
+	// missing ranks.
+	RendezvousTimeout time.Duration
 	// StopTimeout bounds a coordinated stop (default 2 min): a stop not
 	// complete by then exits 1.
 	StopTimeout time.Duration
@@ -52,7 +54,15 @@ type Config struct {
 	// Shard returns rank's shard plan (default: num_replicas and rank).
 	Shard    func(rank int) *hjepav1.ShardPlan
 	Security rpcsec.Options
-	Logger   *zap.Logger
+	// Conns bound the connections the coordinator holds (rpcsec.Limits;
+	// MaxConns defaults to max(rpcsec.DefaultMaxConns, 2 x WorldSize)).
+	Conns rpcsec.Limits
+	// OnEvict, when set, is told of every worker declared lost while its
+	// process may still be alive (silent: frozen, hung) so that whoever
+	// supervises that process kills it (hjepa launch). It is called on the
+	// server's loop: it must not block.
+	OnEvict func(Evict)
+	Logger  *zap.Logger
 }
 
 // maxRecvBytes bounds a coordinator request (a RegisterRequest with a few
@@ -71,7 +81,7 @@ type Server struct {
 	runID  string
 	policy *Policy
 	log    *zap.Logger
-	lis    net.Listener
+	lis    *rpcsec.Listener
 	grpc   *grpc.Server
 	tick   time.Duration
 
@@ -144,15 +154,20 @@ func New(cfg Config) (*Server, error) {
 	pc := policy.Config()
 	cfg.HeartbeatInterval, cfg.HeartbeatTimeout, cfg.StopTimeout = pc.HeartbeatInterval, pc.HeartbeatTimeout, pc.StopTimeout
 
-	opts, err := cfg.Security.ServerOptions(maxRecvBytes)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: %w", err)
+	if cfg.Conns.MaxConns <= 0 {
+		cfg.Conns.MaxConns = max(rpcsec.DefaultMaxConns, 2*cfg.WorldSize)
 	}
-	// Workers may ping to notice a dead coordinator sooner.
-	opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}))
-	lis, err := net.Listen("tcp", cfg.Listen)
+	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: listen on %s: %w (choose another --listen address or port)", cfg.Listen, err)
+	}
+	// The token is checked on each RPC's headers; a connection that has
+	// sent none with it within the pre-auth deadline is closed, and the
+	// connections are capped, so idle sockets cannot lock workers out.
+	lis, opts, err := cfg.Security.Listen(tcp, cfg.Conns, maxRecvBytes)
+	if err != nil {
+		_ = tcp.Close()
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	s := &Server{
 		cfg: cfg, runID: runID, policy: policy, log: cfg.Logger.With(zap.String("run_id", runID)),
@@ -346,6 +361,12 @@ func (s *Server) perform(a Action) {
 		s.log.Info("finish answered", zap.String("worker", a.Worker), zap.String("next", a.Next.String()),
 			zap.Int("exit_code", a.ExitCode), zap.String("message", a.Msg))
 		s.answer(a.Call, result{fin: &hjepav1.FinishResponse{Next: a.Next, ExitCode: int32(a.ExitCode), Message: a.Msg}})
+	case Evict:
+		s.log.Warn("evicting a silent worker: its supervisor should kill it", zap.String("worker", a.Worker), zap.Int("rank", a.Rank),
+			zap.String("host", a.Host), zap.Int("pid", a.PID), zap.Uint64("generation", a.Generation))
+		if s.cfg.OnEvict != nil {
+			s.cfg.OnEvict(a)
+		}
 	case ProbeCheckpoint:
 		s.wg.Add(1)
 		go func() { // owned by the loop's wg; reading a large checkpoint's checksums takes a while
@@ -442,6 +463,29 @@ func probeCheckpoint(dir string, gen uint64, log *zap.Logger) CheckpointProbed {
 	return ev
 }
 
+// registered, finished and beat translate requests into the policy's
+// events; the policy checks every field (FuzzRequests).
+func registered(call CallID, req *hjepav1.RegisterRequest) Registered {
+	ev := Registered{Call: call, Worker: req.GetWorkerId(), Digest: req.GetConfigDigest(), PeerAddress: req.GetPeerAddress(),
+		Hostname: req.GetHostname(), PID: int(req.GetPid()), LocalRank: int(req.GetLocalRank())}
+	if req.Rank != nil {
+		ev.Rank, ev.HasRank = int(req.GetRank()), true
+	}
+	return ev
+}
+
+func finished(call CallID, req *hjepav1.FinishRequest) Finished {
+	return Finished{Call: call, RunID: req.GetRunId(), Generation: req.GetGeneration(), Rank: int(req.GetRank()),
+		Worker: req.GetWorkerId(), Outcome: req.GetOutcome(), Error: req.GetError(), Step: req.GetStep(),
+		Failure: req.GetFailureKind(), BatchSize: int(req.GetBatchSize()), DeviceMemory: req.GetDeviceMemoryBytes()}
+}
+
+func beat(stream CallID, req *hjepav1.HeartbeatRequest) Beat {
+	return Beat{Stream: stream, RunID: req.GetRunId(), Generation: req.GetGeneration(), Rank: int(req.GetRank()),
+		Phase: req.GetPhase(), Step: req.GetStep(), Loss: req.GetLoss(), StepSeconds: req.GetStepSeconds(),
+		StopRequested: req.GetStopRequested()}
+}
+
 // service implements the generated CoordinatorServiceServer over a Server.
 type service struct {
 	hjepav1.UnimplementedCoordinatorServiceServer
@@ -453,11 +497,7 @@ var errShutdown = status.Error(codes.Unavailable, "the coordinator is shutting d
 func (h service) Register(ctx context.Context, req *hjepav1.RegisterRequest) (*hjepav1.RegisterResponse, error) {
 	s := h.s
 	reply := make(chan result, 1)
-	ev := Registered{Call: s.newID(), Worker: req.GetWorkerId(), Digest: req.GetConfigDigest(), PeerAddress: req.GetPeerAddress(),
-		Hostname: req.GetHostname(), PID: int(req.GetPid()), LocalRank: int(req.GetLocalRank())}
-	if req.Rank != nil {
-		ev.Rank, ev.HasRank = int(req.GetRank()), true
-	}
+	ev := registered(s.newID(), req)
 	s.log.Info("register", zap.String("worker", ev.Worker), zap.String("host", ev.Hostname), zap.Int("pid", ev.PID),
 		zap.String("peer_address", ev.PeerAddress), zap.Int("devices", len(req.GetDevices())))
 	if !s.post(envelope{ev: ev, reply: reply}) {
@@ -489,9 +529,7 @@ func waitAnswer(reply <-chan result) result {
 func (h service) Finish(ctx context.Context, req *hjepav1.FinishRequest) (*hjepav1.FinishResponse, error) {
 	s := h.s
 	reply := make(chan result, 1)
-	ev := Finished{Call: s.newID(), RunID: req.GetRunId(), Generation: req.GetGeneration(), Rank: int(req.GetRank()),
-		Worker: req.GetWorkerId(), Outcome: req.GetOutcome(), Error: req.GetError(), Step: req.GetStep(),
-		Failure: req.GetFailureKind(), BatchSize: int(req.GetBatchSize()), DeviceMemory: req.GetDeviceMemoryBytes()}
+	ev := finished(s.newID(), req)
 	if !s.post(envelope{ev: ev, reply: reply}) {
 		return nil, errShutdown
 	}
@@ -526,9 +564,7 @@ func (h service) Heartbeat(st grpc.BidiStreamingServer[hjepav1.HeartbeatRequest,
 				s.post(envelope{ev: StreamClosed{Stream: id, Graceful: errors.Is(err, io.EOF), Detail: err.Error()}})
 				return
 			}
-			s.post(envelope{stream: chans, ev: Beat{Stream: id, RunID: req.GetRunId(), Generation: req.GetGeneration(),
-				Rank: int(req.GetRank()), Phase: req.GetPhase(), Step: req.GetStep(), Loss: req.GetLoss(),
-				StepSeconds: req.GetStepSeconds(), StopRequested: req.GetStopRequested()}})
+			s.post(envelope{stream: chans, ev: beat(id, req)})
 		}
 	}()
 	flush := func() error {

@@ -235,6 +235,9 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 		w.log.Info("job finished before this worker joined a generation", zap.String("message", end.Message))
 		return 0, false, nil
 	}
+	if err := checkAssignment(a); err != nil {
+		return 1, false, fmt.Errorf("coordinator %s: %w (version skew between coordinator and worker?)", w.opts.Coordinator, err)
+	}
 	rank := int(a.Rank)
 	w.prevRank = rank
 	log := w.log.With(zap.Int("rank", rank), zap.Uint64("generation", a.Generation))
@@ -299,6 +302,28 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 	}
 	hb.finishing.Store(true)
 	return w.afterTraining(hb.finishCtx(ctx), a, hb, cfg, b, sum, err)
+}
+
+// checkAssignment refuses an assignment this worker cannot act on
+// without indexing out of range: its rank, world size and ring.
+func checkAssignment(a *hjepav1.RegisterResponse) error {
+	n := a.GetWorldSize()
+	switch {
+	case n < 1:
+		return fmt.Errorf("assignment with world size %d", n)
+	case a.GetRank() < 0 || a.GetRank() >= n:
+		return fmt.Errorf("assignment of rank %d in a world of %d", a.GetRank(), n)
+	case len(a.GetPeers()) != int(n):
+		return fmt.Errorf("assignment with %d peers in a world of %d", len(a.GetPeers()), n)
+	case a.GetGeneration() == 0:
+		return errors.New("assignment without a generation")
+	}
+	for i, p := range a.GetPeers() {
+		if p.GetRank() != int32(i) || p.GetAddress() == "" {
+			return fmt.Errorf("assignment's peer %d is rank %d at %q", i, p.GetRank(), p.GetAddress())
+		}
+	}
+	return nil
 }
 
 // afterTraining classifies how the generation ended and reports it. A

@@ -580,3 +580,58 @@ func TestLaunchRestartsKilledWorker(t *testing.T) {
 		}
 	}
 }
+
+// launchedPid returns the pid of launch's latest incarnation of the named
+// worker ("rank 1") from launch's "started" lines, 0 when none.
+func launchedPid(out, name string) int {
+	pid := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "started") && strings.Contains(line, `"`+name+`"`) {
+			_, after, _ := strings.Cut(line, `"pid": `)
+			fmt.Sscanf(after, "%d", &pid)
+		}
+	}
+	return pid
+}
+
+// TestLaunchReplacesFrozenWorker: a SIGSTOPped worker of `hjepa launch` is
+// declared lost by the coordinator (heartbeat timeout); launch kills it and
+// starts another, and the job completes from the last checkpoint instead of
+// waiting for the frozen process forever (issue 14).
+func TestLaunchReplacesFrozenWorker(t *testing.T) {
+	root := t.TempDir()
+	out := filepath.Join(root, "out")
+	args := []string{"launch", "--nproc", "2", "--threads", "1", "--device", "cpu", "--config", syntheticCfg, "--out", out,
+		"--coordinator-flag=--heartbeat-interval=200ms", "--coordinator-flag=--heartbeat-timeout=3s"}
+	for _, s := range ddpSets("data.batch_size=8", "training.max_steps=60", "checkpoint.every_steps=10") {
+		args = append(args, "--set", s)
+	}
+	l := startProc(t, root, nil, args...)
+	pid := 0
+	if !poll(t, 2*time.Minute, func() bool {
+		pid = launchedPid(l.se.String(), "rank 1")
+		s, ok := stateStep(filepath.Join(out, "checkpoints", checkpoint.PeriodicName("step", 10)))
+		return pid > 0 && ok && s == 10 || l.exited()
+	}) || l.exited() || pid == 0 {
+		t.Fatalf("launch did not reach step 10 (rank 1 pid %d):\n%s", pid, l.res)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	frozen := time.Now()
+	// Heartbeat timeout 3 s, restart delay 1 s, then at most 50 steps.
+	r := l.wait(t, 2*time.Minute)
+	if r.code != 0 {
+		t.Fatalf("launch after a frozen worker: %s", r)
+	}
+	t.Logf("job completed %.1fs after SIGSTOP", time.Since(frozen).Seconds())
+	for _, want := range []string{"heartbeat", `"restart": 1`, `"generation": 2`, "completed at step 60"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("launch output lacks %q:\n%s", want, tail(r.stderr, 4000))
+		}
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Errorf("the frozen worker (pid %d) outlived the job", pid)
+	}
+}

@@ -1,6 +1,8 @@
 // Package rpcsec is the security of a job's gRPC traffic (coordinator and
-// collective): a job token checked on every RPC by an interceptor, and
-// optional TLS or mutual TLS. DESIGN.md section 6, "Security".
+// collective): a job token checked on every RPC, on its headers before any
+// request body is read, optional TLS or mutual TLS, and (Listen) bounds on
+// what a server holds for connections that have not authenticated.
+// DESIGN.md section 6, "Security".
 package rpcsec
 
 import (
@@ -21,7 +23,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // TokenEnv is the environment variable a token may come from.
@@ -99,14 +103,22 @@ func WriteToken(path, tok string) error {
 
 // ServerOptions returns the options of a gRPC server that checks the token
 // on every RPC, speaks TLS when configured, and refuses any message larger
-// than maxRecvBytes (so a peer cannot make it allocate more).
+// than maxRecvBytes (so a peer cannot make it allocate more). The token is
+// checked on the RPC's headers (a tap handle), before the server reads or
+// buffers its request; the interceptors check it again. A server that
+// faces untrusted networks also wants Listen's connection bounds.
 func (o Options) ServerOptions(maxRecvBytes int) ([]grpc.ServerOption, error) {
+	return o.serverOptions(maxRecvBytes, nil)
+}
+
+func (o Options) serverOptions(maxRecvBytes int, guard *Listener) ([]grpc.ServerOption, error) {
 	cfg, err := o.ServerTLS()
 	if err != nil {
 		return nil, err
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvBytes),
+		grpc.InTapHandle(o.tap(guard)),
 		grpc.ChainUnaryInterceptor(o.unaryCheck),
 		grpc.ChainStreamInterceptor(o.streamCheck),
 	}
@@ -230,6 +242,21 @@ func (c tokenCreds) metadata() map[string]string {
 }
 
 func (c tokenCreds) RequireTransportSecurity() bool { return c.secure }
+
+// tap checks an RPC's token on its headers, before grpc-go reads its body
+// or starts its handler, and marks its connection authenticated in guard
+// (when not nil).
+func (o Options) tap(guard *Listener) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if err := o.CheckMetadata(info.Header); err != nil {
+			return ctx, err
+		}
+		if p, ok := peer.FromContext(ctx); ok && guard != nil {
+			guard.authenticated(p.Addr)
+		}
+		return ctx, nil
+	}
+}
 
 func (o Options) unaryCheck(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err := o.check(ctx); err != nil {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -474,5 +475,95 @@ func TestWriteToken(t *testing.T) {
 	}
 	if err := WriteToken(filepath.Join(dir, "no-such-dir", "token"), tok); err == nil {
 		t.Fatal("WriteToken into a missing directory: no error")
+	}
+}
+
+// TestTokenCheckedBeforeBody: a call without the token is refused on its
+// headers alone; the server does not wait for (and buffer) a request body
+// first (issue 14).
+func TestTokenCheckedBeforeBody(t *testing.T) {
+	addr := serve(t, Options{Token: "secret"}, 1<<20)
+	opts, err := Options{}.DialOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers only: a client stream that never sends its request message.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	s, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/grpc.health.v1.Health/Check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.RecvMsg(&healthpb.HealthCheckResponse{})
+	wantCode(t, err, codes.Unauthenticated, msgNoToken)
+}
+
+// TestListenLimits: a connection that authenticated outlives the pre-auth
+// deadline, one that did not is closed by it, and past the cap a new
+// connection evicts the oldest unauthenticated one.
+func TestListenLimits(t *testing.T) {
+	o := Options{Token: "secret"}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const preAuth = 300 * time.Millisecond
+	lis, opts, err := o.Listen(tcp, Limits{MaxConns: 3, PreAuthTimeout: preAuth}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	addr := lis.Addr().String()
+
+	c := client(t, addr, o)
+	if err := unary(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	raw := func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	// closed reads (the server's SETTINGS) until the connection ends.
+	closed := func(conn net.Conn, within time.Duration) bool {
+		_ = conn.SetReadDeadline(time.Now().Add(within))
+		buf := make([]byte, 512)
+		for {
+			_, err := conn.Read(buf)
+			var ne net.Error
+			if err != nil {
+				return !(errors.As(err, &ne) && ne.Timeout())
+			}
+		}
+	}
+	first, second := raw(), raw()
+	time.Sleep(50 * time.Millisecond) // accepted in order
+	third := raw()                    // the cap: evicts first
+	if !closed(first, preAuth/2) {
+		t.Errorf("the oldest unauthenticated connection was not evicted")
+	}
+	if !closed(second, 5*time.Second) || !closed(third, 5*time.Second) {
+		t.Errorf("unauthenticated connections outlived the pre-auth deadline")
+	}
+	time.Sleep(preAuth)
+	if err := unary(context.Background(), c); err != nil {
+		t.Fatalf("the authenticated connection after the pre-auth deadline: %v", err)
+	}
+	st := lis.Stats()
+	// The two others expired, or reached grpc-go's handshake deadline (the
+	// same) first.
+	if st.Evicted != 1 || st.Open != 1 || st.Authenticated != 1 {
+		t.Errorf("stats %+v, want 1 evicted, 1 open and authenticated", st)
 	}
 }

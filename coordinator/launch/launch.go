@@ -1,14 +1,17 @@
 // Package launch is the process supervisor behind `hjepa launch --nproc N`,
 // the torchrun of this project: it starts the coordinator and the workers on
 // this host, merges their output line by line under a "[name] " prefix,
-// forwards signals, restarts workers that die while the coordinator runs, and
-// leaves no child behind. Which processes to start, with which arguments, is
+// forwards signals, restarts workers that die while the coordinator runs,
+// kills the workers the coordinator evicts (declared lost while perhaps
+// still alive: frozen, hung) so that they are restarted too, and leaves no
+// child behind. Which processes to start, with which arguments, is
 // the caller's business. DESIGN.md section 6.
 package launch
 
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,7 +53,27 @@ type Spec struct {
 	// StopGrace is how long workers get to exit after the coordinator exited,
 	// and every child after ctx is cancelled, before SIGKILL (<= 0: 30 s).
 	StopGrace time.Duration
+	// Evictions: the coordinator gets the write end of a pipe as file
+	// descriptor EvictFD and writes there one JSON Eviction per line for
+	// each worker it declares lost while the process may still be alive.
+	// Run kills (SIGKILL, its process group) the live worker with that pid,
+	// when it is one of its own on this host; it is then restarted like any
+	// worker that died.
+	Evictions bool
 	Logger    *zap.Logger // default: no logs
+}
+
+// EvictFD is the coordinator's file descriptor for evictions
+// (Spec.Evictions): its first extra file.
+const EvictFD = 3
+
+// Eviction is one line the coordinator writes on EvictFD.
+type Eviction struct {
+	PID    int    `json:"pid"`
+	Host   string `json:"host,omitempty"` // the worker's hostname; empty: this host
+	Worker string `json:"worker,omitempty"`
+	Rank   int    `json:"rank"`
+	Reason string `json:"reason,omitempty"`
 }
 
 const (
@@ -119,7 +142,9 @@ type supervisor struct {
 
 	exits    chan exited   // from each child's goroutine
 	restarts chan int      // from restart timers: the worker slot
+	evicts   chan Eviction // from the coordinator's eviction pipe
 	done     chan struct{} // closed when Run returns
+	hostname string
 
 	coord        *child
 	workers      []*child // the live incarnation of each worker, nil when none
@@ -152,6 +177,7 @@ func newSupervisor(spec Spec) *supervisor {
 	if spec.Coordinator.Name == "" {
 		spec.Coordinator.Name = "coordinator"
 	}
+	host, _ := os.Hostname()
 	spec.Workers = append([]Proc(nil), spec.Workers...)
 	for i := range spec.Workers {
 		if spec.Workers[i].Name == "" {
@@ -164,11 +190,13 @@ func newSupervisor(spec Spec) *supervisor {
 		out:          &lineWriter{w: spec.Output},
 		exits:        make(chan exited),
 		restarts:     make(chan int),
+		evicts:       make(chan Eviction),
 		done:         make(chan struct{}),
 		workers:      make([]*child, len(spec.Workers)),
 		incarnation:  make([]int, len(spec.Workers)),
 		restartsLeft: max(spec.MaxRestarts, 0),
 		pending:      make(map[int]*time.Timer),
+		hostname:     host,
 	}
 }
 
@@ -216,6 +244,8 @@ func (s *supervisor) loop(ctx context.Context, sigs <-chan os.Signal) {
 			}
 		case e := <-s.exits:
 			s.exited(e)
+		case ev := <-s.evicts:
+			s.evict(ev)
 		}
 	}
 	if s.killTimer != nil {
@@ -229,9 +259,23 @@ func (s *supervisor) start(slot int) error {
 	if slot >= 0 {
 		p = s.spec.Workers[slot]
 	}
-	c, err := startChild(p, slot, s.out, s.exits)
+	var extra []*os.File
+	var evictions *os.File
+	if slot < 0 && s.spec.Evictions {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("start %s: eviction pipe: %w", p.Name, err)
+		}
+		extra, evictions = []*os.File{w}, r
+	}
+	c, err := startChild(p, slot, extra, s.out, s.exits)
+	closeAll(extra...) // the child holds its own copy
 	if err != nil {
+		closeAll(evictions)
 		return err
+	}
+	if evictions != nil {
+		go s.readEvictions(evictions) // ends when the coordinator exits (EOF)
 	}
 	s.live++
 	fields := []zap.Field{zap.String("name", c.name), zap.Int("pid", c.pid)}
@@ -281,6 +325,42 @@ func (s *supervisor) exited(e exited) {
 			case <-s.done:
 			}
 		})
+	}
+}
+
+// readEvictions passes the coordinator's evictions to the loop until the
+// pipe ends or Run returns.
+func (s *supervisor) readEvictions(r *os.File) {
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var ev Eviction
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			s.log.Warn("unreadable eviction from the coordinator", zap.ByteString("line", sc.Bytes()), zap.Error(err))
+			continue
+		}
+		select {
+		case s.evicts <- ev:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// evict kills the live worker the coordinator evicted; its exit restarts
+// it. An eviction of a process that is not (or no longer) one of this
+// launcher's live workers, or of another host's, is ignored.
+func (s *supervisor) evict(ev Eviction) {
+	if ev.PID <= 0 || (ev.Host != "" && s.hostname != "" && ev.Host != s.hostname) {
+		return
+	}
+	for _, c := range s.workers {
+		if c != nil && c.pid == ev.PID {
+			s.log.Warn("the coordinator declared the worker lost: SIGKILL, then a restart", zap.String("name", c.name), zap.Int("pid", c.pid),
+				zap.Int("rank", ev.Rank), zap.String("reason", ev.Reason))
+			c.signal(syscall.SIGKILL)
+			return
+		}
 	}
 }
 
@@ -370,7 +450,7 @@ type exited struct {
 // sends the parent-death signal when the thread that forked the child ends,
 // not the process (golang/go#27505), and the Go runtime ends a thread when a
 // goroutine locked to it returns.
-func startChild(p Proc, slot int, out *lineWriter, exits chan<- exited) (*child, error) {
+func startChild(p Proc, slot int, extra []*os.File, out *lineWriter, exits chan<- exited) (*child, error) {
 	// A pipe for each stream: a child's buffered stdout and unbuffered
 	// stderr would cut each other's lines in a shared one.
 	var readers, writers [2]*os.File
@@ -387,6 +467,7 @@ func startChild(p Proc, slot int, out *lineWriter, exits chan<- exited) (*child,
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Dir = p.Dir
 	cmd.Stdout, cmd.Stderr = writers[0], writers[1]
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = sysProcAttr()
 	c := &child{name: p.Name, slot: slot, cmd: cmd}
 

@@ -77,6 +77,12 @@ func envInt(key string, def int) int {
 //	partial      prints a line longer than maxLine, then one without newline
 //	self-kill    dies by SIGKILL
 //	spawn        starts a grandchild (ignore-term), prints its pid, exits 0
+//	evict        (a coordinator) waits for HELPER_PIDFILE, writes evictions
+//	             of pid 1, of another host's worker, a garbage line and of
+//	             the file's pid on EvictFD, then exits once HELPER_RELEASE exists
+//	hang-once    (a worker) when HELPER_MARKER is missing creates it, writes
+//	             its pid to HELPER_PIDFILE and hangs (ignoring SIGTERM);
+//	             else creates HELPER_RELEASE and exits 0
 //	launcher     runs Run with a wait-term coordinator and two wait-term
 //	             workers, output to stdout
 func helperMain(mode string) int {
@@ -147,6 +153,32 @@ func helperMain(mode string) int {
 			return 1
 		}
 		fmt.Printf("grandchild pid=%d\n", cmd.Process.Pid)
+		return 0
+	case "evict":
+		var pid []byte
+		for len(pid) == 0 || pid[len(pid)-1] != '\n' {
+			time.Sleep(10 * time.Millisecond)
+			pid, _ = os.ReadFile(os.Getenv("HELPER_PIDFILE"))
+		}
+		f := os.NewFile(EvictFD, "evict")
+		fmt.Fprintf(f, "{\"pid\":1,\"rank\":0}\nnot json\n{\"pid\":%s,\"host\":\"elsewhere.invalid\",\"rank\":0}\n", bytes.TrimSpace(pid))
+		fmt.Fprintf(f, "{\"pid\":%s,\"rank\":0,\"reason\":\"silent\"}\n", bytes.TrimSpace(pid))
+		for {
+			if _, err := os.Stat(os.Getenv("HELPER_RELEASE")); err == nil {
+				return code
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	case "hang-once":
+		if _, err := os.Stat(os.Getenv("HELPER_MARKER")); err != nil {
+			signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+			_ = os.WriteFile(os.Getenv("HELPER_MARKER"), nil, 0o600)
+			_ = os.WriteFile(os.Getenv("HELPER_PIDFILE"), fmt.Appendf(nil, "%d\n", os.Getpid()), 0o600)
+			fmt.Println("hanging")
+			select {}
+		}
+		fmt.Println("replacement")
+		_ = os.WriteFile(os.Getenv("HELPER_RELEASE"), nil, 0o600)
 		return 0
 	case "launcher":
 		spec := Spec{
@@ -471,6 +503,37 @@ func TestRestartCrashedWorker(t *testing.T) {
 	}
 	if got := j.exits("rank 0"); fmt.Sprint(got) != "[3 0]" {
 		t.Errorf("rank 0 exits %v, want [3 0]", got)
+	}
+}
+
+// TestEvictedWorkerKilledAndRestarted: a worker the coordinator evicts (a
+// hung process) is killed and started again; evictions of processes that
+// are not its live workers, or of another host's, are ignored.
+func TestEvictedWorkerKilledAndRestarted(t *testing.T) {
+	dir := t.TempDir()
+	release, pidFile := filepath.Join(dir, "release"), filepath.Join(dir, "pid")
+	j := startJob(t, Spec{
+		Coordinator: helper("", "evict", "HELPER_PIDFILE="+pidFile, "HELPER_RELEASE="+release),
+		Workers:     []Proc{helper("", "hang-once", "HELPER_MARKER="+filepath.Join(dir, "marker"), "HELPER_PIDFILE="+pidFile, "HELPER_RELEASE="+release)},
+		MaxRestarts: 1,
+		Evictions:   true,
+	})
+	if code, err := j.wait(t); code != 0 || err != nil {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+	for _, l := range []string{"[rank 0] hanging\n", "[rank 0] replacement\n"} {
+		if !j.out.has(l) {
+			t.Errorf("no line %q", l)
+		}
+	}
+	if n := j.logs.FilterMessage("the coordinator declared the worker lost: SIGKILL, then a restart").Len(); n != 1 {
+		t.Errorf("%d kills, want 1", n)
+	}
+	if n := j.logs.FilterMessage("unreadable eviction from the coordinator").Len(); n != 1 {
+		t.Errorf("%d unreadable evictions logged, want 1", n)
+	}
+	if got := j.exits("rank 0"); fmt.Sprint(got) != "[137 0]" {
+		t.Errorf("rank 0 exits %v, want [137 0]", got)
 	}
 }
 

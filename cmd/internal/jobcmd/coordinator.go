@@ -1,6 +1,7 @@
 package jobcmd
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hjepa-go/hjepa/collective/rpcsec"
 	"github.com/hjepa-go/hjepa/coordinator"
+	"github.com/hjepa-go/hjepa/coordinator/launch"
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
 )
 
@@ -42,6 +44,9 @@ type coordinatorFlags struct {
 	hbInterval        time.Duration
 	hbTimeout         time.Duration
 	rendezvousTimeout time.Duration
+	maxConns          int
+	preAuthTimeout    time.Duration
+	evictFD           int
 	collTimeout       time.Duration
 	chunkKiB          int
 	checksumEvery     int
@@ -79,7 +84,12 @@ to <out>/job.token (mode 0600): start the workers with --token-file pointing the
 	fl.IntVar(&f.maxRestarts, "max-restarts", -1, "restarts allowed after a lost worker (default: distributed.max_restarts)")
 	fl.DurationVar(&f.hbInterval, "heartbeat-interval", time.Second, "how often workers beat")
 	fl.DurationVar(&f.hbTimeout, "heartbeat-timeout", 10*time.Second, "a worker silent this long is lost (catches a SIGSTOPped or hung process)")
-	fl.DurationVar(&f.rendezvousTimeout, "rendezvous-timeout", 0, "give up when the workers have not all registered within this (0: wait)")
+	fl.DurationVar(&f.rendezvousTimeout, "rendezvous-timeout", coordinator.DefaultRendezvousTimeout,
+		"fail the job, naming the missing ranks, when the workers have not all registered within this (0: wait for ever)")
+	fl.IntVar(&f.maxConns, "max-connections", 0, fmt.Sprintf("most simultaneous connections; a new one closes the oldest unauthenticated one (0: max(%d, 2 x world size))", rpcsec.DefaultMaxConns))
+	fl.DurationVar(&f.preAuthTimeout, "preauth-timeout", rpcsec.DefaultPreAuthTimeout, "close a connection that has sent no RPC with the job token within this")
+	fl.IntVar(&f.evictFD, "evict-fd", -1, "write the workers to kill (declared lost while perhaps alive) to this file descriptor, one JSON line each (hjepa launch)")
+	_ = fl.MarkHidden("evict-fd")
 	fl.DurationVar(&f.collTimeout, "collective-timeout", 5*time.Minute, "deadline of every collective (covers rank 0's validation and checkpoint writes)")
 	fl.IntVar(&f.chunkKiB, "chunk-kib", 1024, "ring all-reduce chunk size")
 	fl.IntVar(&f.checksumEvery, "checksum-every", 100, "compare parameter checksums across ranks every K steps (0: never)")
@@ -130,10 +140,18 @@ func runCoordinator(cmd *cobra.Command, f *coordinatorFlags) error {
 		return err
 	}
 	d := cfg.Distributed
+	rdzv := f.rendezvousTimeout
+	if rdzv == 0 {
+		rdzv = -1 // the flag's 0 waits for ever; the Config's is the default
+	}
+	var onEvict func(coordinator.Evict)
+	if f.evictFD >= 0 {
+		onEvict = evictionWriter(os.NewFile(uintptr(f.evictFD), "evict-fd"), log)
+	}
 	srv, err := coordinator.New(coordinator.Config{
 		WorldSize: d.WorldSize, Listen: f.listen, ConfigYAML: yml, ConfigDigest: cfg.Digest(),
 		OutDir: f.out, CheckpointDir: cfg.Checkpoint.Dir, Resume: f.resume, MaxRestarts: d.MaxRestarts,
-		HeartbeatInterval: f.hbInterval, HeartbeatTimeout: f.hbTimeout, RendezvousTimeout: f.rendezvousTimeout,
+		HeartbeatInterval: f.hbInterval, HeartbeatTimeout: f.hbTimeout, RendezvousTimeout: rdzv,
 		Collective: &hjepav1.CollectiveOptions{
 			ChunkBytes: int64(f.chunkKiB) << 10, FirstBucketBytes: int64(d.FirstBucketMiB * (1 << 20)),
 			BucketBytes: int64(d.BucketMiB * (1 << 20)), TimeoutMs: f.collTimeout.Milliseconds(),
@@ -143,7 +161,8 @@ func runCoordinator(cmd *cobra.Command, f *coordinatorFlags) error {
 			return &hjepav1.ShardPlan{NumReplicas: int32(d.WorldSize), Rank: int32(rank), Seed: cfg.Seed,
 				BatchSize: int32(cfg.Data.BatchSize), GlobalBatchSize: int32(cfg.Data.BatchSize * d.WorldSize)}
 		},
-		Security: sec, Logger: log,
+		Security: sec, Conns: rpcsec.Limits{MaxConns: f.maxConns, PreAuthTimeout: f.preAuthTimeout},
+		OnEvict: onEvict, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -164,4 +183,18 @@ func runCoordinator(cmd *cobra.Command, f *coordinatorFlags) error {
 		return &ExitError{Code: max(code, 1), Err: err}
 	}
 	return nil
+}
+
+// evictionWriter writes each eviction to f as a launch.Eviction line (hjepa
+// launch reads the pipe continuously; a line is one atomic write).
+func evictionWriter(f *os.File, log *zap.Logger) func(coordinator.Evict) {
+	return func(e coordinator.Evict) {
+		line, err := json.Marshal(launch.Eviction{PID: e.PID, Host: e.Host, Worker: e.Worker, Rank: e.Rank, Reason: e.Reason})
+		if err == nil {
+			_, err = f.Write(append(line, '\n'))
+		}
+		if err != nil {
+			log.Warn("eviction not reported to the launcher", zap.String("worker", e.Worker), zap.Error(err))
+		}
+	}
 }

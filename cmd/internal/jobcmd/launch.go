@@ -38,8 +38,10 @@ func NewLaunchCommand() *cobra.Command {
 binary, the way torchrun does: worker i gets rank i and local rank i (GPU i with
 --device auto), gradients are averaged by a ring all-reduce over 127.0.0.1, and
 rank 0 writes checkpoints and <out>/metrics.jsonl (the loss averaged over ranks).
-data.batch_size is per worker. A worker that dies is started again and the job
-resumes from the last checkpoint (at most distributed.max_restarts times).
+data.batch_size is per worker. A worker that dies, or that the coordinator
+declares lost because it went silent (a frozen or hung process, which launch
+kills), is started again and the job resumes from the last checkpoint (at most
+distributed.max_restarts times).
 SIGINT/SIGTERM go to every process: the job writes a checkpoint and stops; resume
 it with --resume. Every line of output is prefixed with its process.`,
 		Example: `  hjepa launch --nproc 2 --config configs/fmnist-tiny.yaml --out results/ddp
@@ -84,7 +86,8 @@ it with --resume. Every line of output is prefixed with its process.`,
 				threads = max(1, runtime.NumCPU()/nproc)
 			}
 			env := []string{rpcsec.TokenEnv + "=" + tok}
-			coordArgs := []string{"coordinator", "--world-size", strconv.Itoa(nproc), "--listen", addr, "--out", out}
+			coordArgs := []string{"coordinator", "--world-size", strconv.Itoa(nproc), "--listen", addr, "--out", out,
+				"--evict-fd", strconv.Itoa(launch.EvictFD)}
 			if cf.file != "" {
 				coordArgs = append(coordArgs, "--config", cf.file)
 			}
@@ -104,7 +107,10 @@ it with --resume. Every line of output is prefixed with its process.`,
 				// The coordinator enforces the job's restart budget; the
 				// launcher restarts a dead worker process as often.
 				MaxRestarts: restarts,
-				Logger:      log.Named("launch"),
+				// A worker the coordinator declares lost for silence (frozen,
+				// hung) is killed and restarted like one that died.
+				Evictions: true,
+				Logger:    log.Named("launch"),
 			}
 			for i := 0; i < nproc; i++ {
 				args := []string{"worker", "--coordinator", addr, "--rank", strconv.Itoa(i), "--local-rank", strconv.Itoa(i),
