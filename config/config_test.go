@@ -310,6 +310,7 @@ func TestBadInput(t *testing.T) {
 		{"nan set", sets("training.lr=NaN"), []string{"training.lr", `"NaN"`, "a number"}},
 		{"bad list set", sets("training.betas=[0.9,0.999"), []string{"training.betas", "list of numbers"}},
 		{"set without =", sets("training.lr"), []string{"--set", "key=value"}},
+		{"invalid UTF-8 string set", sets("logging.experiment_name=a\xffb"), []string{"logging.experiment_name", "not valid UTF-8"}},
 		{"set a section", sets("model=3"), []string{"model", "section"}},
 		{"wrong type env", func(t *testing.T) LoadOptions {
 			return LoadOptions{Env: true, Environ: []string{"HJEPA_DATA_BATCH_SIZE=lots"}}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -207,13 +208,35 @@ func parseYAML(path string, data []byte) (map[string]any, []FieldError, error) {
 	}
 	w := &yamlWalker{path: path, values: map[string]any{}}
 	w.mapping(root, "")
+	if w.stoppedAt != nil {
+		return nil, nil, fmt.Errorf("config file %s:%d: the configuration expands to more than %d keys (aliases or merge keys nested in each other?); write the keys out", path, w.stoppedAt.Line, maxYAMLEntries)
+	}
 	return w.values, w.problems, nil
 }
 
+// maxYAMLEntries bounds the key/value pairs the walker visits. Aliases and
+// merge keys are not expanded by the parser but by the walk, so a few
+// hundred bytes of anchors referring to anchors would otherwise make it
+// visit (and report) 2^N keys; a real configuration has a few hundred.
+const maxYAMLEntries = 10_000
+
 type yamlWalker struct {
-	path     string
-	values   map[string]any
-	problems []FieldError
+	path      string
+	values    map[string]any
+	problems  []FieldError
+	visits    int
+	stoppedAt *yaml.Node // the node where the walk passed maxYAMLEntries
+}
+
+// visit counts one key/value pair; false once over the budget.
+func (w *yamlWalker) visit(key *yaml.Node) bool {
+	if w.visits++; w.visits > maxYAMLEntries {
+		if w.stoppedAt == nil {
+			w.stoppedAt = key
+		}
+		return false
+	}
+	return true
 }
 
 func (w *yamlWalker) fail(n *yaml.Node, key, msg string) {
@@ -225,6 +248,9 @@ func (w *yamlWalker) mapping(n *yaml.Node, prefix string) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		kn, vn := n.Content[i], resolveAlias(n.Content[i+1])
+		if !w.visit(kn) {
+			return
+		}
 		name := kn.Value
 		if name == "<<" && kn.Tag == "!!merge" { // YAML merge key: <<: *anchor
 			merged := []*yaml.Node{vn}
@@ -276,6 +302,9 @@ func (w *yamlWalker) mapping(n *yaml.Node, prefix string) {
 // reports each key inside, so that each gets its own suggestion
 // (modle.depth -> model.depth).
 func (w *yamlWalker) unknown(kn, vn *yaml.Node, key string) {
+	if !w.visit(kn) {
+		return
+	}
 	if vn.Kind != yaml.MappingNode || len(vn.Content) == 0 {
 		w.fail(kn, key, unknownKeyMsg(key))
 		return
@@ -379,6 +408,11 @@ func parseValue(kind valueKind, s string) (any, error) {
 		}
 		return nil, bad()
 	case kindString:
+		// YAML() would write such a string as !!binary (base64), which
+		// reads back as its base64 text; no path or name needs it.
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("cannot use %q: not valid UTF-8", s)
+		}
 		return s, nil
 	case kindFloatList:
 		body := strings.TrimSpace(s)

@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"unicode/utf8"
 )
 
 // MaxHeaderSize bounds the JSON header (the reference implementation's limit),
@@ -110,7 +111,7 @@ func Parse(name string, r io.ReaderAt, size int64) (*File, error) {
 		return nil, fail("truncated: %d bytes, need at least the 8-byte header length", size)
 	}
 	var lenBuf [8]byte
-	if _, err := r.ReadAt(lenBuf[:], 0); err != nil {
+	if err := readAt(r, lenBuf[:], 0); err != nil {
 		return nil, fail("read header length: %v", err)
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
@@ -121,14 +122,14 @@ func Parse(name string, r io.ReaderAt, size int64) (*File, error) {
 		return nil, fail("truncated: header of %d bytes but only %d bytes follow the length", n, size-8)
 	}
 	hdr := make([]byte, n)
-	if _, err := r.ReadAt(hdr, 8); err != nil {
+	if err := readAt(r, hdr, 8); err != nil {
 		return nil, fail("read header: %v", err)
 	}
 	if t := bytes.TrimLeft(hdr, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, fail("header is not a JSON object")
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(hdr, &raw); err != nil {
+	raw, err := headerEntries(hdr)
+	if err != nil {
 		return nil, fail("header JSON: %v", err)
 	}
 	f := &File{
@@ -139,7 +140,8 @@ func Parse(name string, r io.ReaderAt, size int64) (*File, error) {
 		dataOff:  8 + int64(n),
 	}
 	dataSize := size - f.dataOff
-	for key, msg := range raw {
+	for _, entry := range raw {
+		key, msg := entry.key, entry.value
 		if key == metadataKey {
 			if err := json.Unmarshal(msg, &f.Metadata); err != nil {
 				return nil, fail("__metadata__ must map strings to strings: %v", err)
@@ -191,7 +193,9 @@ func Parse(name string, r io.ReaderAt, size int64) (*File, error) {
 		}
 		f.infos = append(f.infos, Info{Name: key, DType: e.DType, Shape: shape, Begin: int64(begin), End: int64(end)})
 	}
-	sort.Slice(f.infos, func(i, j int) bool {
+	// Stable, so that empty tensors sharing an offset keep the header's
+	// (the writer's) order.
+	sort.SliceStable(f.infos, func(i, j int) bool {
 		a, b := f.infos[i], f.infos[j]
 		if a.Begin != b.Begin {
 			return a.Begin < b.Begin
@@ -207,6 +211,46 @@ func Parse(name string, r io.ReaderAt, size int64) (*File, error) {
 		f.byName[t.Name] = i
 	}
 	return f, nil
+}
+
+type headerEntry struct {
+	key   string
+	value json.RawMessage
+}
+
+// headerEntries splits the header object into its entries, in the file's
+// order (which orders empty tensors at the same offset). A key that appears
+// twice is an error: encoding/json would silently keep the last one.
+func headerEntries(hdr []byte) ([]headerEntry, error) {
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	if _, err := dec.Token(); err != nil { // '{', checked by the caller
+		return nil, err
+	}
+	var out []headerEntry
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key := tok.(string) // Token only returns a string in key position
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, err
+		}
+		if seen[key] {
+			return nil, fmt.Errorf("%q appears twice", key)
+		}
+		seen[key] = true
+		out = append(out, headerEntry{key, value})
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the header object")
+	}
+	return out, nil
 }
 
 // Close closes the underlying file (a no-op for Parse'd images).
@@ -244,10 +288,25 @@ func (f *File) bytes(name string) (Info, []byte, error) {
 		return t, nil, fmt.Errorf("safetensors %s: tensor %q: %w", f.Path, name, ErrNotFound)
 	}
 	buf := make([]byte, t.End-t.Begin)
-	if _, err := f.r.ReadAt(buf, f.dataOff+t.Begin); err != nil {
+	if err := readAt(f.r, buf, f.dataOff+t.Begin); err != nil {
 		return t, nil, fmt.Errorf("safetensors %s: tensor %q: read: %v", f.Path, name, err)
 	}
 	return t, buf, nil
+}
+
+// readAt fills buf from r at off. io.ReaderAt may return io.EOF along with a
+// full buffer that ends the input, and bytes.Reader returns it even for an
+// empty buffer at the end (an empty tensor last in the data section), so
+// only a short read is an error.
+func readAt(r io.ReaderAt, buf []byte, off int64) error {
+	n, err := r.ReadAt(buf, off)
+	if n == len(buf) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Float32 reads a floating-point tensor (F32, F16, BF16 or F64) as float32
@@ -389,6 +448,11 @@ func header(tensors []Tensor, metadata map[string]string) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteByte('{')
 	if len(metadata) > 0 {
+		for k, v := range metadata {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return nil, fmt.Errorf("safetensors: metadata %q: %q is not valid UTF-8 (encoding/json would alter it)", k, v)
+			}
+		}
 		m, err := json.Marshal(metadata)
 		if err != nil {
 			return nil, fmt.Errorf("safetensors: metadata: %w", err)
@@ -403,6 +467,11 @@ func header(tensors []Tensor, metadata map[string]string) ([]byte, error) {
 		if t.Name == metadataKey || t.Name == "" {
 			return nil, fmt.Errorf("safetensors: tensor %d: invalid name %q", i, t.Name)
 		}
+		// encoding/json would write invalid UTF-8 as U+FFFD, so the
+		// tensor would read back under another name.
+		if !utf8.ValidString(t.Name) {
+			return nil, fmt.Errorf("safetensors: tensor %d: name %q is not valid UTF-8", i, t.Name)
+		}
 		if seen[t.Name] {
 			return nil, fmt.Errorf("safetensors: tensor %q appears twice", t.Name)
 		}
@@ -410,12 +479,21 @@ func header(tensors []Tensor, metadata map[string]string) ([]byte, error) {
 		if t.F32 != nil && t.I32 != nil {
 			return nil, fmt.Errorf("safetensors: tensor %q has both float32 and int32 data", t.Name)
 		}
-		n := 1
+		// Dimensions are bounded as the reader bounds them (and so that
+		// the element count cannot overflow into a small number).
+		n, overflow := 1, false
 		for _, d := range t.Shape {
-			if d < 0 {
-				return nil, fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", t.Name, t.Shape)
+			if d < 0 || d > math.MaxInt32 {
+				return nil, fmt.Errorf("safetensors: tensor %q: bad dimension %d in shape %v", t.Name, d, t.Shape)
 			}
-			n *= d
+			hi, lo := bits.Mul64(uint64(n), uint64(d))
+			n, overflow = int(lo), overflow || hi != 0 || lo > math.MaxInt64/4
+		}
+		if slices.Contains(t.Shape, 0) {
+			n, overflow = 0, false
+		}
+		if overflow {
+			return nil, fmt.Errorf("safetensors: tensor %q: shape %v holds too many elements", t.Name, t.Shape)
 		}
 		if n != t.len() {
 			return nil, fmt.Errorf("safetensors: tensor %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, t.len())

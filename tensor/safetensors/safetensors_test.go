@@ -173,6 +173,8 @@ func TestCorruptFiles(t *testing.T) {
 		{"negative dim", rawFile(`{"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}}`, f32), "bad dimension"},
 		{"missing shape", rawFile(`{"w":{"dtype":"F32","data_offsets":[0,16]}}`, f32), "missing shape"},
 		{"unknown field", rawFile(`{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"x":1}}`, f32), `tensor "w"`},
+		{"duplicate entry", rawFile(`{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, f32), `"w" appears twice`},
+		{"data after the header", rawFile(`{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}{}`, f32), "after the header object"},
 		{"non-string metadata", rawFile(`{"__metadata__":{"a":1}}`, nil), "__metadata__"},
 		{"huge shape", rawFile(`{"w":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,16]}}`, f32), `tensor "w": shape`},
 	}

@@ -11,6 +11,9 @@
 // model.safetensors' metadata is the manifest that ties the three together:
 // the CRC-32C of each file's tensor data and of state.json, so a truncated,
 // bit-rotted or mixed-up file is reported instead of being resumed from.
+// Each safetensors file also carries the CRC-32C of its own tensor index
+// (names, shapes, offsets), which the data checksums do not cover: a
+// damaged header could otherwise rename or reshape a tensor unnoticed.
 //
 // # Atomicity
 //
@@ -70,8 +73,13 @@ const (
 	BestFile = "best.json"
 )
 
-// formatVersion is stored as metadata "hjepa.checkpoint"; Read rejects other values.
-const formatVersion = "1"
+// formatVersion is stored as metadata "hjepa.checkpoint"; Read rejects other
+// values but legacyFormat, the format before the index checksum (read
+// without it, as before).
+const (
+	formatVersion = "2"
+	legacyFormat  = "1"
+)
 
 // Metadata keys of model.safetensors (the manifest) and optimizer.safetensors.
 const (
@@ -80,6 +88,15 @@ const (
 	metaCRC      = "hjepa.crc32c"           // this file's tensor data
 	metaOptimCRC = "hjepa.optimizer_crc32c" // optimizer.safetensors' tensor data
 	metaStateCRC = "hjepa.state_crc32c"     // state.json, byte for byte
+	metaIndexCRC = "hjepa.index_crc32c"     // this file's tensor index (see indexCRC)
+)
+
+// Manifest keys of each file, besides metaIndexCRC (format 2 only). Read
+// wants exactly these: a damaged key name must not turn a format 2 file into
+// one that looks legacy, whose index nothing checks.
+var (
+	modelMetaKeys = []string{"format", metaVersion, metaSavedAt, metaCRC, metaOptimCRC, metaStateCRC}
+	optimMetaKeys = []string{"format", metaVersion, metaCRC}
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -151,7 +168,8 @@ func (wr writer) write(dir string, ck *Checkpoint) (err error) {
 		return errCrash
 	}
 
-	optimMeta := map[string]string{"format": "pt", metaVersion: formatVersion, metaCRC: crcString(optimCRC)}
+	optimMeta := map[string]string{"format": "pt", metaVersion: formatVersion, metaCRC: crcString(optimCRC),
+		metaIndexCRC: crcString(indexCRC(plannedIndex(optim)))}
 	if err := wr.writeFile(filepath.Join(tmp, OptimizerFile), func(w io.Writer) error {
 		return safetensors.Write(w, optim, optimMeta)
 	}); err != nil {
@@ -176,6 +194,7 @@ func (wr writer) write(dir string, ck *Checkpoint) (err error) {
 		metaCRC:      crcString(modelCRC),
 		metaOptimCRC: crcString(optimCRC),
 		metaStateCRC: crcString(crc32.Checksum(state, castagnoli)),
+		metaIndexCRC: crcString(indexCRC(plannedIndex(model))),
 	}
 	if err := wr.writeFile(filepath.Join(tmp, ModelFile), func(w io.Writer) error {
 		return safetensors.Write(w, model, modelMeta)
@@ -252,6 +271,36 @@ func crcFloats(crc uint32, v []float32) uint32 {
 }
 
 func crcString(c uint32) string { return fmt.Sprintf("%08x", c) }
+
+// indexCRC is the CRC-32C of a file's tensor index in data order: each
+// tensor's name, dtype, shape and data offsets.
+func indexCRC(index []safetensors.Info) uint32 {
+	var b []byte
+	for _, t := range index {
+		b = strconv.AppendQuote(b, t.Name)
+		b = append(b, ' ')
+		b = append(b, t.DType...)
+		for _, d := range t.Shape {
+			b = append(b, ' ')
+			b = strconv.AppendInt(b, int64(d), 10)
+		}
+		b = fmt.Appendf(b, " [%d,%d)\n", t.Begin, t.End)
+	}
+	return crc32.Checksum(b, castagnoli)
+}
+
+// plannedIndex is the index safetensors.Write gives ts (all F32 here): the
+// tensors in order, back to back.
+func plannedIndex(ts []safetensors.Tensor) []safetensors.Info {
+	out := make([]safetensors.Info, len(ts))
+	var off int64
+	for i, t := range ts {
+		end := off + 4*int64(len(t.F32))
+		out[i] = safetensors.Info{Name: t.Name, DType: "F32", Shape: t.Shape, Begin: off, End: end}
+		off = end
+	}
+	return out
+}
 
 // writeFile creates path through the fault seam, fills it and fsyncs it.
 func (wr writer) writeFile(path string, fill func(io.Writer) error) error {
@@ -332,7 +381,7 @@ func read(dir string, wantModel, wantOptim map[string][]int, keep, recover bool)
 		return nil, fail("", "not a directory")
 	}
 	const damaged = "the file is damaged (interrupted copy or disk error); resume from another checkpoint"
-	open := func(name string) (*safetensors.File, error) {
+	open := func(name string, keys []string) (*safetensors.File, error) {
 		f, err := safetensors.Open(filepath.Join(dir, name))
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -340,18 +389,18 @@ func read(dir string, wantModel, wantOptim map[string][]int, keep, recover bool)
 			}
 			return nil, fail(name, "%v; %s", err, damaged)
 		}
-		if v := f.Metadata[metaVersion]; v != formatVersion {
+		if err := checkManifest(f, keys); err != nil {
 			f.Close()
-			return nil, fail(name, "metadata %s = %q, want %q: not a checkpoint written by this program's checkpoint format", metaVersion, v, formatVersion)
+			return nil, fail(name, "%v", err)
 		}
 		return f, nil
 	}
-	mf, err := open(ModelFile)
+	mf, err := open(ModelFile, modelMetaKeys)
 	if err != nil {
 		return nil, err
 	}
 	defer mf.Close()
-	of, err := open(OptimizerFile)
+	of, err := open(OptimizerFile, optimMetaKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -397,6 +446,40 @@ func read(dir string, wantModel, wantOptim map[string][]int, keep, recover bool)
 		return nil, nil
 	}
 	return ck, nil
+}
+
+// checkManifest checks f's format version, that its metadata holds exactly
+// the manifest keys (keys, plus metaIndexCRC from format 2 on) and, from
+// format 2 on, its tensor index against the index checksum.
+func checkManifest(f *safetensors.File, keys []string) error {
+	const damaged = "the file is damaged (interrupted copy or disk error); resume from another checkpoint"
+	v := f.Metadata[metaVersion]
+	switch v {
+	case formatVersion:
+		keys = append(slices.Clone(keys), metaIndexCRC)
+	case legacyFormat:
+	default:
+		return fmt.Errorf("metadata %s = %q, want %q: not a checkpoint written by this program's checkpoint format", metaVersion, v, formatVersion)
+	}
+	for _, k := range keys {
+		if _, ok := f.Metadata[k]; !ok {
+			return fmt.Errorf("manifest of format %s lacks %s; %s", v, k, damaged)
+		}
+	}
+	if len(f.Metadata) != len(keys) {
+		for k := range f.Metadata {
+			if !slices.Contains(keys, k) {
+				return fmt.Errorf("manifest of format %s has an unknown key %q; %s", v, k, damaged)
+			}
+		}
+	}
+	if v == legacyFormat {
+		return nil
+	}
+	if got, want := crcString(indexCRC(f.Tensors())), f.Metadata[metaIndexCRC]; got != want {
+		return fmt.Errorf("tensor index (names, shapes, offsets) checksum %s, manifest says %s; %s", got, want, damaged)
+	}
+	return nil
 }
 
 // LegacyTargetPrefix names the EMA copies of the level heads that

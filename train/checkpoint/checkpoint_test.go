@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hjepa-go/hjepa/tensor/safetensors"
 )
 
 // sample builds a checkpoint whose values depend on v, with the awkward
@@ -742,4 +745,81 @@ func TestLegacyTargetHeadsRefused(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
+}
+
+// TestTensorIndexChecked: the data checksums do not cover the safetensors
+// header, so the manifest's index checksum must catch a same-size edit of a
+// name or shape; format 1 checkpoints (no index checksum) still read, and a
+// format 2 file does not pass for one by its version alone.
+func TestTensorIndexChecked(t *testing.T) {
+	t.Parallel()
+	ck := sample(3, 2)
+	edit := func(t *testing.T, file string, from, to string) string {
+		t.Helper()
+		dir := filepath.Join(t.TempDir(), "ck")
+		if err := Write(dir, ck); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, file)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(from)) {
+			t.Fatalf("%s lacks %s", file, from)
+		}
+		if err := os.WriteFile(p, bytes.Replace(b, []byte(from), []byte(to), 1), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	for _, c := range []struct {
+		name, file, from, to, want string
+	}{
+		{"renamed model tensor", ModelFile, `"encoder.b"`, `"encoder.c"`, "tensor index"},
+		{"reshaped model tensor", ModelFile, `[2,4]`, `[4,2]`, "tensor index"},
+		{"swapped optimizer names", OptimizerFile, `"m/encoder.w"`, `"v/encoder.x"`, "tensor index"},
+		{"format 2 marked 1", ModelFile, `"hjepa.checkpoint":"2"`, `"hjepa.checkpoint":"1"`, metaIndexCRC},
+		{"manifest key damaged", OptimizerFile, `"hjepa.index_crc32c"`, `"hjepa.index_crc32C"`, "lacks"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Read(edit(t, c.file, c.from, c.to))
+			if err == nil || !strings.Contains(err.Error(), c.file) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one naming %s and %q", err, c.file, c.want)
+			}
+		})
+	}
+
+	// A format 1 checkpoint, as written before the index checksum.
+	dir := filepath.Join(t.TempDir(), "ck")
+	if err := Write(dir, ck); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{ModelFile, OptimizerFile} {
+		p := filepath.Join(dir, name)
+		f, err := safetensors.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := maps.Clone(f.Metadata)
+		delete(meta, metaIndexCRC)
+		meta[metaVersion] = legacyFormat
+		var ts []safetensors.Tensor
+		for _, info := range f.Tensors() {
+			x, shape, err := f.Float32(info.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts = append(ts, safetensors.Tensor{Name: info.Name, Shape: shape, F32: x})
+		}
+		f.Close()
+		if err := safetensors.WriteFile(p, ts, meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Read(dir)
+	if err != nil {
+		t.Fatalf("format 1 checkpoint: %v", err)
+	}
+	sameCheckpoint(t, got, ck)
 }
