@@ -65,6 +65,9 @@ func Default() Config {
 			// Images of the synthetic dataset (only used when dataset is
 			// synthetic): enough for a few batches of a smoke test.
 			SyntheticSize: 1024,
+			// 64 Mpixel (8192x8192), data.DefaultMaxImagePixels: above any
+			// ImageNet photo; about 1 GiB to decode one image at the limit.
+			MaxImagePixels: 1 << 26,
 		},
 		Masking: Masking{
 			// I-JEPA multi-block: 4 targets of 15-20% of the patches each,

@@ -15,10 +15,11 @@ import (
 // ProcessLocalKeys are the keys that may differ between the processes of one
 // distributed run without changing what is computed (which GPU, how many
 // threads or loader goroutines, where this machine keeps the data, the logs
-// and the checkpoints, how chatty the console is). Digest leaves them out.
+// and the checkpoints, how chatty the console is, how large an image this
+// machine agrees to decode). Digest leaves them out.
 var ProcessLocalKeys = []string{
 	"device", "threads",
-	"data.path", "data.val_path", "data.num_workers", "data.prefetch",
+	"data.path", "data.val_path", "data.num_workers", "data.prefetch", "data.max_image_pixels",
 	"checkpoint.dir", "logging.dir", "logging.level", "logging.progress",
 }
 

@@ -100,6 +100,10 @@ type Data struct {
 	Augmentation Augmentation `mapstructure:"augmentation" yaml:"augmentation" json:"augmentation"`
 	// SyntheticSize is the number of images of the synthetic dataset.
 	SyntheticSize int `mapstructure:"synthetic_size" yaml:"synthetic_size" json:"synthetic_size"`
+	// MaxImagePixels is the largest ImageFolder image (width x height)
+	// decoded; a file whose header declares more stops the run naming it.
+	// 0: the data package's default (64 Mpixel).
+	MaxImagePixels int `mapstructure:"max_image_pixels" yaml:"max_image_pixels" json:"max_image_pixels"`
 }
 
 // Augmentation is the training transform (I-JEPA: crop and flip only).

@@ -252,6 +252,7 @@ func (c Config) validateData(ck *checker) {
 	ck.nonNegative("data.num_workers", d.NumWorkers)
 	ck.nonNegative("data.prefetch", d.Prefetch)
 	ck.nonNegative("data.synthetic_size", d.SyntheticSize)
+	ck.nonNegative("data.max_image_pixels", d.MaxImagePixels)
 	if d.Channels >= 1 {
 		if len(d.Mean) != d.Channels {
 			ck.add("data.mean", "has %d values; give one per channel (data.channels = %d)", len(d.Mean), d.Channels)

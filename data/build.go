@@ -44,7 +44,7 @@ func Open(cfg config.Data, split string, seed int64) (Dataset, error) {
 		if ch == 0 {
 			ch = 3
 		}
-		return OpenImageFolder(imageFolderSplit(path, val && cfg.ValPath == ""), ch)
+		return OpenImageFolder(imageFolderSplit(path, val && cfg.ValPath == ""), ch, cfg.MaxImagePixels)
 	case "synthetic":
 		n := cfg.SyntheticSize
 		if n <= 0 {

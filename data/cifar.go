@@ -124,6 +124,13 @@ func readCIFARFile(path string, record, nclass int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read CIFAR batch %s: %w", path, err)
 	}
+	return checkCIFAR(path, b, record, nclass)
+}
+
+// checkCIFAR checks that b, the content of batch file path, is whole
+// records of record bytes whose (fine) labels are below nclass, and returns
+// it.
+func checkCIFAR(path string, b []byte, record, nclass int) ([]byte, error) {
 	if len(b) == 0 || len(b)%record != 0 {
 		return nil, corruptf(path, "length %d is not a positive multiple of the %d-byte record (truncated, or CIFAR-10 vs CIFAR-100 mix-up)", len(b), record)
 	}

@@ -54,7 +54,7 @@ func TestIDXBadInput(t *testing.T) {
 		{"bad image magic", append([]byte{0, 0, 8, 4}, good[4:]...), idxLabels(6), true, "bad IDX magic"},
 		{"bad label magic", good, append([]byte{0, 0, 8, 3}, idxLabels(6)[4:]...), true, "labels-idx1"},
 		{"truncated images", good[:len(good)-5], idxLabels(6), true, "truncated"},
-		{"padded images", append(append([]byte{}, good...), 1, 2), idxLabels(6), true, "truncated or padded"},
+		{"padded images", append(append([]byte{}, good...), 1, 2), idxLabels(6), true, "trailing data"},
 		{"truncated labels", good, idxLabels(6)[:10], true, "labels"},
 		{"count mismatch", good, idxLabels(5), true, "holds 5 labels"},
 		{"short header", good[:10], idxLabels(6), true, "header"},
@@ -209,7 +209,7 @@ func TestImageFolder(t *testing.T) {
 	writeFile(t, filepath.Join(root, "apple", "sub", "c.PNG"), pngBytes(t, grey))
 	writeFile(t, filepath.Join(root, "apple", "notes.txt"), []byte("ignored"))
 
-	d, err := OpenImageFolder(root, 3)
+	d, err := OpenImageFolder(root, 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestImageFolder(t *testing.T) {
 	if err != nil || math.Abs(float64(j.At(0, 3, 3)-60.0/255)) > 0.05 {
 		t.Fatalf("jpeg: %v %v", err, j.At(0, 3, 3))
 	}
-	d1, _ := OpenImageFolder(root, 1)
+	d1, _ := OpenImageFolder(root, 1, 0)
 	m, _, _ := d1.Get(2)
 	want := float32(0.299*60+0.587*40+0.114*100) / 255
 	if m.C != 1 || math.Abs(float64(m.At(0, 2, 3)-want)) > 1e-5 {
@@ -243,7 +243,7 @@ func TestImageFolder(t *testing.T) {
 		root := t.TempDir()
 		b := jpegBytes(t, rgbImage(8, 8))
 		p := writeFile(t, filepath.Join(root, "c", "x.jpg"), b[:len(b)/2])
-		d, err := OpenImageFolder(root, 3)
+		d, err := OpenImageFolder(root, 3, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,19 +256,19 @@ func TestImageFolder(t *testing.T) {
 		root := t.TempDir()
 		writeFile(t, filepath.Join(root, "a", "x.png"), pngBytes(t, rgbImage(2, 2)))
 		os.MkdirAll(filepath.Join(root, "b"), 0o755)
-		_, err := OpenImageFolder(root, 3)
+		_, err := OpenImageFolder(root, 3, 0)
 		if err == nil || !strings.Contains(err.Error(), filepath.Join(root, "b")) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("missing directory", func(t *testing.T) {
-		_, err := OpenImageFolder(filepath.Join(root, "missing"), 3)
+		_, err := OpenImageFolder(filepath.Join(root, "missing"), 3, 0)
 		if !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("no class folders", func(t *testing.T) {
-		_, err := OpenImageFolder(t.TempDir(), 3)
+		_, err := OpenImageFolder(t.TempDir(), 3, 0)
 		if err == nil || !strings.Contains(err.Error(), "no class subfolders") {
 			t.Fatalf("got %v", err)
 		}

@@ -1,7 +1,7 @@
 package data
 
 import (
-	"bytes"
+	"bufio"
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -105,19 +106,11 @@ func IDXLabelsPath(images string) string {
 // detected by the gzip magic) and checks their headers against each other and
 // against the file lengths.
 func OpenIDXFiles(images, labels string) (*IDX, error) {
-	ib, err := readMaybeGzip(images)
+	n, rows, cols, pix, err := readIDXImagesFile(images)
 	if err != nil {
 		return nil, err
 	}
-	lb, err := readMaybeGzip(labels)
-	if err != nil {
-		return nil, err
-	}
-	n, rows, cols, pix, err := parseIDXImages(images, ib)
-	if err != nil {
-		return nil, err
-	}
-	labs, err := parseIDXLabels(labels, lb)
+	labs, err := readIDXLabelsFile(labels)
 	if err != nil {
 		return nil, err
 	}
@@ -149,62 +142,201 @@ func OpenIDXFiles(images, labels string) (*IDX, error) {
 	}, nil
 }
 
-// readMaybeGzip returns the file's bytes, gunzipped when it starts with the
-// gzip magic. Truncated gzip streams are reported as corrupt.
-func readMaybeGzip(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+// Bounds on what an IDX header may declare. A split is held in memory
+// whole; the largest published IDX datasets (EMNIST ByClass: 814,255 images,
+// 0.64 GB) are far below these, and a header above them is hostile or
+// corrupt, not data worth trying to read.
+const (
+	idxMaxSide  = 1 << 14 // rows and cols
+	idxMaxItems = 1 << 28 // images or labels per file
+	idxMaxBytes = 1 << 33 // pixel bytes per images file (8 GiB)
+)
+
+func readIDXImagesFile(path string) (n, rows, cols int, pix []byte, err error) {
+	f, size, err := openDataFile(path)
 	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	defer f.Close()
+	return readIDXImages(path, f, size)
+}
+
+func readIDXLabelsFile(path string) ([]byte, error) {
+	f, size, err := openDataFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readIDXLabels(path, f, size)
+}
+
+// openDataFile opens path and returns its size (-1 when it is not a regular
+// file, whose size says nothing about what it will yield).
+func openDataFile(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	size := int64(-1)
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		size = st.Size()
+	}
+	return f, size, nil
+}
+
+// idxStream is an IDX file's content: r yields the (gunzipped) bytes;
+// size is their number when known before reading (an uncompressed regular
+// file), else -1.
+type idxStream struct {
+	path string
+	r    io.Reader
+	size int64
+	gz   bool
+}
+
+// newIDXStream wraps src (size bytes, -1 if unknown), gunzipping it when it
+// starts with the gzip magic. Nothing beyond the gzip header is read.
+func newIDXStream(path string, src io.Reader, size int64) (*idxStream, error) {
+	br := bufio.NewReader(src)
+	magic, err := br.Peek(2)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
-		return b, nil
+	if len(magic) < 2 || magic[0] != 0x1f || magic[1] != 0x8b {
+		return &idxStream{path: path, r: br, size: size}, nil
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(b))
+	zr, err := gzip.NewReader(br)
 	if err != nil {
 		return nil, corruptf(path, "bad gzip header: %v", err)
 	}
-	out, err := io.ReadAll(zr)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, corruptf(path, "truncated gzip stream (%d bytes decompressed before the end)", len(out))
-		}
-		return nil, corruptf(path, "gzip: %v", err)
-	}
-	return out, nil
+	return &idxStream{path: path, r: zr, size: -1, gz: true}, nil
 }
 
-func parseIDXImages(path string, b []byte) (n, rows, cols int, pix []byte, err error) {
-	if len(b) < 16 {
-		return 0, 0, 0, nil, corruptf(path, "IDX images header needs 16 bytes, file has %d", len(b))
+// header reads the first len(h) bytes; short files are corrupt.
+func (s *idxStream) header(h []byte, what string) error {
+	k, err := io.ReadFull(s.r, h)
+	if err == nil {
+		return nil
 	}
-	if m := binary.BigEndian.Uint32(b); m != idxImagesMagic {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		if s.gz {
+			return corruptf(s.path, "IDX %s header needs %d bytes, the gzip stream yields %d (truncated)", what, len(h), k)
+		}
+		return corruptf(s.path, "IDX %s header needs %d bytes, file has %d", what, len(h), k)
+	}
+	return s.readErr(err, int64(k))
+}
+
+// readErr classifies an error from the stream after k bytes.
+func (s *idxStream) readErr(err error, k int64) error {
+	switch {
+	case !s.gz:
+		return fmt.Errorf("read %s: %w", s.path, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return corruptf(s.path, "truncated gzip stream (%d bytes decompressed before the end)", k)
+	}
+	return corruptf(s.path, "gzip: %v (after %d decompressed bytes)", err, k)
+}
+
+// payload reads exactly the n bytes the header (hdr bytes long) declared,
+// then checks that the stream ends there: trailing bytes are an error, and
+// so is a gzip checksum mismatch, which gzip reports at the end. The buffer
+// grows as data arrives, so a header that overstates n costs memory for the
+// bytes actually present, not for its claim (or for an uncompressed file,
+// whose length was checked first, exactly n). declared describes n for
+// errors ("60000 images of 28x28").
+func (s *idxStream) payload(hdr, n int64, declared string) ([]byte, error) {
+	if s.size >= 0 && s.size-hdr != n {
+		if s.size-hdr < n {
+			return nil, corruptf(s.path, "header says %s (%d bytes) but only %d follow (truncated)", declared, n, s.size-hdr)
+		}
+		return nil, corruptf(s.path, "header says %s (%d bytes) but %d follow (trailing data: padded, or a header that is not this data's)", declared, n, s.size-hdr)
+	}
+	lr := io.LimitReader(s.r, n)
+	start := n // the file's length vouches for n
+	if s.size < 0 {
+		start = min(n, 64<<10)
+	}
+	buf := make([]byte, 0, start)
+	for int64(len(buf)) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, int(min(n-int64(len(buf)), int64(len(buf)))))
+		}
+		k, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, s.readErr(err, hdr+int64(len(buf)))
+		}
+	}
+	if int64(len(buf)) < n {
+		return nil, corruptf(s.path, "header says %s (%d bytes) but only %d follow (truncated)", declared, n, len(buf))
+	}
+	var one [1]byte
+	switch k, err := io.ReadFull(s.r, one[:]); {
+	case k > 0:
+		return nil, corruptf(s.path, "header says %s (%d bytes) but more follow (trailing data: padded, or a header that is not this data's)", declared, n)
+	case !errors.Is(err, io.EOF):
+		return nil, s.readErr(err, hdr+n)
+	}
+	return buf, nil
+}
+
+// readIDXImages reads an IDX images file (gzipped or not) from src, whose
+// length is size (-1 if unknown). The header is checked before any pixel
+// is read, and no more than it declares (plus one byte) is ever read.
+func readIDXImages(path string, src io.Reader, size int64) (n, rows, cols int, pix []byte, err error) {
+	s, err := newIDXStream(path, src, size)
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	var h [16]byte
+	if err := s.header(h[:], "images"); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	if m := binary.BigEndian.Uint32(h[:]); m != idxImagesMagic {
 		return 0, 0, 0, nil, corruptf(path, "bad IDX magic 0x%08x, want 0x%08x (uint8 images, 3 dims)", m, idxImagesMagic)
 	}
-	n = int(binary.BigEndian.Uint32(b[4:]))
-	rows = int(binary.BigEndian.Uint32(b[8:]))
-	cols = int(binary.BigEndian.Uint32(b[12:]))
-	if rows == 0 || cols == 0 || rows > 1<<14 || cols > 1<<14 {
-		return 0, 0, 0, nil, corruptf(path, "implausible image size %dx%d", rows, cols)
+	n = int(binary.BigEndian.Uint32(h[4:]))
+	rows = int(binary.BigEndian.Uint32(h[8:]))
+	cols = int(binary.BigEndian.Uint32(h[12:]))
+	if rows == 0 || cols == 0 || rows > idxMaxSide || cols > idxMaxSide {
+		return 0, 0, 0, nil, corruptf(path, "implausible image size %dx%d (each side must be in [1, %d])", rows, cols, idxMaxSide)
 	}
-	want := 16 + int64(n)*int64(rows)*int64(cols)
-	if int64(len(b)) != want {
-		return 0, 0, 0, nil, corruptf(path, "header says %d images of %dx%d (%d bytes) but the data is %d bytes (truncated or padded)", n, rows, cols, want, len(b))
+	declared := fmt.Sprintf("%d images of %dx%d", n, rows, cols)
+	want := int64(n) * int64(rows) * int64(cols)
+	if n > idxMaxItems || want > idxMaxBytes {
+		return 0, 0, 0, nil, corruptf(path, "header says %s (%d bytes), over the limit of %d images and %d bytes per file", declared, want, idxMaxItems, int64(idxMaxBytes))
 	}
-	return n, rows, cols, b[16:], nil
+	pix, err = s.payload(16, want, declared)
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	return n, rows, cols, pix, nil
 }
 
-func parseIDXLabels(path string, b []byte) ([]byte, error) {
-	if len(b) < 8 {
-		return nil, corruptf(path, "IDX labels header needs 8 bytes, file has %d", len(b))
+// readIDXLabels reads an IDX labels file (gzipped or not) from src, as
+// readIDXImages.
+func readIDXLabels(path string, src io.Reader, size int64) ([]byte, error) {
+	s, err := newIDXStream(path, src, size)
+	if err != nil {
+		return nil, err
 	}
-	if m := binary.BigEndian.Uint32(b); m != idxLabelsMagic {
+	var h [8]byte
+	if err := s.header(h[:], "labels"); err != nil {
+		return nil, err
+	}
+	if m := binary.BigEndian.Uint32(h[:]); m != idxLabelsMagic {
 		return nil, corruptf(path, "bad IDX magic 0x%08x, want 0x%08x (uint8 labels, 1 dim)", m, idxLabelsMagic)
 	}
-	n := int(binary.BigEndian.Uint32(b[4:]))
-	if len(b) != 8+n {
-		return nil, corruptf(path, "header says %d labels (%d bytes) but the data is %d bytes (truncated or padded)", n, 8+n, len(b))
+	n := int(binary.BigEndian.Uint32(h[4:]))
+	declared := fmt.Sprintf("%d labels", n)
+	if n > idxMaxItems {
+		return nil, corruptf(path, "header says %s, over the limit of %d per file", declared, idxMaxItems)
 	}
-	return b[8:], nil
+	return s.payload(8, int64(n), declared)
 }
 
 // Len is the number of images.

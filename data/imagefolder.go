@@ -6,6 +6,7 @@ import (
 	"image/color"
 	_ "image/jpeg" // register JPEG
 	_ "image/png"  // register PNG
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -23,16 +24,28 @@ func isImageFile(name string) bool { return imageExts[strings.ToLower(filepath.E
 // Classes are the sorted subfolder names (label = position); images are
 // listed per class in lexical path order and decoded lazily on Get.
 type ImageFolder struct {
-	info    Info
-	paths   []string
-	labels  []int
-	classes []string
+	info      Info
+	paths     []string
+	labels    []int
+	classes   []string
+	maxPixels int
 }
+
+// DefaultMaxImagePixels is the largest image (width x height) decoded when
+// no limit is configured (data.max_image_pixels 0): 64 Mpixel, 8192x8192,
+// above any photo of ImageNet or a 61-Mpixel camera. Decoding costs about 16
+// bytes a pixel (Go's decoded image, then float32 RGB planes), so an image
+// at the limit takes about 1 GiB, and each loader worker may hold one. A file
+// whose header declares more is refused before any pixel is allocated: PNG
+// and JPEG headers can declare billions of pixels in a hundred bytes.
+const DefaultMaxImagePixels = 1 << 26
 
 // OpenImageFolder lists root. channels (1 or 3) is the number of channels Get
 // returns: grey images are expanded to RGB, RGB converted to grey (luma).
-// A class folder without any image is an error, as in torchvision.
-func OpenImageFolder(root string, channels int) (*ImageFolder, error) {
+// Get refuses images of more than maxPixels pixels (<= 0:
+// DefaultMaxImagePixels). A class folder without any image is an error, as
+// in torchvision.
+func OpenImageFolder(root string, channels, maxPixels int) (*ImageFolder, error) {
 	if channels != 1 && channels != 3 {
 		return nil, fmt.Errorf("imagefolder %q: channels must be 1 or 3, got %d", root, channels)
 	}
@@ -40,7 +53,7 @@ func OpenImageFolder(root string, channels int) (*ImageFolder, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &ImageFolder{classes: classes}
+	d := &ImageFolder{classes: classes, maxPixels: maxPixels}
 	var empty []string
 	for ci, c := range classes {
 		files, err := classImages(filepath.Join(root, c))
@@ -109,7 +122,7 @@ func (d *ImageFolder) Get(i int) (Image, int, error) {
 	if i < 0 || i >= len(d.paths) {
 		return Image{}, 0, fmt.Errorf("imagefolder %s: index %d out of range [0, %d)", d.info.Path, i, len(d.paths))
 	}
-	m, err := DecodeImageFile(d.paths[i], d.info.Channels)
+	m, err := DecodeImageFile(d.paths[i], d.info.Channels, d.maxPixels)
 	return m, d.labels[i], err
 }
 
@@ -126,8 +139,10 @@ func (d *ImageFolder) Classes() []string { return d.classes }
 func (d *ImageFolder) Info() Info { return d.info }
 
 // DecodeImageFile decodes a JPEG or PNG file to [channels, H, W] in [0, 1].
-func DecodeImageFile(path string, channels int) (Image, error) {
-	m, err := decodeImageNative(path)
+// Images of more than maxPixels pixels (<= 0: DefaultMaxImagePixels) are
+// refused from their header. Errors name the file.
+func DecodeImageFile(path string, channels, maxPixels int) (Image, error) {
+	m, err := decodeImageNative(path, maxPixels)
 	if err != nil {
 		return Image{}, err
 	}
@@ -140,15 +155,49 @@ func DecodeImageFile(path string, channels int) (Image, error) {
 
 // decodeImageNative decodes a JPEG or PNG file to its own channel count
 // (1 for grey, else 3).
-func decodeImageNative(path string) (Image, error) {
+func decodeImageNative(path string, maxPixels int) (Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Image{}, fmt.Errorf("open image: %w", err)
 	}
 	defer f.Close()
-	src, _, err := image.Decode(f)
+	return decodeImage(path, f, maxPixels)
+}
+
+// decodeImage decodes the image in r (named path in errors). Its header is
+// read first and the image refused when it declares more than maxPixels
+// pixels (<= 0: DefaultMaxImagePixels), so the decoder never allocates for a
+// size the limit rules out. A decoder panic becomes an error naming the file.
+func decodeImage(path string, r io.ReadSeeker, maxPixels int) (m Image, err error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxImagePixels
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			m, err = Image{}, corruptf(path, "decode image: decoder panicked: %v", p)
+		}
+	}()
+	cfg, format, err := image.DecodeConfig(r)
 	if err != nil {
 		return Image{}, corruptf(path, "decode image: %v", err)
+	}
+	w, h := cfg.Width, cfg.Height
+	if w <= 0 || h <= 0 {
+		return Image{}, corruptf(path, "decode image: %s header declares %dx%d pixels", format, w, h)
+	}
+	if w > maxPixels/h {
+		return Image{}, corruptf(path, "%s image is %dx%d (%d pixels), over the limit of %d pixels (data.max_image_pixels); downscale it, or raise the limit if the memory allows (about 16 bytes a pixel per loader worker)",
+			format, w, h, int64(w)*int64(h), maxPixels)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return Image{}, fmt.Errorf("%s: rewind after reading the image header: %w", path, err)
+	}
+	src, _, err := image.Decode(r)
+	if err != nil {
+		return Image{}, corruptf(path, "decode image: %v", err)
+	}
+	if b := src.Bounds(); b.Dx() != w || b.Dy() != h {
+		return Image{}, corruptf(path, "decode image: %s header declares %dx%d pixels but %dx%d were decoded", format, w, h, b.Dx(), b.Dy())
 	}
 	return imageToPlanar(src), nil
 }

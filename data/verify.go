@@ -119,7 +119,8 @@ func exists(p string) bool {
 
 // Verify reads the whole dataset at path and reports every problem. The
 // error is non-nil only when path is missing or its format unknown; corrupt
-// files are listed in Report.Problems (see Report.Err).
+// files are listed in Report.Problems (see Report.Err), and so are images
+// over DefaultMaxImagePixels, the default of data.max_image_pixels.
 func Verify(path string) (*Report, error) {
 	format, err := DetectFormat(path)
 	if err != nil {
@@ -262,7 +263,7 @@ func verifyImageFolder(r *Report, root string) {
 		for range runtime.GOMAXPROCS(0) {
 			wg.Go(func() {
 				for i := range next {
-					m, err := decodeImageNative(items[i].path)
+					m, err := decodeImageNative(items[i].path, DefaultMaxImagePixels)
 					if err != nil {
 						res[i].err = err
 						continue
