@@ -379,9 +379,15 @@ func (c *cursor) tag() (protowire.Number, protowire.Type, error) {
 	return num, typ, nil
 }
 
-func (m *inMsg) unmarshal(data mem.BufferSlice) error {
+// unmarshal decodes a RingRequest; on an error it holds no buffer.
+func (m *inMsg) unmarshal(data mem.BufferSlice) (err error) {
 	m.release()
 	m.h, m.runID = header{}, m.runID[:0]
+	defer func() {
+		if err != nil {
+			m.release()
+		}
+	}()
 	c := newCursor(data)
 	seenPayload := false
 	for c.left > 0 {
@@ -422,7 +428,6 @@ func (m *inMsg) unmarshal(data mem.BufferSlice) error {
 			}
 			m.size = n
 			if err := c.take(n, m); err != nil {
-				m.release()
 				return fmt.Errorf("ring chunk: payload: %w", err)
 			}
 		case num >= fGeneration && num <= fLength:

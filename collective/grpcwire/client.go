@@ -108,6 +108,7 @@ func NewStream(ctx context.Context, addr string, opts StreamOptions) (*ClientStr
 	}
 	err = func() error {
 		c.wmu.Lock()
+		c.armWrite()
 		_, err := nc.Write([]byte(clientPreface))
 		c.wmu.Unlock()
 		if err != nil {
@@ -199,20 +200,8 @@ func (cs *ClientStream) fail(err error) {
 func (cs *ClientStream) headers(fields []hpack.HeaderField, endStream bool) error {
 	first := !cs.gotHeaders
 	cs.gotHeaders = true
-	var httpStatus, grpcStatus, grpcMessage, contentType string
-	hasGrpcStatus := false
-	for _, f := range fields {
-		switch f.Name {
-		case ":status":
-			httpStatus = f.Value
-		case "content-type":
-			contentType = f.Value
-		case "grpc-status":
-			grpcStatus, hasGrpcStatus = f.Value, true
-		case "grpc-message":
-			grpcMessage = decodeGrpcMessage(f.Value)
-		}
-	}
+	r := parseResponse(fields)
+	httpStatus, grpcStatus, grpcMessage, contentType, hasGrpcStatus := r.httpStatus, r.grpcStatus, r.grpcMessage, r.contentType, r.hasGrpcStatus
 	if first {
 		if httpStatus != "200" {
 			if hasGrpcStatus {
@@ -239,6 +228,30 @@ func (cs *ClientStream) headers(fields []hpack.HeaderField, endStream bool) erro
 	}
 	cs.c.finish(grpcErr(grpcStatus, grpcMessage))
 	return nil
+}
+
+// response is what a response's header block (headers or trailers) says.
+type response struct {
+	httpStatus, contentType string
+	grpcStatus, grpcMessage string // grpcMessage percent-decoded
+	hasGrpcStatus           bool
+}
+
+func parseResponse(fields []hpack.HeaderField) response {
+	var r response
+	for _, f := range fields {
+		switch f.Name {
+		case ":status":
+			r.httpStatus = f.Value
+		case "content-type":
+			r.contentType = f.Value
+		case "grpc-status":
+			r.grpcStatus, r.hasGrpcStatus = f.Value, true
+		case "grpc-message":
+			r.grpcMessage = decodeGrpcMessage(f.Value)
+		}
+	}
+	return r
 }
 
 // grpcErr is the error for a grpc-status: io.EOF for OK.

@@ -20,6 +20,12 @@
 // the server advertises SETTINGS_MAX_CONCURRENT_STREAMS = 1, refuses a
 // second stream, and ends the connection when its stream ends.
 //
+// A connection whose request is not yet authenticated
+// (ServerOptions.Authorize) holds the server for at most 10 s
+// (handshakeTimeout), whether or not the peer reads; every write has a deadline; and floods of frames that
+// want an answer (PING, SETTINGS, streams to refuse) get GOAWAY
+// ENHANCE_YOUR_CALM and a close, as from grpc-go (see floodLimits).
+//
 // Messages are encoded by an encoding.CodecV2, as in grpc-go: Marshal's
 // buffers are written as they are and freed once written (a zero-copy
 // payload learns through its pool's Put that the transport is done with
@@ -29,12 +35,14 @@ package grpcwire
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,14 +87,75 @@ const (
 	// readBufferBytes is the socket reader's buffer: frame headers and small
 	// frames go through it, large payloads are read past it.
 	readBufferBytes = 64 << 10
-	// handshakeTimeout bounds the TLS handshake and the preface/SETTINGS
-	// exchange on a new connection.
+	// handshakeTimeout bounds a new connection's life until its stream's
+	// request is authenticated (ServerOptions.Authorize): the TLS
+	// handshake, the preface, and every read and write until then; when
+	// it passes the socket is closed, whatever this side is blocked in.
 	handshakeTimeout = 10 * time.Second
+	// writeTimeout bounds each write once the stream is authenticated (and
+	// every write of a client). A peer's reader never stops reading for
+	// long (grpcwire's and grpc-go's read whatever the application does,
+	// flow control bounds what they hold), so a write blocked this long is
+	// to a dead or hostile peer; the ring's own send watchdog (its
+	// Timeout, 60 s by default) normally fails such a stream first.
+	writeTimeout = 2 * time.Minute
 	// lingerTimeout bounds how long a connection whose stream has ended
 	// waits for the peer to close, so that the last frames are read
 	// rather than reset.
 	lingerTimeout = 2 * time.Second
 )
+
+// Flood limits. A PING or SETTINGS frame makes this side write an ack, a
+// stream it refuses a RST_STREAM: they cost the peer nothing, and one that
+// never reads the answers would have this side queue them or block writing
+// them. As grpc-go's server does, the reader counts such frames since this
+// side last sent DATA or HEADERS (a peer with a reason to ping, such as
+// grpc-go's BDP estimator, pings after receiving data) and answers a flood
+// with GOAWAY ENHANCE_YOUR_CALM and closes the connection.
+const (
+	// pingMinInterval and maxPingStrikes are grpc-go's keepalive
+	// enforcement defaults (keepalive.EnforcementPolicy.MinTime, and its
+	// server's maxPingStrikes): a PING sooner than pingMinInterval after
+	// the previous one, with no DATA or HEADERS sent in between, is a
+	// strike; more than maxPingStrikes end the connection. grpc-go's own
+	// pings (keepalive at most every 5 minutes unless configured against
+	// grpc-go servers' defaults, BDP pings after data) stay within it.
+	pingMinInterval = 5 * time.Minute
+	maxPingStrikes  = 2
+	// maxSettingsWithoutData bounds SETTINGS frames (not acks) between two
+	// of this side's DATA or HEADERS frames: a peer sends one at the
+	// start and one when a setting changes (grpc-go: its window, which
+	// grows only as it receives data).
+	maxSettingsWithoutData = 10
+	// maxRefusedStreams bounds the streams refused on a connection that
+	// serves one: a grpc-go client respects MAX_CONCURRENT_STREAMS = 1 and
+	// opens another only before it has read the server's SETTINGS.
+	maxRefusedStreams = 16
+	// maxQueuedControlBytes bounds the control frames (acks, window
+	// updates, resets) queued for a peer while another write holds the
+	// socket, ~3600 PING acks (x/net/http2's server allows 10000 frames):
+	// beyond it the peer is not reading what it asks for, and the
+	// connection is closed.
+	maxQueuedControlBytes = 64 << 10
+)
+
+// floodLimits are the limits above (tests turn them off to reach the
+// deadlines behind them).
+type floodLimits struct {
+	pingMinInterval    time.Duration
+	pingStrikes        int
+	settings           int
+	refusedStreams     int
+	queuedControlBytes int
+}
+
+var defaultFloodLimits = floodLimits{
+	pingMinInterval:    pingMinInterval,
+	pingStrikes:        maxPingStrikes,
+	settings:           maxSettingsWithoutData,
+	refusedStreams:     maxRefusedStreams,
+	queuedControlBytes: maxQueuedControlBytes,
+}
 
 // conn is one HTTP/2 connection and its only stream.
 type conn struct {
@@ -96,6 +165,21 @@ type conn struct {
 	codec    codecV2
 	pool     mem.BufferPool
 	maxRecv  int
+
+	// Deadlines (see handshakeTimeout and writeTimeout). Until authed, every
+	// write's deadline is handshakeDeadline (the server's read deadline is
+	// too) and expire will close the socket then; after, each write's is
+	// writeTimeout from its start. ending: the connection is going, its
+	// last writes get lingerTimeout.
+	authed            atomic.Bool
+	ending            atomic.Bool
+	handshakeDeadline time.Time
+	expire            *time.Timer
+	writeTimeout      time.Duration
+	limits            floodLimits
+	// sentData is set when this side writes DATA or HEADERS; the reader
+	// clears it and its flood counts.
+	sentData atomic.Bool
 
 	wmu  sync.Mutex // one frame (or header block) at a time on the wire
 	werr error
@@ -179,16 +263,60 @@ func newConn(nc net.Conn, isServer bool, codec codecV2, pool mem.BufferPool, max
 		queued:      make(chan struct{}, 1),
 		ended:       make(chan struct{}),
 		stop:        make(chan struct{}),
+		// A client's stream is its own: no handshake deadline.
+		writeTimeout: writeTimeout,
+		limits:       defaultFloodLimits,
 	}
+	c.authed.Store(!isServer)
 	c.fcond = sync.NewCond(&c.fmu)
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.raw, _ = tc.SyscallConn()
 	}
 	c.lowat = 1
 	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.hdec = hpack.NewDecoder(4096, nil)
-	c.hdec.SetMaxStringLength(maxHeaderBytes)
+	c.hdec = newHeaderDecoder()
 	return c
+}
+
+// newHeaderDecoder is the HPACK decoder of a connection's header blocks.
+func newHeaderDecoder() *hpack.Decoder {
+	d := hpack.NewDecoder(4096, nil)
+	d.SetMaxStringLength(maxHeaderBytes)
+	return d
+}
+
+// decodeHeaderBlock decodes a complete header block. The decoded list is
+// bounded as this side's SETTINGS_MAX_HEADER_LIST_SIZE says (each field
+// counts its name and value and 32 bytes, RFC 9113 section 6.5.2), not
+// just the block: a block may name the dynamic table's entries (up to 4
+// KiB each) again and again, a 16 KiB block ~60 MiB of fields. Past the
+// bound d keeps decoding (its table must stay in step with the peer's
+// encoder) but nothing is kept.
+func decodeHeaderBlock(d *hpack.Decoder, block []byte) ([]hpack.HeaderField, error) {
+	var fields []hpack.HeaderField
+	size := 0
+	d.SetEmitEnabled(true)
+	d.SetEmitFunc(func(f hpack.HeaderField) {
+		if size += int(f.Size()); size > maxHeaderBytes {
+			d.SetEmitEnabled(false)
+			fields = nil
+			return
+		}
+		fields = append(fields, f)
+	})
+	_, err := d.Write(block)
+	if err == nil {
+		err = d.Close()
+	}
+	d.SetEmitFunc(nil)
+	d.SetEmitEnabled(true)
+	if err != nil {
+		return nil, connError{http2.ErrCodeCompression, err.Error()}
+	}
+	if size > maxHeaderBytes {
+		return nil, connError{http2.ErrCodeEnhanceYourCalm, fmt.Sprintf("header list over %d bytes", maxHeaderBytes)}
+	}
+	return fields, nil
 }
 
 // writeSettings sends this side's SETTINGS and opens the connection window.
@@ -203,18 +331,22 @@ func (c *conn) writeSettings() error {
 	} else {
 		settings = append(settings, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	}
-	p := make([]byte, 0, 6*len(settings))
-	for _, s := range settings {
-		p = binary.BigEndian.AppendUint16(p, uint16(s.ID))
-		p = binary.BigEndian.AppendUint32(p, s.Val)
-	}
-	if err := c.writeFrame(http2.FrameSettings, 0, 0, p); err != nil {
+	if err := c.writeFrame(http2.FrameSettings, 0, 0, appendSettings(nil, settings)); err != nil {
 		return err
 	}
 	if c.recvWin > defaultWindow {
 		return c.writeWindowUpdate(0, c.recvWin-defaultWindow)
 	}
 	return nil
+}
+
+// appendSettings appends a SETTINGS frame's payload.
+func appendSettings(p []byte, settings []http2.Setting) []byte {
+	for _, s := range settings {
+		p = binary.BigEndian.AppendUint16(p, uint16(s.ID))
+		p = binary.BigEndian.AppendUint32(p, s.Val)
+	}
+	return p
 }
 
 // writeFrame writes one frame whose payload is the concatenation of parts.
@@ -248,9 +380,49 @@ func (c *conn) flushControlLocked() {
 	if len(b) == 0 || c.werr != nil {
 		return
 	}
+	c.armWrite()
 	if _, err := c.nc.Write(b); err != nil {
-		c.werr = fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err)
+		c.writeFailed(err)
 	}
+}
+
+// armWrite sets the deadline of the next write (wmu held).
+func (c *conn) armWrite() {
+	now := time.Now()
+	d := now.Add(c.writeTimeout)
+	if c.ending.Load() {
+		d = now.Add(lingerTimeout)
+	}
+	if !c.authed.Load() && c.handshakeDeadline.Before(d) {
+		d = c.handshakeDeadline
+	}
+	_ = c.nc.SetWriteDeadline(d)
+}
+
+// writeFailed records a write's error (wmu held). A write past its
+// deadline is to a peer that does not read, and may have left part of a
+// frame on the wire: the socket is closed at once (the reader then ends
+// the connection). Other errors mean the socket is broken already, or was
+// half-closed by linger, which still reads.
+func (c *conn) writeFailed(err error) {
+	c.werr = fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		abortClose(c.nc)
+	}
+}
+
+// abortClose closes nc with a reset, dropping what the peer has not read:
+// for a peer that does not read (a deadline passed, a flood). A plain
+// close would leave the kernel holding the socket, its unsent bytes and
+// its FIN for as long as the peer keeps its window shut.
+func abortClose(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = nc.Close()
 }
 
 // queueControl queues a small frame for the peer without waiting for wmu.
@@ -258,6 +430,11 @@ func (c *conn) queueControl(typ http2.FrameType, flags http2.Flags, sid uint32, 
 	var h [9]byte
 	putFrameHeader(h[:], len(payload), typ, flags, sid)
 	c.ctlMu.Lock()
+	if len(c.ctl)+len(h)+len(payload) > c.limits.queuedControlBytes {
+		c.ctlMu.Unlock()
+		abortClose(c.nc) // the peer does not read what it asks for
+		return
+	}
 	c.ctl = append(append(c.ctl, h[:]...), payload...)
 	c.ctlMu.Unlock()
 	if c.wmu.TryLock() {
@@ -282,12 +459,16 @@ func (c *conn) writeFrameLocked(typ http2.FrameType, flags http2.Flags, sid uint
 		}
 	}
 	bufs := c.wbufs // WriteTo consumes its receiver
+	c.armWrite()
 	if _, err := bufs.WriteTo(c.nc); err != nil {
-		c.werr = fmt.Errorf("write to %s: %w", c.nc.RemoteAddr(), err)
+		c.writeFailed(err)
 		clear(c.wbufs)
 		return c.werr
 	}
 	clear(c.wbufs) // drop references to the caller's payload
+	if typ == http2.FrameData || typ == http2.FrameHeaders {
+		c.sentData.Store(true)
+	}
 	return nil
 }
 
@@ -462,6 +643,7 @@ func (c *conn) shutdown(err error) {
 // the socket, and a wait (bounded) for the peer to close its side, so that
 // it reads the last frames instead of a reset.
 func (c *conn) linger(readerDone <-chan struct{}) {
+	c.ending.Store(true)
 	c.sendGoAway(http2.ErrCodeNo, "")
 	c.wmu.Lock() // the GOAWAY is out (or the socket is broken) before the half-close
 	c.unlockW()
@@ -605,9 +787,16 @@ func (c *conn) readLoop(h frameHandler) {
 	c.asm.placed() // a message cut short: its Placer's dst is free again
 	var ce connError
 	if errors.As(err, &ce) {
+		// Out before the socket closes, if the peer reads it soon: a write
+		// in progress gets the same bound.
+		c.ending.Store(true)
+		_ = c.nc.SetWriteDeadline(time.Now().Add(lingerTimeout))
 		c.sendGoAway(ce.code, ce.msg)
-		c.wmu.Lock() // out before the socket closes
+		c.wmu.Lock()
 		c.unlockW()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		abortClose(c.nc) // the handshake deadline passed
 	}
 	h.broken(err)
 	c.shutdown(err)
@@ -620,6 +809,12 @@ func (c *conn) readFrames(h frameHandler) error {
 		blockEnd    bool   // END_STREAM of the HEADERS that started it
 		inBlock     bool
 		sawSettings bool
+		// Flood counts (see floodLimits), since this side last sent DATA
+		// or HEADERS.
+		lastPing    time.Time
+		pingStrikes int
+		settings    int
+		refused     int
 	)
 	asm := &c.asm
 	asm.c, asm.h = c, h
@@ -691,12 +886,15 @@ func (c *conn) readFrames(h frameHandler) error {
 				continue
 			}
 			inBlock = false
-			fields, err := c.hdec.DecodeFull(block)
+			fields, err := decodeHeaderBlock(c.hdec, block)
 			if err != nil {
-				return connError{http2.ErrCodeCompression, err.Error()}
+				return err
 			}
 			if c.streamID != 0 && sid != c.streamID {
 				// One stream per connection.
+				if refused++; refused > c.limits.refusedStreams {
+					return connError{http2.ErrCodeEnhanceYourCalm, fmt.Sprintf("more than %d streams refused", c.limits.refusedStreams)}
+				}
 				c.queueControl(http2.FrameRSTStream, 0, sid, binary.BigEndian.AppendUint32(nil, uint32(http2.ErrCodeRefusedStream)))
 				continue
 			}
@@ -714,6 +912,14 @@ func (c *conn) readFrames(h frameHandler) error {
 				}
 			}
 		case http2.FrameSettings:
+			if c.sentData.Swap(false) {
+				pingStrikes, settings = 0, 0
+			}
+			if !flags.Has(http2.FlagSettingsAck) {
+				if settings++; settings > c.limits.settings {
+					return connError{http2.ErrCodeEnhanceYourCalm, fmt.Sprintf("more than %d SETTINGS without data", c.limits.settings)}
+				}
+			}
 			if err := c.readSettings(n, flags); err != nil {
 				return err
 			}
@@ -725,9 +931,20 @@ func (c *conn) readFrames(h frameHandler) error {
 			if err != nil {
 				return err
 			}
-			if !flags.Has(http2.FlagPingAck) {
-				c.queueControl(http2.FramePing, http2.FlagPingAck, 0, p)
+			if flags.Has(http2.FlagPingAck) {
+				continue // this side sends none: nothing to do
 			}
+			now := time.Now()
+			if c.sentData.Swap(false) {
+				pingStrikes, settings = 0, 0
+			} else if !lastPing.IsZero() && now.Sub(lastPing) < c.limits.pingMinInterval {
+				pingStrikes++
+			}
+			lastPing = now
+			if pingStrikes > c.limits.pingStrikes {
+				return connError{http2.ErrCodeEnhanceYourCalm, "too_many_pings"}
+			}
+			c.queueControl(http2.FramePing, http2.FlagPingAck, 0, p)
 		case http2.FrameWindowUpdate:
 			if n != 4 {
 				return connError{http2.ErrCodeFrameSize, "WINDOW_UPDATE of other than 4 bytes"}
@@ -806,28 +1023,35 @@ func (c *conn) readSettings(n int, flags http2.Flags) error {
 	if err != nil {
 		return err
 	}
+	if err := c.applySettings(p); err != nil {
+		return err
+	}
+	c.queueControl(http2.FrameSettings, http2.FlagSettingsAck, 0, nil)
+	return nil
+}
+
+// applySettings applies a SETTINGS payload (a multiple of 6 bytes): the
+// peer's window and frame size are what this side's sends obey.
+func (c *conn) applySettings(p []byte) error {
 	c.fmu.Lock()
-	for ; len(p) > 0; p = p[6:] {
+	defer c.fmu.Unlock()
+	defer c.fcond.Broadcast()
+	for ; len(p) >= 6; p = p[6:] {
 		id, v := http2.SettingID(binary.BigEndian.Uint16(p)), binary.BigEndian.Uint32(p[2:])
 		switch id {
 		case http2.SettingInitialWindowSize:
 			if v > 1<<31-1 {
-				c.fmu.Unlock()
 				return connError{http2.ErrCodeFlowControl, "INITIAL_WINDOW_SIZE over 2^31-1"}
 			}
 			c.sendStrWin += int64(v) - c.peerInitWin
 			c.peerInitWin = int64(v)
 		case http2.SettingMaxFrameSize:
 			if v < defaultFrameSize || v > maxFrameSize {
-				c.fmu.Unlock()
 				return connError{http2.ErrCodeProtocol, fmt.Sprintf("MAX_FRAME_SIZE %d", v)}
 			}
 			c.peerFrame = int(v)
 		}
 	}
-	c.fcond.Broadcast()
-	c.fmu.Unlock()
-	c.queueControl(http2.FrameSettings, http2.FlagSettingsAck, 0, nil)
 	return nil
 }
 

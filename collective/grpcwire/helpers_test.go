@@ -189,6 +189,13 @@ func listen(t *testing.T) net.Listener {
 // fresh 127.0.0.1 port; the test's cleanup stops it.
 func startWire(t *testing.T, opts ServerOptions) (*Server, string) {
 	t.Helper()
+	return startWireTuned(t, opts, nil)
+}
+
+// startWireTuned is startWire with tune (if not nil) applied to the server
+// before it serves: tests shorten its deadlines or change its limits.
+func startWireTuned(t *testing.T, opts ServerOptions, tune func(*Server)) (*Server, string) {
+	t.Helper()
 	if opts.Path == "" {
 		opts.Path = testPath
 	}
@@ -200,6 +207,9 @@ func startWire(t *testing.T, opts ServerOptions) (*Server, string) {
 	}
 	lis := listen(t)
 	srv := NewServer(opts)
+	if tune != nil {
+		tune(srv)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	t.Cleanup(func() {

@@ -56,6 +56,12 @@ type Server struct {
 	stopped  bool
 	draining bool
 	wg       sync.WaitGroup // connection goroutines
+
+	// handshakeTimeout, writeTimeout and limits are the constants of those
+	// names (tests shorten the deadlines or lift the limits).
+	handshakeTimeout time.Duration
+	writeTimeout     time.Duration
+	limits           floodLimits
 }
 
 // NewServer returns a server; Serve starts it.
@@ -65,7 +71,8 @@ func NewServer(opts ServerOptions) *Server {
 		cfg.NextProtos = append([]string{"h2"}, cfg.NextProtos...)
 		opts.TLS = cfg
 	}
-	return &Server{opts: opts, conns: map[*conn]struct{}{}}
+	return &Server{opts: opts, conns: map[*conn]struct{}{},
+		handshakeTimeout: handshakeTimeout, writeTimeout: writeTimeout, limits: defaultFloodLimits}
 }
 
 // Serve accepts connections on lis until Stop or GracefulStop, then
@@ -156,7 +163,14 @@ func (s *Server) closeListenersLocked() {
 
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
-	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	// Until its request is authenticated the connection's reads and writes
+	// stop at the handshake deadline, and the socket is closed then in
+	// any case (a TLS handshake or a write may be what is blocked).
+	deadline := time.Now().Add(s.handshakeTimeout)
+	_ = nc.SetDeadline(deadline)
+	tcp := nc
+	expire := time.AfterFunc(s.handshakeTimeout, func() { abortClose(tcp) })
+	defer expire.Stop()
 	if s.opts.TLS != nil {
 		tc := tls.Server(nc, s.opts.TLS)
 		if err := tc.Handshake(); err != nil {
@@ -175,6 +189,8 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	c := newConn(nc, true, s.opts.Codec, s.opts.Pool, s.opts.MaxRecvMsgSize)
+	c.handshakeDeadline, c.expire = deadline, expire
+	c.writeTimeout, c.limits = s.writeTimeout, s.limits
 	s.mu.Lock()
 	if s.stopped || s.draining {
 		s.mu.Unlock()
@@ -188,9 +204,6 @@ func (s *Server) serveConn(nc net.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	// The write deadline goes; the read deadline stays until the request's
-	// headers arrive, so an idle connection cannot hold a goroutine.
-	_ = nc.SetWriteDeadline(time.Time{})
 	if err := c.writeSettings(); err != nil {
 		_ = nc.Close()
 		return
@@ -314,38 +327,10 @@ func (st *ServerStream) headers(fields []hpack.HeaderField, endStream bool) erro
 	if st.started || st.statusSent {
 		return nil // the client's trailers: nothing in them matters
 	}
-	_ = st.c.nc.SetReadDeadline(time.Time{})
 	st.c.active.Store(true)
-	md := metadata.MD{}
-	var badBin error
-	var method, path string
-	for _, f := range fields {
-		switch f.Name {
-		case ":method":
-			method = f.Value
-		case ":path":
-			path = f.Value
-		case ":authority", ":scheme":
-		case "content-type":
-			st.contentType = f.Value
-			md.Append(f.Name, f.Value)
-		case "te", "connection", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding":
-		default:
-			if strings.HasPrefix(f.Name, ":") {
-				continue
-			}
-			v := f.Value
-			if strings.HasSuffix(f.Name, "-bin") {
-				b, err := decodeBinHeader(v)
-				if err != nil {
-					badBin = status.Errorf(codes.Internal, "grpc: malformed binary metadata %q: %v", f.Name, err)
-					continue
-				}
-				v = string(b)
-			}
-			md.Append(f.Name, v)
-		}
-	}
+	req := parseRequest(fields)
+	method, path, md, badBin := req.method, req.path, req.md, req.badBin
+	st.contentType = req.contentType
 	refuse := func(err error) error {
 		st.writeStatus(err)
 		st.started = true
@@ -370,12 +355,68 @@ func (st *ServerStream) headers(fields []hpack.HeaderField, endStream bool) erro
 			return refuse(err)
 		}
 	}
+	if !st.c.authenticated() {
+		return errHandshakeExpired
+	}
 	ctx := metadata.NewIncomingContext(st.ctx, md)
 	ctx = peer.NewContext(ctx, &peer.Peer{Addr: st.c.nc.RemoteAddr(), LocalAddr: st.c.nc.LocalAddr()})
 	st.ctx = ctx
 	st.started = true
 	go st.run()
 	return nil // an END_STREAM on these headers is the reader's to handle
+}
+
+var errHandshakeExpired = errors.New("grpcwire: the handshake deadline passed before the request was authenticated")
+
+// authenticated ends the connection's handshake: its request passed
+// Authorize. It is false when the handshake deadline came first (the
+// socket is being closed).
+func (c *conn) authenticated() bool {
+	if !c.expire.Stop() {
+		return false
+	}
+	c.authed.Store(true)
+	_ = c.nc.SetReadDeadline(time.Time{}) // a stream may be idle between steps
+	return true
+}
+
+// request is what a request's header block says.
+type request struct {
+	method, path, contentType string
+	md                        metadata.MD // content-type and the custom metadata
+	badBin                    error       // a "-bin" value that is not base64
+}
+
+func parseRequest(fields []hpack.HeaderField) request {
+	r := request{md: metadata.MD{}}
+	for _, f := range fields {
+		switch f.Name {
+		case ":method":
+			r.method = f.Value
+		case ":path":
+			r.path = f.Value
+		case ":authority", ":scheme":
+		case "content-type":
+			r.contentType = f.Value
+			r.md.Append(f.Name, f.Value)
+		case "te", "connection", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding":
+		default:
+			if strings.HasPrefix(f.Name, ":") {
+				continue
+			}
+			v := f.Value
+			if strings.HasSuffix(f.Name, "-bin") {
+				b, err := decodeBinHeader(v)
+				if err != nil {
+					r.badBin = status.Errorf(codes.Internal, "grpc: malformed binary metadata %q: %v", f.Name, err)
+					continue
+				}
+				v = string(b)
+			}
+			r.md.Append(f.Name, v)
+		}
+	}
+	return r
 }
 
 func (st *ServerStream) run() {
