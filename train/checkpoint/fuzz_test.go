@@ -127,3 +127,34 @@ func writeSample(f *testing.F, dir string, v int) map[string][]byte {
 	}
 	return files
 }
+
+// FuzzReadBest feeds best.json, the record beside a best checkpoint that
+// ranks it: readBest returns the record or an error naming the file, and a
+// Manager listing a directory whose best.json is garbage still lists it.
+func FuzzReadBest(f *testing.F) {
+	for _, seed := range []string{`{"metric":0.25,"seq":3}`, `{"metric":-1e308,"seq":-1}`, `{}`, `[]`, `{"metric":"x"}`, ``} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		best := filepath.Join(dir, BestName)
+		if err := os.MkdirAll(best, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(best, BestFile), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := readBest(best)
+		if err != nil {
+			if !strings.Contains(err.Error(), BestFile) {
+				t.Fatalf("error %q does not name %s", err, BestFile)
+			}
+		} else if math.IsNaN(rec.Metric) {
+			t.Fatalf("a NaN metric from %q", b)
+		}
+		m := &Manager{Dir: dir}
+		if _, err := m.List(); err != nil {
+			t.Fatalf("List with best.json %q: %v", b, err)
+		}
+	})
+}
