@@ -295,6 +295,17 @@ func TestImagePixelLimitIsConfigurable(t *testing.T) {
 	if _, _, err := ds.Get(0); err == nil || !strings.Contains(err.Error(), "over the limit of 1000 pixels") {
 		t.Fatalf("Open with data.max_image_pixels 1000: %v", err)
 	}
+	// `hjepa data verify --max-image-pixels N` lists what training with
+	// data.max_image_pixels N would refuse.
+	for limit, bad := range map[int]bool{4096: false, 4095: true} {
+		r, err := VerifyLimit(root, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Err() != nil; got != bad || bad && !strings.Contains(r.String(), "x.png") {
+			t.Errorf("VerifyLimit(%d): problems %v, want %v:\n%s", limit, got, bad, r)
+		}
+	}
 }
 
 // TestIDXGzipEnd: what follows the declared data inside or after a gzip

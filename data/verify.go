@@ -121,7 +121,11 @@ func exists(p string) bool {
 // error is non-nil only when path is missing or its format unknown; corrupt
 // files are listed in Report.Problems (see Report.Err), and so are images
 // over DefaultMaxImagePixels, the default of data.max_image_pixels.
-func Verify(path string) (*Report, error) {
+func Verify(path string) (*Report, error) { return VerifyLimit(path, 0) }
+
+// VerifyLimit is Verify with images over maxPixels listed as problems
+// (data.max_image_pixels; <= 0: DefaultMaxImagePixels).
+func VerifyLimit(path string, maxPixels int) (*Report, error) {
 	format, err := DetectFormat(path)
 	if err != nil {
 		return nil, err
@@ -133,7 +137,7 @@ func Verify(path string) (*Report, error) {
 	case "cifar10", "cifar100":
 		verifyCIFAR(r, path, format)
 	case "imagefolder":
-		verifyImageFolder(r, path)
+		verifyImageFolder(r, path, maxPixels)
 	}
 	return r, nil
 }
@@ -226,7 +230,7 @@ func imageFolderSplits(root string) []string {
 	return splits
 }
 
-func verifyImageFolder(r *Report, root string) {
+func verifyImageFolder(r *Report, root string, maxPixels int) {
 	for _, sp := range imageFolderSplits(root) {
 		classes, err := imageFolderClasses(sp)
 		if err != nil {
@@ -263,7 +267,7 @@ func verifyImageFolder(r *Report, root string) {
 		for range runtime.GOMAXPROCS(0) {
 			wg.Go(func() {
 				for i := range next {
-					m, err := decodeImageNative(items[i].path, DefaultMaxImagePixels)
+					m, err := decodeImageNative(items[i].path, maxPixels)
 					if err != nil {
 						res[i].err = err
 						continue

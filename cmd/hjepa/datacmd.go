@@ -11,12 +11,13 @@ import (
 
 func dataCmd() *cobra.Command {
 	c := &cobra.Command{Use: "data", Short: "Verify or download datasets"}
+	var maxPixels int
 	verify := &cobra.Command{
 		Use:   "verify PATH",
 		Short: "Report a dataset's format, counts and classes, and every unreadable file",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := data.Verify(args[0])
+			r, err := data.VerifyLimit(args[0], maxPixels)
 			if err != nil {
 				return err
 			}
@@ -24,6 +25,8 @@ func dataCmd() *cobra.Command {
 			return r.Err()
 		},
 	}
+	verify.Flags().IntVar(&maxPixels, "max-image-pixels", 0,
+		fmt.Sprintf("list images larger than this many pixels as problems, as training would refuse them (data.max_image_pixels; 0: %d)", data.DefaultMaxImagePixels))
 	var dir, baseURL string
 	download := &cobra.Command{
 		Use:       "download NAME",
