@@ -86,6 +86,15 @@ FUZZTIME ?= 60s
 fuzz: deps
 	GO=$(GO) FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
+# Seeded random faults (SIGKILL, SIGSTOP, SIGTERM of workers, coordinator and
+# launch; a damaged checkpoint) against real `hjepa launch` jobs, CHAOS_ROUNDS
+# rounds (make test runs 3); CHAOS_SEED=<seed from the log> replays a run.
+CHAOS_ROUNDS ?= 50
+CHAOS_SEED ?= 0
+.PHONY: chaos
+chaos: deps
+	$(GO) test -count=1 -run TestChaos -v ./cmd/hjepa -chaos-rounds $(CHAOS_ROUNDS) -chaos-seed $(CHAOS_SEED) -timeout 0
+
 # The module's import graph, lowest layer first; fails when an import runs
 # back up or a package other than cmd, worker and bench imports train.
 .PHONY: imports

@@ -1,0 +1,436 @@
+package main
+
+// Chaos suite (issue 14): seeded random faults against real `hjepa launch`
+// jobs (a coordinator and two workers) on 127.0.0.1. Each round runs the
+// job of the reference run with one fault injected at a random moment,
+// resumes it with --resume where the fault stops it, and checks: no process
+// hangs (every launch exits within chaosHang), the job completes or fails
+// with a message naming what is wrong, every checkpoint on disk verifies
+// except the one the test damaged, and a completed job's final parameters
+// and per-step losses equal the reference run's bit for bit.
+//
+// The seed is logged; -chaos-seed replays the same faults, targets and
+// moments (the processes' own timing still varies from run to run).
+// `make chaos CHAOS_ROUNDS=50` runs a longer campaign.
+//
+// Not covered by this first version: network cuts, partitions, delays and
+// loss between the processes (needs netns/veth), a full disk (tmpfs),
+// clock jumps, several faults at once, and in-place disk corruption of a
+// file that periodic checkpoints share by hard link.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hjepa-go/hjepa/train/checkpoint"
+)
+
+var (
+	chaosSeed   = flag.Uint64("chaos-seed", 0, "TestChaos: seed of the faults (0: from the clock); logged, pass it to replay")
+	chaosRounds = flag.Int("chaos-rounds", 3, "TestChaos: number of rounds")
+	chaosFrom   = flag.Int("chaos-from", 0, "TestChaos: number of the first round (to replay one round of a seed)")
+)
+
+const (
+	chaosSteps = 60
+	// chaosHang is how long one `hjepa launch` may run, faults and the
+	// recovery from them included (a clean run takes a few seconds; a
+	// frozen worker costs the 3 s heartbeat timeout and a restart).
+	chaosHang = 2 * time.Minute
+	// chaosResumes bounds the --resume restarts of one round.
+	chaosResumes = 3
+)
+
+// chaosKinds are the faults, one per round.
+var chaosKinds = []string{
+	"kill_worker",      // SIGKILL a worker: launch restarts it, the job goes on
+	"stop_worker",      // SIGSTOP a worker, SIGCONT later or never: evicted, killed, restarted
+	"term_worker",      // SIGTERM: checkpoint, stop, exit 0; the round resumes
+	"term_coordinator", // likewise
+	"term_launch",      // likewise
+	"kill_coordinator", // SIGKILL: the job fails; the round resumes
+	"corrupt_latest",   // stop, damage checkpoint_latest, resume from an older one
+}
+
+func chaosSets() []string {
+	return ddpSets("data.batch_size=8", fmt.Sprintf("training.max_steps=%d", chaosSteps), "checkpoint.every_steps=5")
+}
+
+func chaosLaunchArgs(out string, resume bool) []string {
+	args := []string{"launch", "--nproc", "2", "--threads", "1", "--device", "cpu", "--config", syntheticCfg, "--out", out,
+		"--coordinator-flag=--heartbeat-interval=200ms", "--coordinator-flag=--heartbeat-timeout=3s"}
+	for _, s := range chaosSets() {
+		args = append(args, "--set", s)
+	}
+	if resume {
+		args = append(args, "--resume")
+	}
+	return args
+}
+
+// chaosStats counts faults and invariant results over all rounds.
+type chaosStats struct {
+	faults        int
+	byKind        map[string]int
+	hangs         int
+	lost          int // checkpoints that do not verify (the damaged one excepted)
+	completed     int
+	equal         int // completed jobs bitwise equal to the reference
+	failedClearly int // jobs that failed with a message naming the damaged file
+	missed        int // faults not injected: the job ended first
+}
+
+func (s *chaosStats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CHAOS faults=%d", s.faults)
+	for _, k := range chaosKinds {
+		fmt.Fprintf(&b, " %s=%d", k, s.byKind[k])
+	}
+	fmt.Fprintf(&b, " missed=%d hangs=%d lost_checkpoints=%d failed_clearly=%d bitwise_equal=%d/%d",
+		s.missed, s.hangs, s.lost, s.failedClearly, s.equal, s.completed)
+	return b.String()
+}
+
+// TestChaos runs -chaos-rounds rounds of one random fault each against
+// `hjepa launch --nproc 2` (see the top of this file).
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos rounds run real multi-process jobs; skipped under -short")
+	}
+	seed := *chaosSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("chaos seed %d: replay with -chaos-seed %d (one round: -chaos-from R -chaos-rounds 1)", seed, seed)
+	root := t.TempDir()
+
+	start := time.Now()
+	ref := filepath.Join(root, "reference")
+	l := startProc(t, root, nil, chaosLaunchArgs(ref, false)...)
+	if r := l.wait(t, chaosHang); r.code != 0 {
+		t.Fatalf("reference run: %s", r)
+	}
+	refModel := readModel(t, ref)
+	refRows := trainRows(t, readMetrics(t, filepath.Join(ref, "metrics.jsonl")), "reference")
+	t.Logf("reference run: %.1fs", time.Since(start).Seconds())
+
+	st := &chaosStats{byKind: map[string]int{}}
+	for r := *chaosFrom; r < *chaosFrom+*chaosRounds; r++ {
+		begin := time.Now()
+		rng := rand.New(rand.NewPCG(seed, uint64(r)))
+		chaosRound(t, root, r, rng, st, refModel, refRows)
+		t.Logf("round %d: %.1fs", r, time.Since(begin).Seconds())
+	}
+	fmt.Println(st)
+	t.Log(st)
+}
+
+// chaosMoment is when a fault strikes: once the job has logged step
+// training rows, then either after delay (somewhere inside a step: forward,
+// backward, all-reduce) or, with inWrite, as soon as a checkpoint write is
+// seen in progress (a temporary directory in checkpoints/).
+type chaosMoment struct {
+	step    int
+	inWrite bool
+	delay   time.Duration
+}
+
+func (m chaosMoment) String() string {
+	if m.inWrite {
+		return fmt.Sprintf("step %d, during the next checkpoint write", m.step)
+	}
+	return fmt.Sprintf("step %d + %v", m.step, m.delay)
+}
+
+// waitMoment waits for m in the job of launch l writing out; false when
+// launch exited first.
+func waitMoment(t *testing.T, l *proc, out string, m chaosMoment) bool {
+	t.Helper()
+	metrics := filepath.Join(out, "metrics.jsonl")
+	poll(t, chaosHang, func() bool {
+		raw, _ := os.ReadFile(metrics)
+		return bytes.Count(raw, []byte(`"loss"`)) >= m.step || l.exited()
+	})
+	if l.exited() {
+		return false
+	}
+	if !m.inWrite {
+		time.Sleep(m.delay)
+		return !l.exited()
+	}
+	dir := filepath.Join(out, "checkpoints")
+	seen := poll(t, 10*time.Second, func() bool {
+		des, _ := os.ReadDir(dir)
+		for _, de := range des {
+			if strings.HasPrefix(de.Name(), ".") {
+				return true
+			}
+		}
+		return l.exited()
+	})
+	if !seen {
+		t.Logf("no checkpoint write seen in progress within 10 s; striking anyway")
+	}
+	return !l.exited()
+}
+
+// waitChaos waits for launch l to exit; a launch still running after
+// chaosHang is a hang: its processes are killed and the logs reported.
+func waitChaos(t *testing.T, l *proc, st *chaosStats, what string) (result, bool) {
+	t.Helper()
+	select {
+	case <-l.done:
+		return l.res, false
+	case <-time.After(chaosHang):
+	}
+	st.hangs++
+	for _, name := range []string{"coordinator", "rank 0", "rank 1"} {
+		if pid := launchedPid(l.se.String(), name); pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	_ = l.cmd.Process.Kill()
+	<-l.done
+	t.Errorf("HANG: %s: launch did not exit within %v:\n%s", what, chaosHang, tail(l.res.stderr, 6000))
+	return l.res, true
+}
+
+func chaosRound(t *testing.T, root string, round int, rng *rand.Rand, st *chaosStats, refModel []checkpoint.Tensor, refRows map[int64]metricRow) {
+	out := filepath.Join(root, fmt.Sprintf("round-%d", round))
+	kind := chaosKinds[rng.IntN(len(chaosKinds))]
+	m := chaosMoment{step: 2 + rng.IntN(chaosSteps-15), inWrite: rng.IntN(3) == 0, delay: time.Duration(rng.IntN(200)) * time.Millisecond}
+	rank := rng.IntN(2)
+	cont := time.Duration(-1) // stop_worker: SIGCONT after cont, never when < 0
+	if rng.IntN(2) == 0 {
+		cont = time.Duration(50+rng.IntN(6000)) * time.Millisecond
+	}
+	desc := fmt.Sprintf("round %d: %s at %s", round, kind, m)
+	switch kind {
+	case "kill_worker", "term_worker":
+		desc += fmt.Sprintf(", rank %d", rank)
+	case "stop_worker":
+		if cont < 0 {
+			desc += fmt.Sprintf(", rank %d, SIGCONT never", rank)
+		} else {
+			desc += fmt.Sprintf(", rank %d, SIGCONT after %v", rank, cont)
+		}
+	}
+	t.Log(desc)
+
+	l := startProc(t, root, nil, chaosLaunchArgs(out, false)...)
+	if !waitMoment(t, l, out, m) {
+		// The moments are well inside the run, so this is a failure
+		// before any fault, or a sizing problem of this test.
+		st.missed++
+		r, _ := waitChaos(t, l, st, desc)
+		t.Errorf("%s: launch exited before the fault could strike: %s", desc, r)
+		return
+	}
+	pid := func(name string) int { return launchedPid(l.se.String(), name) }
+	signal := func(p int, sig syscall.Signal) {
+		if p <= 0 {
+			t.Errorf("%s: no pid for the target in launch's output", desc)
+			return
+		}
+		if err := syscall.Kill(p, sig); err != nil {
+			t.Logf("%s: kill %d %v: %v (already gone)", desc, p, sig, err)
+		}
+	}
+	worker := fmt.Sprintf("rank %d", rank)
+	st.faults++
+	st.byKind[kind]++
+	var stopped int
+	switch kind {
+	case "kill_worker":
+		signal(pid(worker), syscall.SIGKILL)
+	case "stop_worker":
+		stopped = pid(worker)
+		signal(stopped, syscall.SIGSTOP)
+		t.Cleanup(func() { _ = syscall.Kill(stopped, syscall.SIGKILL) })
+		if cont >= 0 {
+			timer := time.AfterFunc(cont, func() { _ = syscall.Kill(stopped, syscall.SIGCONT) })
+			defer timer.Stop()
+		}
+	case "term_worker":
+		signal(pid(worker), syscall.SIGTERM)
+	case "term_coordinator", "kill_coordinator":
+		sig := syscall.SIGTERM
+		if kind == "kill_coordinator" {
+			sig = syscall.SIGKILL
+		}
+		signal(pid("coordinator"), sig)
+	case "term_launch", "corrupt_latest":
+		signal(l.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	res, hung := waitChaos(t, l, st, desc)
+	if hung {
+		return
+	}
+	latest := filepath.Join(out, "checkpoints", checkpoint.LatestName)
+	step, _ := stateStep(latest)
+	t.Logf("%s: launch exited %d, checkpoint_latest at step %d", desc, res.code, step)
+	switch kind {
+	case "kill_worker", "stop_worker", "term_worker", "term_coordinator", "term_launch", "corrupt_latest":
+		if res.code != 0 {
+			t.Errorf("%s: launch exited %d, want 0:\n%s", desc, res.code, tail(res.stderr, 6000))
+		}
+	case "kill_coordinator":
+		if res.code == 0 && step != chaosSteps {
+			t.Errorf("%s: launch exited 0 after its coordinator was killed at step %d", desc, step)
+		}
+	}
+	if stopped > 0 && syscall.Kill(stopped, 0) == nil {
+		t.Errorf("%s: the stopped worker (pid %d) outlived the job", desc, stopped)
+	}
+
+	// Resume until complete.
+	damaged := ""
+	completed := res.code == 0 && step == chaosSteps
+	for attempt := 1; !completed && attempt <= chaosResumes; attempt++ {
+		st.lost += verifyCheckpoints(t, out, damaged, desc)
+		if kind == "corrupt_latest" && attempt == 1 {
+			damaged = corruptModel(t, latest, rng)
+			t.Logf("%s: damaged %s", desc, damaged)
+		}
+		l = startProc(t, root, nil, chaosLaunchArgs(out, true)...)
+		res, hung = waitChaos(t, l, st, fmt.Sprintf("%s, resume %d", desc, attempt))
+		if hung {
+			return
+		}
+		step, _ = stateStep(latest)
+		t.Logf("%s: resume %d exited %d, checkpoint_latest at step %d", desc, attempt, res.code, step)
+		if damaged != "" && attempt == 1 {
+			if res.code != 0 {
+				if strings.Contains(res.stderr, damaged) || strings.Contains(res.stderr, filepath.Join(checkpoint.LatestName, checkpoint.ModelFile)) {
+					// No intact checkpoint to fall back on (stopped before the first periodic one).
+					st.failedClearly++
+					t.Logf("%s: resume failed naming the damaged file, as it should without an intact checkpoint", desc)
+					st.lost += verifyCheckpoints(t, out, damaged, desc)
+					return
+				}
+				t.Errorf("%s: resume after damaging %s failed without naming it:\n%s", desc, damaged, tail(res.stderr, 6000))
+			} else if !strings.Contains(res.stderr, "skipped damaged checkpoint") || !strings.Contains(res.stderr, checkpoint.LatestName) {
+				t.Errorf("%s: resume after damaging %s does not say it skipped it:\n%s", desc, damaged, tail(res.stderr, 6000))
+			}
+			damaged = "" // rewritten by the resumed run
+		}
+		if res.code != 0 {
+			t.Errorf("%s: resume %d exited %d:\n%s", desc, attempt, res.code, tail(res.stderr, 6000))
+		}
+		completed = res.code == 0 && step == chaosSteps
+	}
+	st.lost += verifyCheckpoints(t, out, damaged, desc)
+	if !completed {
+		t.Errorf("%s: the job did not complete after %d resumes (checkpoint_latest at step %d)", desc, chaosResumes, step)
+		return
+	}
+	st.completed++
+	model := readModel(t, out)
+	equal := bitwiseEqual(model, refModel)
+	if !equal {
+		sameTensors(t, desc+": final model vs reference", model, refModel)
+	}
+	rows := trainRows(t, readMetrics(t, filepath.Join(out, "metrics.jsonl")), desc)
+	for s := int64(1); s <= chaosSteps; s++ {
+		a, okA := rows[s]
+		b := refRows[s]
+		if !okA || math.Float64bits(a["loss"]) != math.Float64bits(b["loss"]) {
+			equal = false
+			t.Errorf("%s: step %d: loss %v (row present %v) vs %v in the reference run", desc, s, a["loss"], okA, b["loss"])
+		}
+	}
+	if equal {
+		st.equal++
+	}
+}
+
+// verifyCheckpoints checks every checkpoint of out (all processes have
+// exited) except the directory holding damaged, and returns how many fail.
+func verifyCheckpoints(t *testing.T, out, damaged, desc string) int {
+	t.Helper()
+	m := &checkpoint.Manager{Dir: filepath.Join(out, "checkpoints")}
+	entries, err := m.List()
+	if err != nil {
+		t.Errorf("%s: %v", desc, err)
+		return 1
+	}
+	bad := 0
+	for _, e := range entries {
+		if damaged != "" && filepath.Dir(damaged) == e.Path {
+			if checkpoint.Verify(e.Path) == nil {
+				t.Errorf("%s: the damaged %s verifies", desc, damaged)
+			}
+			continue
+		}
+		if err := checkpoint.Verify(e.Path); err != nil {
+			bad++
+			t.Errorf("LOST CHECKPOINT: %s: %v", desc, err)
+		}
+	}
+	return bad
+}
+
+// corruptModel flips bytes of dir's model.safetensors and returns its path.
+// The damaged copy replaces the file by rename: periodic and best
+// checkpoints share the file by hard link, and an in-place write would
+// damage them too (a disk error would; this test damages one checkpoint).
+func corruptModel(t *testing.T, dir string, rng *rand.Rand) string {
+	t.Helper()
+	path := filepath.Join(dir, checkpoint.ModelFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Tensor bytes only (after the 8-byte length and the JSON header): a
+	// flip in the header's padding could go unnoticed by design.
+	if len(raw) < 8 {
+		t.Fatalf("%s: %d bytes", path, len(raw))
+	}
+	data := 8 + int(binary.LittleEndian.Uint64(raw))
+	if data >= len(raw) {
+		t.Fatalf("%s: header length %d of a %d-byte file", path, data, len(raw))
+	}
+	for range 1 + rng.IntN(4) {
+		raw[data+rng.IntN(len(raw)-data)] ^= byte(1 + rng.IntN(255))
+	}
+	tmp := path + ".chaos"
+	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func bitwiseEqual(a, b []checkpoint.Tensor) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byName := map[string]checkpoint.Tensor{}
+	for _, x := range b {
+		byName[x.Name] = x
+	}
+	for _, x := range a {
+		y, ok := byName[x.Name]
+		if !ok || len(x.Data) != len(y.Data) {
+			return false
+		}
+		for i := range x.Data {
+			if math.Float32bits(x.Data[i]) != math.Float32bits(y.Data[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
