@@ -14,8 +14,7 @@ package main
 // `make chaos CHAOS_ROUNDS=50` runs a longer campaign.
 //
 // Not covered by this first version: network cuts, partitions, delays and
-// loss between the processes (needs netns/veth), a full disk (tmpfs),
-// clock jumps, several faults at once, and in-place disk corruption of a
+// loss between the processes (needs netns/veth), clock jumps, several faults at once, and in-place disk corruption of a
 // file that periodic checkpoints share by hard link.
 
 import (
@@ -26,6 +25,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -39,6 +39,7 @@ var (
 	chaosSeed   = flag.Uint64("chaos-seed", 0, "TestChaos: seed of the faults (0: from the clock); logged, pass it to replay")
 	chaosRounds = flag.Int("chaos-rounds", 3, "TestChaos: number of rounds")
 	chaosFrom   = flag.Int("chaos-from", 0, "TestChaos: number of the first round (to replay one round of a seed)")
+	chaosOnly   = flag.String("chaos-kinds", "", "TestChaos: comma-separated kinds to draw from (default: all)")
 )
 
 const (
@@ -60,6 +61,50 @@ var chaosKinds = []string{
 	"term_launch",      // likewise
 	"kill_coordinator", // SIGKILL: the job fails; the round resumes
 	"corrupt_latest",   // stop, damage checkpoint_latest, resume from an older one
+	"disk_full",        // out on a small tmpfs: the job fails saying so, keeps its checkpoints; room freed, the round resumes
+}
+
+// chaosDisk is the disk usage of the reference run, which sizes the tmpfs
+// of disk_full rounds.
+type chaosDisk struct {
+	checkpoint int64 // one checkpoint directory (checkpoint_latest)
+	other      int64 // out without checkpoints/ (metrics, logs)
+}
+
+// diskUsage is the space the files under dir take, hard links counted once.
+func diskUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	seen := map[uint64]bool{}
+	var n int64
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && !seen[sys.Ino] {
+			seen[sys.Ino] = true
+			n += (fi.Size() + 4095) &^ 4095
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on dir (created), unmounted at
+// cleanup.
+func mountTmpfs(t *testing.T, dir string, size int64) error {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dk", size/1024), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %v: %s", dir, err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return nil
 }
 
 func chaosSets() []string {
@@ -123,12 +168,40 @@ func TestChaos(t *testing.T) {
 	refModel := readModel(t, ref)
 	refRows := trainRows(t, readMetrics(t, filepath.Join(ref, "metrics.jsonl")), "reference")
 	t.Logf("reference run: %.1fs", time.Since(start).Seconds())
+	disk := chaosDisk{checkpoint: diskUsage(t, filepath.Join(ref, "checkpoints", checkpoint.LatestName))}
+	disk.other = diskUsage(t, ref) - diskUsage(t, filepath.Join(ref, "checkpoints"))
+	t.Logf("reference run: one checkpoint %d bytes, the rest of out %d bytes", disk.checkpoint, disk.other)
+
+	kinds := chaosKinds
+	if *chaosOnly != "" {
+		kinds = strings.Split(*chaosOnly, ",")
+		for _, k := range kinds {
+			if !contains(chaosKinds, k) {
+				t.Fatalf("-chaos-kinds: unknown kind %q (kinds: %s)", k, strings.Join(chaosKinds, ","))
+			}
+		}
+	}
+	if contains(kinds, "disk_full") {
+		if err := mountTmpfs(t, filepath.Join(root, "probe"), 1<<20); err != nil {
+			t.Logf("disk_full rounds draw another kind: %v", err)
+			var rest []string
+			for _, k := range kinds {
+				if k != "disk_full" {
+					rest = append(rest, k)
+				}
+			}
+			if len(rest) == 0 {
+				t.Skip("-chaos-kinds disk_full: cannot mount a tmpfs")
+			}
+			kinds = rest
+		}
+	}
 
 	st := &chaosStats{byKind: map[string]int{}}
 	for r := *chaosFrom; r < *chaosFrom+*chaosRounds; r++ {
 		begin := time.Now()
 		rng := rand.New(rand.NewPCG(seed, uint64(r)))
-		chaosRound(t, root, r, rng, st, refModel, refRows)
+		chaosRound(t, root, r, rng, kinds, disk, st, refModel, refRows)
 		t.Logf("round %d: %.1fs", r, time.Since(begin).Seconds())
 	}
 	fmt.Println(st)
@@ -205,9 +278,18 @@ func waitChaos(t *testing.T, l *proc, st *chaosStats, what string) (result, bool
 	return l.res, true
 }
 
-func chaosRound(t *testing.T, root string, round int, rng *rand.Rand, st *chaosStats, refModel []checkpoint.Tensor, refRows map[int64]metricRow) {
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func chaosRound(t *testing.T, root string, round int, rng *rand.Rand, kinds []string, disk chaosDisk, st *chaosStats, refModel []checkpoint.Tensor, refRows map[int64]metricRow) {
 	out := filepath.Join(root, fmt.Sprintf("round-%d", round))
-	kind := chaosKinds[rng.IntN(len(chaosKinds))]
+	kind := kinds[rng.IntN(len(kinds))]
 	m := chaosMoment{step: 2 + rng.IntN(chaosSteps-15), inWrite: rng.IntN(3) == 0, delay: time.Duration(rng.IntN(200)) * time.Millisecond}
 	rank := rng.IntN(2)
 	cont := time.Duration(-1) // stop_worker: SIGCONT after cont, never when < 0
@@ -225,9 +307,70 @@ func chaosRound(t *testing.T, root string, round int, rng *rand.Rand, st *chaosS
 			desc += fmt.Sprintf(", rank %d, SIGCONT after %v", rank, cont)
 		}
 	}
+	if kind == "disk_full" {
+		desc = fmt.Sprintf("round %d: disk_full", round)
+	}
 	t.Log(desc)
 
+	junk, size := "", int64(0)
+	if kind == "disk_full" {
+		// out on a tmpfs roomy enough for the start-up resource check;
+		// the junk file fills it once the job has a checkpoint (below).
+		fs := filepath.Join(root, fmt.Sprintf("round-%d-fs", round))
+		size = max(int64(32<<20), (8*disk.checkpoint+disk.other+(1<<20)+4095)&^4095)
+		if err := mountTmpfs(t, fs, size); err != nil {
+			t.Fatalf("%s: %v", desc, err)
+		}
+		out = filepath.Join(fs, "out")
+		junk = filepath.Join(fs, "junk")
+	}
+
 	l := startProc(t, root, nil, chaosLaunchArgs(out, false)...)
+	if kind == "disk_full" {
+		// Once the job has logged m.step rows (past the first checkpoint,
+		// so there is one to keep), leave room for half a checkpoint: the
+		// next checkpoint write runs out of space.
+		m.step = max(m.step, 7)
+		latest := filepath.Join(out, "checkpoints", checkpoint.LatestName)
+		m.inWrite, m.delay = false, 0
+		if !waitMoment(t, l, out, m) || !poll(t, chaosHang, func() bool { _, ok := stateStep(latest); return ok || l.exited() }) || l.exited() {
+			st.missed++
+			r, _ := waitChaos(t, l, st, desc)
+			t.Errorf("%s: launch exited before the disk could be filled: %s", desc, r)
+			return
+		}
+		var fsst syscall.Statfs_t
+		if err := syscall.Statfs(filepath.Dir(junk), &fsst); err != nil {
+			t.Fatal(err)
+		}
+		free := int64(fsst.Bavail) * fsst.Bsize
+		if err := os.WriteFile(junk, make([]byte, max(0, free-disk.checkpoint/2)), 0o644); err != nil && !strings.Contains(err.Error(), "no space") {
+			t.Fatalf("%s: %v", desc, err)
+		}
+		t.Logf("%s: at step >= %d: filled the tmpfs (%d bytes, %d were free) to leave %d bytes", desc, m.step, size, free, disk.checkpoint/2)
+		st.faults++
+		st.byKind[kind]++
+		res, hung := waitChaos(t, l, st, desc)
+		if hung {
+			return
+		}
+		step, ok := stateStep(latest)
+		t.Logf("%s: launch exited %d, checkpoint_latest at step %d", desc, res.code, step)
+		if res.code == 0 {
+			t.Errorf("%s: launch exited 0 on a full disk (checkpoint_latest at step %d); the tmpfs is too large?", desc, step)
+		} else if !strings.Contains(strings.ToLower(res.stderr), "no space") {
+			t.Errorf("%s: launch exited %d without saying the disk is full:\n%s", desc, res.code, tail(res.stderr, 6000))
+		}
+		if !ok {
+			t.Errorf("%s: no checkpoint_latest after the disk filled up:\n%s", desc, tail(res.stderr, 6000))
+		}
+		// The checkpoints are verified before the resume.
+		if err := os.Remove(junk); err != nil {
+			t.Fatal(err)
+		}
+		chaosResume(t, root, out, desc, kind, rng, res.code == 0 && step == chaosSteps, st, refModel, refRows)
+		return
+	}
 	if !waitMoment(t, l, out, m) {
 		// The moments are well inside the run, so this is a failure
 		// before any fault, or a sizing problem of this test.
@@ -293,9 +436,18 @@ func chaosRound(t *testing.T, root string, round int, rng *rand.Rand, st *chaosS
 		t.Errorf("%s: the stopped worker (pid %d) outlived the job", desc, stopped)
 	}
 
-	// Resume until complete.
+	chaosResume(t, root, out, desc, kind, rng, res.code == 0 && step == chaosSteps, st, refModel, refRows)
+}
+
+// chaosResume resumes the job of out until it completes and compares it
+// with the reference run.
+func chaosResume(t *testing.T, root, out, desc, kind string, rng *rand.Rand, completed bool, st *chaosStats, refModel []checkpoint.Tensor, refRows map[int64]metricRow) {
+	latest := filepath.Join(out, "checkpoints", checkpoint.LatestName)
+	step, _ := stateStep(latest)
+	var l *proc
+	var res result
+	var hung bool
 	damaged := ""
-	completed := res.code == 0 && step == chaosSteps
 	for attempt := 1; !completed && attempt <= chaosResumes; attempt++ {
 		st.lost += verifyCheckpoints(t, out, damaged, desc)
 		if kind == "corrupt_latest" && attempt == 1 {
