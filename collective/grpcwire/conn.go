@@ -92,6 +92,14 @@ const (
 	// handshake, the preface, and every read and write until then; when
 	// it passes the socket is closed, whatever this side is blocked in.
 	handshakeTimeout = 10 * time.Second
+	// maxPreAuthConns caps a server's connections that have not yet been
+	// authenticated: a ring port has one legitimate caller per generation
+	// (its predecessor), so 64 leaves ample room for reconnects while an
+	// unauthenticated flood holds at most 64 sockets and goroutines (each
+	// for at most handshakeTimeout). A connection beyond the cap closes the
+	// oldest unauthenticated one: a real peer, which authenticates within
+	// a round trip, is never the oldest for long.
+	maxPreAuthConns = 64
 	// writeTimeout bounds each write once the stream is authenticated (and
 	// every write of a client). A peer's reader never stops reading for
 	// long (grpcwire's and grpc-go's read whatever the application does,
@@ -175,6 +183,7 @@ type conn struct {
 	ending            atomic.Bool
 	handshakeDeadline time.Time
 	expire            *time.Timer
+	onAuth            func() bool // the server's: false when this socket was evicted before it authenticated
 	writeTimeout      time.Duration
 	limits            floodLimits
 	// sentData is set when this side writes DATA or HEADERS; the reader

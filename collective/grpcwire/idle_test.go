@@ -122,3 +122,86 @@ func peakRSS() string {
 	}
 	return "?"
 }
+
+// TestPreAuthConnectionsCapped: with the handshake deadline far away, the
+// server holds at most maxPreAuth unauthenticated connections, closing the
+// oldest to admit a newer one, and a real stream opened after the flood is
+// still served.
+func TestPreAuthConnectionsCapped(t *testing.T) {
+	const limit, n = 8, 40
+	srv, addr := startWireTuned(t, ServerOptions{Handler: wireEcho}, func(s *Server) {
+		s.handshakeTimeout = time.Minute
+		s.maxPreAuth = limit
+	})
+	preface := frames(t, 0, nil)
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for i := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if i%2 == 1 {
+			if _, err := c.Write(preface); err != nil {
+				t.Fatalf("connection %d: preface: %v", i, err)
+			}
+		}
+		conns = append(conns, c)
+	}
+	// The server accepts in order: the first n-limit are evicted. Which
+	// ones exactly depends on accept order, so count.
+	closed := 0
+	deadline := time.Now().Add(hangGuard)
+	for _, c := range conns {
+		_ = c.SetReadDeadline(deadline)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, c := range conns[:n-limit] {
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					var ne net.Error
+					if !errors.As(err, &ne) || !ne.Timeout() {
+						mu.Lock()
+						closed++
+						mu.Unlock()
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if closed != n-limit {
+		t.Fatalf("%d of the %d oldest unauthenticated connections were closed, want all (cap %d)", closed, n-limit, limit)
+	}
+	srv.mu.Lock()
+	pending, evicted := len(srv.pending), srv.evicted
+	srv.mu.Unlock()
+	if pending > limit || evicted < n-limit {
+		t.Fatalf("the server holds %d pending connections (cap %d) and evicted %d", pending, limit, evicted)
+	}
+
+	cs, cancel := wireStream(t, addr, wireOpts())
+	defer cancel()
+	msg := []byte("ping")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := cs.RecvMsg(&got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo after the flood: %q, %v", got, err)
+	}
+	srv.mu.Lock()
+	pending = len(srv.pending)
+	srv.mu.Unlock()
+	if pending > limit {
+		t.Fatalf("%d pending connections after a stream authenticated (cap %d)", pending, limit)
+	}
+}

@@ -56,10 +56,16 @@ type Server struct {
 	stopped  bool
 	draining bool
 	wg       sync.WaitGroup // connection goroutines
+	// pending holds the accepted sockets not yet authenticated, with when
+	// each was accepted (at most maxPreAuth; see maxPreAuthConns).
+	pending map[net.Conn]time.Time
+	evicted int // pending sockets closed to make room, in all
 
-	// handshakeTimeout, writeTimeout and limits are the constants of those
-	// names (tests shorten the deadlines or lift the limits).
+	// handshakeTimeout, writeTimeout, maxPreAuth and limits are the
+	// constants of those names (tests shorten the deadlines or change the
+	// limits).
 	handshakeTimeout time.Duration
+	maxPreAuth       int
 	writeTimeout     time.Duration
 	limits           floodLimits
 }
@@ -71,8 +77,8 @@ func NewServer(opts ServerOptions) *Server {
 		cfg.NextProtos = append([]string{"h2"}, cfg.NextProtos...)
 		opts.TLS = cfg
 	}
-	return &Server{opts: opts, conns: map[*conn]struct{}{},
-		handshakeTimeout: handshakeTimeout, writeTimeout: writeTimeout, limits: defaultFloodLimits}
+	return &Server{opts: opts, conns: map[*conn]struct{}{}, pending: map[net.Conn]time.Time{},
+		handshakeTimeout: handshakeTimeout, writeTimeout: writeTimeout, maxPreAuth: maxPreAuthConns, limits: defaultFloodLimits}
 }
 
 // Serve accepts connections on lis until Stop or GracefulStop, then
@@ -111,8 +117,12 @@ func (s *Server) Serve(lis net.Listener) error {
 			_ = nc.Close()
 			return nil
 		}
+		victim := s.admitLocked(nc)
 		s.wg.Add(1)
 		s.mu.Unlock()
+		if victim != nil {
+			abortClose(victim)
+		}
 		go s.serveConn(nc)
 	}
 }
@@ -154,6 +164,35 @@ func (s *Server) GracefulStop() {
 	s.wg.Wait()
 }
 
+// admitLocked counts nc as pending authentication and, when that makes
+// more than maxPreAuth, returns the oldest pending socket for the caller to
+// close (its goroutine then ends on the closed socket).
+func (s *Server) admitLocked(nc net.Conn) (victim net.Conn) {
+	if len(s.pending) >= s.maxPreAuth {
+		var oldest time.Time
+		for c, at := range s.pending {
+			if victim == nil || at.Before(oldest) {
+				victim, oldest = c, at
+			}
+		}
+		delete(s.pending, victim)
+		s.evicted++
+	}
+	s.pending[nc] = time.Now()
+	return victim
+}
+
+// settled removes nc from the sockets pending authentication (it
+// authenticated or is gone); false: it was no longer pending (evicted, and
+// being closed).
+func (s *Server) settled(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pending[nc]
+	delete(s.pending, nc)
+	return ok
+}
+
 func (s *Server) closeListenersLocked() {
 	for _, l := range s.lis {
 		_ = l.Close()
@@ -169,6 +208,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	deadline := time.Now().Add(s.handshakeTimeout)
 	_ = nc.SetDeadline(deadline)
 	tcp := nc
+	defer func() { s.settled(tcp) }()
 	expire := time.AfterFunc(s.handshakeTimeout, func() { abortClose(tcp) })
 	defer expire.Stop()
 	if s.opts.TLS != nil {
@@ -190,6 +230,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	c := newConn(nc, true, s.opts.Codec, s.opts.Pool, s.opts.MaxRecvMsgSize)
 	c.handshakeDeadline, c.expire = deadline, expire
+	c.onAuth = func() bool { return s.settled(tcp) }
 	c.writeTimeout, c.limits = s.writeTimeout, s.limits
 	s.mu.Lock()
 	if s.stopped || s.draining {
@@ -374,6 +415,9 @@ var errHandshakeExpired = errors.New("grpcwire: the handshake deadline passed be
 func (c *conn) authenticated() bool {
 	if !c.expire.Stop() {
 		return false
+	}
+	if c.onAuth != nil && !c.onAuth() {
+		return false // evicted to make room (see maxPreAuthConns): being closed
 	}
 	c.authed.Store(true)
 	_ = c.nc.SetReadDeadline(time.Time{}) // a stream may be idle between steps
