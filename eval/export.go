@@ -3,11 +3,13 @@ package eval
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/jepa"
+	"github.com/hjepa-go/hjepa/nn"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/safetensors"
 )
@@ -17,9 +19,10 @@ import (
 // [D, C, p, p], pos_embed [1, Np, D], blocks.N.attn.qkv.weight, norm.*), so
 //
 //	timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=2,
-//	    in_chans=1, class_token=False, global_pool="avg", num_classes=0)
+//	    in_chans=1, class_token=False, global_pool="avg", fc_norm=False,
+//	    num_classes=0)
 //
-// (sizes from the metadata) loads it with load_state_dict. target selects
+// (sizes from the metadata; see TimmSnippet) loads it with load_state_dict. target selects
 // the EMA target encoder (what I-JEPA evaluates) rather than the context one.
 func ExportTimm(b tensor.Backend, m *jepa.Model, path string, target bool) error {
 	arena, enc := m.Params, m.Encoder
@@ -56,6 +59,27 @@ func ExportTimm(b tensor.Backend, m *jepa.Model, path string, target bool) error
 	return nil
 }
 
+// TimmSnippet is the Python that builds the timm model an export of an
+// encoder of configuration e loads into, strictly, and loads path into it.
+// fc_norm=False keeps the final LayerNorm on the tokens (norm) as I-JEPA
+// has it: with global_pool="avg" timm otherwise moves it after the pooling
+// (fc_norm) and makes norm an Identity, so norm.* would not load.
+// tools/golden/check_timm_export.py runs it (eval's export test).
+func TimmSnippet(e nn.ViTConfig, path string) string {
+	return fmt.Sprintf("  m = timm.create_model(\"vit_base_patch16_224\", pretrained=False, img_size=%d, patch_size=%d, in_chans=%d, embed_dim=%d, depth=%d, num_heads=%d, mlp_ratio=%s, class_token=False, global_pool=\"avg\", fc_norm=False, num_classes=0)\n"+
+		"  m.load_state_dict(safetensors.torch.load_file(%q))\n",
+		e.ImgSize, e.PatchSize, e.InChans, e.Dim, e.Depth, e.Heads, pyFloat(e.MLPRatio), path)
+}
+
+// pyFloat writes x as a Python float literal (4 -> 4.0).
+func pyFloat(x float64) string {
+	s := strconv.FormatFloat(x, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eE") {
+		s += ".0"
+	}
+	return s
+}
+
 // ExportRequest is one export of an encoder (`hjepa export`).
 type ExportRequest struct {
 	// Config is the loaded and validated configuration.
@@ -82,8 +106,6 @@ func Export(req ExportRequest, out io.Writer) error {
 	if err := ExportTimm(b, m, req.Out, !req.Context); err != nil {
 		return err
 	}
-	e := m.Cfg.Encoder
-	fmt.Fprintf(out, "wrote %s; load it in PyTorch with\n  m = timm.create_model(\"vit_base_patch16_224\", img_size=%d, patch_size=%d, in_chans=%d, embed_dim=%d, depth=%d, num_heads=%d, class_token=False, global_pool=\"avg\", num_classes=0)\n  m.load_state_dict(safetensors.torch.load_file(%q))\n",
-		req.Out, e.ImgSize, e.PatchSize, e.InChans, e.Dim, e.Depth, e.Heads, req.Out)
+	fmt.Fprintf(out, "wrote %s; load it in PyTorch with timm:\n%s", req.Out, TimmSnippet(m.Cfg.Encoder, req.Out))
 	return nil
 }

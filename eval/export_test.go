@@ -58,16 +58,11 @@ func TestExportTimmKeys(t *testing.T) {
 	}
 }
 
-// PyTorch loads the export (strict) into the I-JEPA ViT and computes the same
-// forward as our target encoder. Skipped where PyTorch is not installed.
-func TestExportLoadsInPyTorch(t *testing.T) {
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import torch, numpy").Run(); err != nil {
-		t.Skip("PyTorch not installed (Debian python3-torch); the key/shape test still ran")
-	}
-	b := cpu.New(1)
-	m := exportModel(t, b)
-	dir := t.TempDir()
+// writeExportFixture exports m's target encoder to dir and writes a batch of
+// images (x.npy), their token features (y.npy) and mean-pooled features
+// (pooled.npy) as our encoder computes them.
+func writeExportFixture(t *testing.T, b tensor.Backend, m *jepa.Model, dir string) string {
+	t.Helper()
 	path := filepath.Join(dir, "enc.safetensors")
 	if err := ExportTimm(b, m, path, true); err != nil {
 		t.Fatal(err)
@@ -79,17 +74,68 @@ func TestExportLoadsInPyTorch(t *testing.T) {
 	y := make([]float32, out.Numel())
 	b.Download(x, img)
 	b.Download(y, out)
-	if err := WriteNPY(filepath.Join(dir, "x.npy"), x, []int{2, 3, 8, 8}); err != nil {
-		t.Fatal(err)
+	sh := out.Shape() // [B, N, D]
+	pooled := make([]float32, sh[0]*sh[2])
+	for i := range sh[0] {
+		for n := range sh[1] {
+			for d := range sh[2] {
+				pooled[i*sh[2]+d] += y[(i*sh[1]+n)*sh[2]+d] / float32(sh[1])
+			}
+		}
 	}
-	if err := WriteNPY(filepath.Join(dir, "y.npy"), y, out.Shape()); err != nil {
-		t.Fatal(err)
+	for name, a := range map[string]struct {
+		v     []float32
+		shape []int
+	}{"x.npy": {x, []int{2, 3, 8, 8}}, "y.npy": {y, sh}, "pooled.npy": {pooled, []int{sh[0], sh[2]}}} {
+		if err := WriteNPY(filepath.Join(dir, name), a.v, a.shape); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return path
+}
+
+func requirePyTorch(t *testing.T) string {
+	t.Helper()
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch, numpy").Run(); err != nil {
+		t.Skip("PyTorch not installed (Debian python3-torch); the key/shape test still ran")
+	}
+	return py
+}
+
+// PyTorch loads the export (strict) into the I-JEPA ViT and computes the same
+// forward as our target encoder. Skipped where PyTorch is not installed.
+func TestExportLoadsInPyTorch(t *testing.T) {
+	py := requirePyTorch(t)
+	b := cpu.New(1)
+	dir := t.TempDir()
+	path := writeExportFixture(t, b, exportModel(t, b), dir)
 	cmd := exec.Command(py, "../tools/golden/check_export.py", path, filepath.Join(dir, "x.npy"), filepath.Join(dir, "y.npy"))
-	cmd.Env = os.Environ()
 	res, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("PyTorch check failed: %v\n%s", err, res)
+	}
+	t.Logf("%s", res)
+}
+
+// The snippet `hjepa export` prints builds a timm model (timm's module
+// names and its norm/fc_norm layout; timm itself where installed) that loads
+// the export strictly and computes our mean-pooled features; without
+// fc_norm=False the same snippet fails. Skipped without PyTorch.
+func TestExportTimmSnippet(t *testing.T) {
+	py := requirePyTorch(t)
+	b := cpu.New(1)
+	m := exportModel(t, b)
+	dir := t.TempDir()
+	path := writeExportFixture(t, b, m, dir)
+	snippet := filepath.Join(dir, "snippet.txt")
+	if err := os.WriteFile(snippet, []byte(TimmSnippet(m.Cfg.Encoder, path)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(py, "../tools/golden/check_timm_export.py", snippet, filepath.Join(dir, "x.npy"), filepath.Join(dir, "pooled.npy"))
+	res, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the printed snippet does not load the export as timm would: %v\n%s", err, res)
 	}
 	t.Logf("%s", res)
 }
