@@ -16,8 +16,15 @@ all: build
 deps:
 	$(GO) mod download
 
+# The three binaries, static (no cgo: they run on any Linux of the same
+# architecture; the GPU is reached through dlopen at run time), stamped with
+# the commit (hjepa --version).
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo +modified)
+LDFLAGS := -X github.com/hjepa-go/hjepa/train.Commit=$(COMMIT)
 build: deps
-	$(GO) build ./...
+	mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/hjepa ./cmd/hjepa-coordinator ./cmd/hjepa-worker
+	@echo "built bin/hjepa bin/hjepa-coordinator bin/hjepa-worker: $$(bin/hjepa --version)"
 
 # The demo: H-JEPA on Fashion-MNIST (configs/fmnist-tiny.yaml, its
 # training.max_steps) trained data-parallel by `hjepa launch` with DEMO_NPROC
@@ -39,7 +46,7 @@ fmnist:
 # A static CPU build: no cgo to compile, so a fresh machine builds it in
 # well under a minute.
 bin/hjepa-cpu: deps FORCE
-	CGO_ENABLED=0 $(GO) build -o $@ ./cmd/hjepa
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/hjepa
 .PHONY: FORCE
 FORCE:
 
@@ -87,13 +94,19 @@ fuzz: deps
 	GO=$(GO) FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
 # Seeded random faults (SIGKILL, SIGSTOP, SIGTERM of workers, coordinator and
-# launch; a damaged checkpoint) against real `hjepa launch` jobs, CHAOS_ROUNDS
-# rounds (make test runs 3); CHAOS_SEED=<seed from the log> replays a run.
+# launch; a damaged checkpoint; a full disk) against real `hjepa launch` jobs,
+# CHAOS_ROUNDS rounds (make test runs 3); then, where Docker is present,
+# CHAOS_COMPOSE_ROUNDS rounds of network cuts, paused containers and crashes
+# against deploy/compose.yaml (make test runs 1). CHAOS_SEED=<seed from the
+# log> replays the first part, CHAOS_COMPOSE_SEED the second.
 CHAOS_ROUNDS ?= 50
 CHAOS_SEED ?= 0
+CHAOS_COMPOSE_ROUNDS ?= 10
+CHAOS_COMPOSE_SEED ?= 0
 .PHONY: chaos
 chaos: deps
 	$(GO) test -count=1 -run TestChaos -v ./cmd/hjepa -chaos-rounds $(CHAOS_ROUNDS) -chaos-seed $(CHAOS_SEED) -timeout 0
+	$(GO) test -count=1 -run TestComposeChaos -v ./deploy -compose-chaos-rounds $(CHAOS_COMPOSE_ROUNDS) -compose-chaos-seed $(CHAOS_COMPOSE_SEED) -timeout 0
 
 # The module's import graph, lowest layer first; fails when an import runs
 # back up or a package other than cmd, worker and bench imports train.
@@ -127,7 +140,7 @@ golden: bench-deps
 .PHONY: image
 image:
 	rm -rf bin/image && mkdir -p bin/image
-	CGO_ENABLED=0 $(GO) build -tags nocuda -o bin/image/hjepa ./cmd/hjepa
+	CGO_ENABLED=0 $(GO) build -tags nocuda -ldflags '$(LDFLAGS)' -o bin/image/hjepa ./cmd/hjepa
 	cp -r configs bin/image/configs
 	docker build -f deploy/Dockerfile -t hjepa:dev bin/image
 

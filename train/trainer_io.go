@@ -30,6 +30,11 @@ import (
 // Version is written into every checkpoint's state.json.
 var Version = "0.1.0-dev"
 
+// Commit is the commit the binary was built from when the build did not
+// record it itself (make build sets it with -ldflags -X; a build with
+// -buildvcs records vcs.revision instead).
+var Commit = ""
+
 // logStep averages the step's losses over replicas and writes them to every
 // sink: zap, metrics.jsonl, TensorBoard and the progress bar.
 func (t *trainer) logStep(ctx context.Context, s jepa.StepStats, lr, wd, ema, gradNorm float64, took time.Duration) error {

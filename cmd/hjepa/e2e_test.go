@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -540,5 +541,18 @@ func TestFinalValidationNotDuplicated(t *testing.T) {
 		if seen[s] != 1 {
 			t.Errorf("step %d has %d validation rows in metrics.jsonl, want 1", s, seen[s])
 		}
+	}
+}
+
+// --version names the release, the commit (or "unknown"), Go and whether the
+// build can reach a GPU.
+func TestVersion(t *testing.T) {
+	c, so, se := hjepaCmd(t.TempDir(), nil, "--version")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := wait(t, c, so, se)
+	if r.code != 0 || !regexp.MustCompile(`^hjepa version \S+ \(commit \S+, go1\.\S+, linux/\w+, (cuda|nocuda)\)\n$`).MatchString(r.stdout) {
+		t.Fatalf("hjepa --version: %s", r)
 	}
 }

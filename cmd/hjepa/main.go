@@ -25,6 +25,7 @@ func main() {
 		Short:         "Pretrain Vision Transformers with H-JEPA (hierarchical I-JEPA)",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       jobcmd.Version(),
 	}
 	var cpuProfile string
 	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the command to this file")

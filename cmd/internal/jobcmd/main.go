@@ -33,6 +33,7 @@ func Exit(prog string, err error) int {
 func Main(c *cobra.Command) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	c.SilenceUsage, c.SilenceErrors = true, true
+	c.Version = Version()
 	code := Exit(c.Name(), c.ExecuteContext(ctx))
 	stop()
 	os.Exit(code)
