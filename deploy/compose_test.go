@@ -1,5 +1,3 @@
-// Package deploy holds the container image and the compose file; this test
-// runs the compose file as a user would, on the local Docker Engine.
 package deploy
 
 import (

@@ -13,9 +13,11 @@ package main
 // moments (the processes' own timing still varies from run to run).
 // `make chaos CHAOS_ROUNDS=50` runs a longer campaign.
 //
-// Not covered by this first version: network cuts, partitions, delays and
-// loss between the processes (needs netns/veth), clock jumps, several faults at once, and in-place disk corruption of a
-// file that periodic checkpoints share by hard link.
+// Network cuts and frozen containers are deploy/chaos_test.go's (the compose
+// deployment). Not covered: partitions, delays and loss between workers
+// that still reach the coordinator, clock jumps, several faults at once,
+// and in-place disk corruption of a file that periodic checkpoints share by
+// hard link.
 
 import (
 	"bytes"
