@@ -144,6 +144,18 @@ image:
 	cp -r configs bin/image/configs
 	docker build -f deploy/Dockerfile -t hjepa:dev bin/image
 
+# The GPU image (deploy/Dockerfile.gpu): the static build with the CUDA
+# backend on a CUDA runtime base (CUDA_BASE, default NVIDIA's CUDA 12 runtime
+# image). `hjepa deploy compose --gpus N` writes the compose file for a host
+# with N GPUs (deploy/compose.gpu.yaml is N=2).
+CUDA_BASE ?= nvidia/cuda:12.4.1-runtime-ubuntu22.04
+.PHONY: image-gpu
+image-gpu:
+	rm -rf bin/image-gpu && mkdir -p bin/image-gpu
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/image-gpu/hjepa ./cmd/hjepa
+	cp -r configs bin/image-gpu/configs
+	docker build -f deploy/Dockerfile.gpu --build-arg CUDA_BASE=$(CUDA_BASE) -t hjepa:gpu bin/image-gpu
+
 # GPU checks (issue 5). A GPU machine needs no Go: build static binaries here,
 # copy the checkout with bin/gpu there and run tools/gpu-check.sh from its root.
 gpu-build:

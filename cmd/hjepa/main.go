@@ -40,7 +40,7 @@ func main() {
 		return pprof.StartCPUProfile(f)
 	}
 	defer pprof.StopCPUProfile()
-	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd(), devicesCmd(),
+	root.AddCommand(trainCmd(), evalCmd(), embedCmd(), exportCmd(), configCmd(), dataCmd(), devicesCmd(), deployCmd(),
 		jobcmd.NewLaunchCommand(), jobcmd.NewCoordinatorCommand("coordinator"), jobcmd.NewWorkerCommand("worker"))
 	if code := jobcmd.Exit("hjepa", root.ExecuteContext(ctx)); code != 0 {
 		pprof.StopCPUProfile()
