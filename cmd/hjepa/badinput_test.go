@@ -685,8 +685,22 @@ func badInputCases() []badInput {
 			args: func(e *badEnv) []string {
 				return []string{"eval", "--config", syntheticCfg, "--set", "model.embed_dim=64", "--checkpoint", filepath.Join(e.run, "checkpoints", checkpoint.LatestName)}
 			},
-			want: mismatch,
-			hint: []string{"use a matching --config"},
+			want: []string{checkpoint.LatestName, "model.embed_dim 32, not 64"},
+			hint: []string{"take the model from the checkpoint", "may change only data.*"},
+		},
+		{
+			name: "eval_checkpoint_without_state",
+			args: func(e *badEnv) []string {
+				return []string{"eval", "--checkpoint", filepath.Join(e.run, "checkpoints")}
+			},
+			want: []string{filepath.Join("checkpoints", "state.json"), "missing"},
+			hint: []string{"pass --checkpoint a checkpoint directory"},
+		},
+		{
+			name: "eval_init_without_config",
+			args: func(e *badEnv) []string { return []string{"eval", "--checkpoint", "init"} },
+			want: []string{"--checkpoint init"},
+			hint: []string{"give --config"},
 		},
 
 		// Full disk.

@@ -556,3 +556,37 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("hjepa --version: %s", r)
 	}
 }
+
+// eval, embed and export read the model from the checkpoint: no --config,
+// run from another directory, the data and evaluation keys from --set.
+func TestEvalExportEmbedWithoutConfig(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "run")
+	run := func(args ...string) result {
+		t.Helper()
+		p := startProc(t, t.TempDir(), nil, args...)
+		return p.wait(t, 2*time.Minute)
+	}
+	if r := run(trainArgs(out, "training.max_steps=4", "threads=1", "logging.progress=false")...); r.code != 0 {
+		t.Fatalf("train: %s", r)
+	}
+	ck := filepath.Join(out, "checkpoints", "checkpoint_latest")
+	r := run("eval", "--checkpoint", ck, "--threads", "1", "--set", "evaluation.train_limit=64", "--set", "evaluation.test_limit=32", "--out", filepath.Join(dir, "eval.json"))
+	if r.code != 0 || !strings.Contains(r.stdout, "trained") || !strings.Contains(r.stdout, "[64 train / 32 test images") {
+		t.Fatalf("eval without --config: %s", r)
+	}
+	exp := filepath.Join(dir, "enc.safetensors")
+	if r := run("export", "--checkpoint", ck, "--out", exp); r.code != 0 || !strings.Contains(r.stdout, "fc_norm=False") {
+		t.Fatalf("export without --config: %s", r)
+	}
+	if _, err := os.Stat(exp); err != nil {
+		t.Fatal(err)
+	}
+	emb := filepath.Join(dir, "f.npy")
+	if r := run("embed", "--checkpoint", ck, "--out", emb, "--limit", "16", "--threads", "1"); r.code != 0 {
+		t.Fatalf("embed without --config: %s", r)
+	}
+	if _, err := os.Stat(emb); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -26,10 +26,14 @@ Rows: "trained" is the checkpoint's target encoder (what I-JEPA evaluates);
 encoder at initialisation ("init"), --pixels the same probe on the raw
 normalised pixels ("pixels"); --all adds all three. Every row uses the same
 images (evaluation.train_limit / test_limit) and the same protocol.
---checkpoint init evaluates the initialisation alone.`,
+--checkpoint init evaluates the initialisation alone.
+
+The model comes from the checkpoint's own configuration (its state.json);
+--config, --set and HJEPA_* may change the data (data.*, but not the image
+size or channels), the protocol (evaluation.*), device and threads.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cf.load(true)
+			cfg, err := cf.loadForCheckpoint(req.Checkpoint, os.Stderr)
 			if err != nil {
 				return err
 			}
@@ -61,7 +65,7 @@ func embedCmd() *cobra.Command {
 		Short: "Write mean-pooled target-encoder features of a split as .npy (and labels as <out>.labels.npy)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cf.load(true)
+			cfg, err := cf.loadForCheckpoint(req.Checkpoint, os.Stderr)
 			if err != nil {
 				return err
 			}
@@ -86,7 +90,7 @@ func exportCmd() *cobra.Command {
 		Short: "Write the encoder as .safetensors with timm ViT key names",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			cfg, err := cf.load(true)
+			cfg, err := cf.loadForCheckpoint(req.Checkpoint, os.Stderr)
 			if err != nil {
 				return err
 			}

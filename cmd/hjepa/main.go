@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hjepa-go/hjepa/cmd/internal/jobcmd"
 	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/eval"
 )
 
 func main() {
@@ -67,6 +69,12 @@ func (f *configFlags) add(c *cobra.Command) {
 // load reads and validates the configuration: file, HJEPA_* environment,
 // --set overrides, then the --device/--threads flags.
 func (f *configFlags) load(validate bool) (config.Config, error) {
+	return f.loadOver(nil, validate)
+}
+
+// loadOver is load with base (a YAML document) in place of the --config
+// file when there is none.
+func (f *configFlags) loadOver(base []byte, validate bool) (config.Config, error) {
 	sets := append([]string(nil), f.sets...)
 	if f.device != "" {
 		sets = append(sets, "device="+f.device)
@@ -74,7 +82,11 @@ func (f *configFlags) load(validate bool) (config.Config, error) {
 	if f.threads != 0 {
 		sets = append(sets, fmt.Sprintf("threads=%d", f.threads))
 	}
-	cfg, err := config.Load(config.LoadOptions{ConfigFile: f.file, Sets: sets, Env: true})
+	opts := config.LoadOptions{ConfigFile: f.file, Sets: sets, Env: true}
+	if f.file == "" && base != nil {
+		opts.ConfigYAML = base
+	}
+	cfg, err := config.Load(opts)
 	if err != nil {
 		return cfg, err
 	}
@@ -88,4 +100,44 @@ func (f *configFlags) load(validate bool) (config.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// loadForCheckpoint is the configuration of a command that reads checkpoint
+// ck (eval, embed, export): the one saved in the checkpoint, with the data,
+// evaluation and device keys of --config, --set and HJEPA_* (see
+// eval.CheckpointConfig). --checkpoint init has no saved configuration: it
+// takes --config's.
+func (f *configFlags) loadForCheckpoint(ck string, log io.Writer) (config.Config, error) {
+	if ck == "" || ck == "init" {
+		if f.file == "" {
+			return config.Config{}, errors.New("--checkpoint init evaluates the initialisation of a configuration's model: give --config")
+		}
+		return f.load(true)
+	}
+	var file *config.Config
+	var base []byte
+	if f.file != "" {
+		fileOnly, err := config.Load(config.LoadOptions{ConfigFile: f.file})
+		if err != nil {
+			return config.Config{}, err
+		}
+		file = &fileOnly
+	} else {
+		saved, err := eval.SavedConfig(ck)
+		if err != nil {
+			return config.Config{}, err
+		}
+		if base, err = config.NestedYAML(saved.Flat()); err != nil {
+			return config.Config{}, err
+		}
+	}
+	user, err := f.loadOver(base, false)
+	if err != nil {
+		return config.Config{}, err
+	}
+	cfg, notes, err := eval.CheckpointConfig(ck, file, user)
+	for _, n := range notes {
+		fmt.Fprintln(log, "note:", n)
+	}
+	return cfg, err
 }

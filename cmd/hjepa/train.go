@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -50,8 +51,17 @@ func printSummary(s *train.Summary, out, cfgFile string) {
 		state = "interrupted (checkpoint written)"
 	}
 	fmt.Printf("\nTraining %s: %d steps, %d epochs in %s\n", state, s.Steps, s.Epochs, s.Elapsed.Round(1e9))
-	fmt.Printf("  final loss %.5g (JEPA %.5g), best validation loss %.5g, RankMe %.1f, feature std %.4g, collapse alarms %d\n",
-		s.FinalLoss, s.FinalJEPALoss, s.BestValLoss, s.RankMe, s.FeatureStd, s.CollapseAlarms)
+	if s.Steps > 0 {
+		fmt.Printf("  final loss %.5g (JEPA %.5g)", s.FinalLoss, s.FinalJEPALoss)
+	} else {
+		fmt.Print("  no step taken")
+	}
+	if s.BestValLoss > 0 && !math.IsInf(s.BestValLoss, 0) {
+		fmt.Printf(", best validation loss %.5g, RankMe %.1f, feature std %.4g", s.BestValLoss, s.RankMe, s.FeatureStd)
+	} else {
+		fmt.Print(", no validation yet")
+	}
+	fmt.Printf(", collapse alarms %d\n", s.CollapseAlarms)
 	ck := s.Checkpoint
 	if ck == "" {
 		ck = filepath.Join(out, "checkpoints", "checkpoint_latest")
@@ -64,7 +74,7 @@ func printSummary(s *train.Summary, out, cfgFile string) {
 	if s.Interrupted {
 		fmt.Printf("  continue:  hjepa train%s --out %s --resume\n", cfgArg, out)
 	}
-	fmt.Printf("  evaluate:  hjepa eval --checkpoint %s%s\n", ck, cfgArg)
-	fmt.Printf("  export:    hjepa export --checkpoint %s%s --out encoder.safetensors\n", ck, cfgArg)
+	fmt.Printf("  evaluate:  hjepa eval --checkpoint %s --all\n", ck)
+	fmt.Printf("  export:    hjepa export --checkpoint %s --out encoder.safetensors\n", ck)
 	fmt.Printf("  curves:    %s/plots/*.png, TensorBoard: tensorboard --logdir %s/logs/tensorboard\n", out, out)
 }
