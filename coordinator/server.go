@@ -24,6 +24,7 @@ import (
 	"github.com/hjepa-go/hjepa/collective/rpcsec"
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 )
 
 // Config is a coordinator's job.
@@ -63,6 +64,9 @@ type Config struct {
 	// server's loop: it must not block.
 	OnEvict func(Evict)
 	Logger  *zap.Logger
+	// Metrics, when set, records the job's generations, restarts and each
+	// rank's heartbeats (its /metrics and /readyz: telemetry.Serve).
+	Metrics *telemetry.Coordinator
 }
 
 // maxRecvBytes bounds a coordinator request (a RegisterRequest with a few
@@ -95,6 +99,7 @@ type Server struct {
 	calls   map[CallID]chan<- result
 	streams map[CallID]streamChans
 	exit    *ExitJob
+	gen     uint64 // the last generation assigned (Metrics)
 	// trace, when set (tests), sees every event after the policy took it.
 	trace func(Event)
 }
@@ -225,6 +230,8 @@ func (s *Server) Run(ctx context.Context) (exitCode int, err error) {
 	s.log.Info("waiting for workers", zap.String("addr", s.Addr()), zap.Int("world_size", s.cfg.WorldSize),
 		zap.Int("max_restarts", s.cfg.MaxRestarts), zap.Bool("resume", s.cfg.Resume), zap.String("checkpoint_dir", s.cfg.CheckpointDir))
 
+	s.cfg.Metrics.SetReady(true, fmt.Sprintf("coordinating a job of %d ranks", s.cfg.WorldSize))
+	defer s.cfg.Metrics.SetReady(false, "the job has ended")
 	ticker := time.NewTicker(s.tick)
 	stopReq := ctx.Done()
 	s.apply(Tick{})
@@ -299,6 +306,9 @@ func (s *Server) handle(env envelope) {
 		if _, ok := s.streams[ev.Stream]; !ok && env.stream != nil {
 			s.streams[ev.Stream] = *env.stream
 		}
+		if ev.Generation == s.gen && ev.RunID == s.runID {
+			s.cfg.Metrics.Beat(ev.Rank, ev.Step, ev.Loss, ev.StepSeconds)
+		}
 	}
 	s.apply(env.ev)
 	switch ev := env.ev.(type) {
@@ -324,6 +334,10 @@ func (s *Server) apply(ev Event) {
 func (s *Server) perform(a Action) {
 	switch a := a.(type) {
 	case Assign:
+		if a.Generation != s.gen {
+			s.cfg.Metrics.Generation(a.Generation, s.gen == 0)
+			s.gen = a.Generation
+		}
 		s.log.Info("assigned", zap.String("worker", a.Worker), zap.Int("rank", a.Rank), zap.Uint64("generation", a.Generation),
 			zap.Bool("resume", a.Resume), zap.Int64("step", a.ResumeStep))
 		s.answer(a.Call, result{reg: s.assignment(a)})

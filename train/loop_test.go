@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/cpu"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 )
 
 // In-process tests of the training loop: the code `hjepa train` and every
@@ -45,10 +45,10 @@ type loopRun struct {
 func newLoopRun(t *testing.T, c config.Config, b tensor.Backend, out string) *loopRun {
 	r := &loopRun{}
 	r.opts = Options{Config: c, Out: out, Backend: b, Logger: zap.NewNop(), Console: io.Discard,
-		OnStep: func(step int64, loss float64, _ time.Duration) {
-			r.losses = append(r.losses, loss)
+		OnStep: func(s telemetry.Step) {
+			r.losses = append(r.losses, s.Loss)
 			if r.afterStep != nil {
-				r.afterStep(step)
+				r.afterStep(s.Step)
 			}
 		}}
 	return r

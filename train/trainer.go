@@ -20,6 +20,7 @@ import (
 	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 	"github.com/hjepa-go/hjepa/train/progress"
 	"github.com/hjepa-go/hjepa/train/tfevents"
 )
@@ -98,10 +99,9 @@ type Options struct {
 	// under Out (the coordinator picks it once for every rank); it implies
 	// Resume.
 	ResumeFrom string
-	// OnStep, when set, is called after every optimizer step with the number
-	// of steps done, this replica's loss and the step's wall time (a worker
-	// reports them on its heartbeat).
-	OnStep func(step int64, loss float64, took time.Duration)
+	// OnStep, when set, is called after every optimizer step with what this
+	// replica saw of it (a worker reports it on its heartbeat and /metrics).
+	OnStep func(telemetry.Step)
 	// Backend overrides the device chosen from Config.Device.
 	Backend tensor.Backend
 	// Logger overrides the logger built from Config.Logging.
@@ -605,7 +605,8 @@ func (t *trainer) afterStep(ctx context.Context, res stepResult, took time.Durat
 	cfg := t.cfg
 	total := int64(t.sched.Total)
 	if t.opts.OnStep != nil {
-		t.opts.OnStep(t.step, res.Stats.Loss, took)
+		t.opts.OnStep(telemetry.Step{Step: t.step, Epoch: t.epoch, Loss: res.Stats.Loss, JEPALoss: res.Stats.JEPA, LR: res.LR,
+			GradNorm: res.GradNorm, Took: took, Images: t.accum * cfg.Data.BatchSize})
 	}
 	if t.step%int64(max(1, cfg.Logging.EverySteps)) == 0 || t.step == total {
 		if err := t.logStep(ctx, res.Stats, res.LR, res.WD, res.EMA, res.GradNorm, took); err != nil {

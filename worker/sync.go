@@ -12,6 +12,7 @@ import (
 	"github.com/hjepa-go/hjepa/device"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 )
 
 // ringSync is the trainer's GradSync over one generation's ring: DDP's
@@ -35,6 +36,8 @@ type ringSync struct {
 	// Exposed and Total accumulate the all-reduce time not hidden behind
 	// backward, and all of it (the ddp_step benchmark reports them).
 	Exposed, Total time.Duration
+	// metrics, when set, records every gradient all-reduce.
+	metrics *telemetry.Worker
 }
 
 var _ train.OverlappingSync = (*ringSync)(nil)
@@ -99,6 +102,7 @@ func (s *ringSync) AllReduceMean(ctx context.Context, step int64, grads *tensor.
 	if err != nil {
 		return err
 	}
+	s.metrics.ObserveAllReduce(4*len(data), total)
 	if staged {
 		s.b.Upload(grads, data)
 	}

@@ -28,6 +28,7 @@ import (
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 )
 
 // Options configure a worker.
@@ -57,6 +58,9 @@ type Options struct {
 	// Console receives the trainer's human-readable log (stderr when nil).
 	Console io.Writer
 	Logger  *zap.Logger
+	// Metrics, when set, records the worker's steps, all-reduces and job
+	// (its /metrics and /readyz: telemetry.Serve).
+	Metrics *telemetry.Worker
 }
 
 // Run is the worker's whole life. ctx cancellation (a second signal) stops
@@ -279,12 +283,19 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 	stopAbort := context.AfterFunc(genCtx, func() { ring.Abort(context.Cause(genCtx)) })
 	defer stopAbort()
 
-	sync := &ringSync{ring: ring, b: b, firstBucket: co.GetFirstBucketBytes(), bucketBytes: co.GetBucketBytes(), checksumEvery: int(co.GetChecksumEvery())}
+	sync := &ringSync{ring: ring, b: b, firstBucket: co.GetFirstBucketBytes(), bucketBytes: co.GetBucketBytes(), checksumEvery: int(co.GetChecksumEvery()),
+		metrics: w.opts.Metrics}
 	hb.setPhase(hjepav1.WorkerPhase_WORKER_PHASE_TRAINING)
+	w.opts.Metrics.SetJob(a.Generation, rank, int(a.WorldSize))
+	w.opts.Metrics.SetReady(true, fmt.Sprintf("training: rank %d of %d, generation %d", rank, a.WorldSize, a.Generation))
+	defer w.opts.Metrics.SetReady(false, "between generations")
 	sum, err := train.Run(genCtx, train.Options{
 		Config: cfg, Out: a.OutDir, ResumeFrom: a.ResumeCheckpoint, Console: w.opts.Console,
 		Sync: sync, Stop: hb.stopCh, Backend: b,
-		OnStep: func(step int64, loss float64, took time.Duration) { hb.progress(step, loss, took) },
+		OnStep: func(st telemetry.Step) {
+			hb.progress(st.Step, st.Loss, st.Took)
+			w.opts.Metrics.ObserveStep(st)
+		},
 	})
 	if sync.Total > 0 {
 		log.Info("all-reduce time", zap.Duration("total", sync.Total), zap.Duration("exposed", sync.Exposed))

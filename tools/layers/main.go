@@ -26,12 +26,12 @@ const module = "github.com/hjepa-go/hjepa/"
 // subtree), lowest first.
 var layers = [][]string{
 	{"tensor", "tensor/", "config", "proto/", "cuda/kernels", "collective/grpcwire", "collective/rpcsec",
-		"train/checkpoint", "train/plot", "train/progress", "train/tfevents", "coordinator/launch"},
+		"train/checkpoint", "train/plot", "train/progress", "train/telemetry", "train/tfevents", "coordinator/launch"},
 	{"nn", "cuda", "cuda/emu", "data", "collective", "optim"},
 	{"jepa", "device"},
 	{"eval", "train", "cuda/cudatest"},
 	{"coordinator", "worker"},
-	{"bench", "cmd/internal/", "deploy", "tools/"},
+	{"bench", "cmd/internal/", "deploy", "deploy/", "tools/"},
 	{"cmd/"},
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/hjepa-go/hjepa/coordinator"
 	"github.com/hjepa-go/hjepa/coordinator/launch"
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 )
 
 // ExitError carries a process exit code out of a command (the job's status).
@@ -51,6 +52,7 @@ type coordinatorFlags struct {
 	chunkKiB          int
 	checksumEvery     int
 	logLevel          string
+	metricsListen     string
 }
 
 // NewCoordinatorCommand is `hjepa coordinator` / hjepa-coordinator.
@@ -94,6 +96,7 @@ to <out>/job.token (mode 0600): start the workers with --token-file pointing the
 	fl.IntVar(&f.chunkKiB, "chunk-kib", 1024, "ring all-reduce chunk size")
 	fl.IntVar(&f.checksumEvery, "checksum-every", 100, "compare parameter checksums across ranks every K steps (0: never)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", `serve Prometheus /metrics, /healthz and /readyz on this address (e.g. ":9400"; "": off)`)
 	return c
 }
 
@@ -144,6 +147,16 @@ func runCoordinator(cmd *cobra.Command, f *coordinatorFlags) error {
 	if rdzv == 0 {
 		rdzv = -1 // the flag's 0 waits for ever; the Config's is the default
 	}
+	var metrics *telemetry.Coordinator
+	if f.metricsListen != "" {
+		metrics = telemetry.NewCoordinator(d.WorldSize)
+		ms, err := telemetry.Serve(f.metricsListen, metrics.Registry, metrics.Ready)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("serving metrics", zap.String("addr", ms.Addr()), zap.String("paths", "/metrics /healthz /readyz"))
+	}
 	var onEvict func(coordinator.Evict)
 	if f.evictFD >= 0 {
 		onEvict = evictionWriter(os.NewFile(uintptr(f.evictFD), "evict-fd"), log)
@@ -162,7 +175,7 @@ func runCoordinator(cmd *cobra.Command, f *coordinatorFlags) error {
 				BatchSize: int32(cfg.Data.BatchSize), GlobalBatchSize: int32(cfg.Data.BatchSize * d.WorldSize)}
 		},
 		Security: sec, Conns: rpcsec.Limits{MaxConns: f.maxConns, PreAuthTimeout: f.preAuthTimeout},
-		OnEvict: onEvict, Logger: log,
+		OnEvict: onEvict, Logger: log, Metrics: metrics,
 	})
 	if err != nil {
 		return err

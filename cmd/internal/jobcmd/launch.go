@@ -29,6 +29,8 @@ func NewLaunchCommand() *cobra.Command {
 		threads     int
 		maxRestarts int
 		port        int
+		metricsPort int
+		metricsHost string
 		extra       []string
 	)
 	c := &cobra.Command{
@@ -100,6 +102,9 @@ it with --resume. Every line of output is prefixed with its process.`,
 			if maxRestarts >= 0 {
 				coordArgs = append(coordArgs, "--max-restarts", strconv.Itoa(maxRestarts))
 			}
+			if metricsPort > 0 {
+				coordArgs = append(coordArgs, "--metrics-listen", net.JoinHostPort(metricsHost, strconv.Itoa(metricsPort)))
+			}
 			coordArgs = append(coordArgs, extra...)
 			spec := launch.Spec{
 				Coordinator: launch.Proc{Name: "coordinator", Path: exe, Args: coordArgs, Env: env},
@@ -117,6 +122,9 @@ it with --resume. Every line of output is prefixed with its process.`,
 					"--threads", strconv.Itoa(threads)}
 				if device != "" {
 					args = append(args, "--device", device)
+				}
+				if metricsPort > 0 {
+					args = append(args, "--metrics-listen", net.JoinHostPort(metricsHost, strconv.Itoa(metricsPort+1+i)))
 				}
 				spec.Workers = append(spec.Workers, launch.Proc{Name: fmt.Sprintf("rank %d", i), Path: exe, Args: args, Env: env})
 			}
@@ -149,6 +157,8 @@ it with --resume. Every line of output is prefixed with its process.`,
 	fl.IntVar(&threads, "threads", 0, "CPU threads per worker (0: cores / nproc)")
 	fl.IntVar(&maxRestarts, "max-restarts", -1, "restarts after a lost worker (default: distributed.max_restarts)")
 	fl.IntVar(&port, "port", 0, "coordinator port on 127.0.0.1 (0: a free one)")
+	fl.IntVar(&metricsPort, "metrics-port", 0, "serve Prometheus /metrics, /healthz, /readyz: the coordinator on this port, rank r on port+1+r (0: off)")
+	fl.StringVar(&metricsHost, "metrics-host", "127.0.0.1", "address the --metrics-port servers listen on (0.0.0.0: every interface)")
 	fl.StringArrayVar(&extra, "coordinator-flag", nil, "extra flag for the coordinator, e.g. --coordinator-flag=--checksum-every=10 (repeatable)")
 	return c
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/hjepa-go/hjepa/train/telemetry"
 	"github.com/hjepa-go/hjepa/worker"
 )
 
@@ -24,6 +25,7 @@ type workerFlags struct {
 	listen, advertise string
 	connectTimeout    time.Duration
 	logLevel          string
+	metricsListen     string
 }
 
 // NewWorkerCommand is `hjepa worker` / hjepa-worker.
@@ -39,7 +41,8 @@ and rejoins after a peer is lost. The first SIGTERM/SIGINT asks the whole job fo
 a checkpoint and a clean stop; a second one exits at once.
 
 Like torchrun's workers it also reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR
-and MASTER_PORT; flags win.`,
+and MASTER_PORT; flags win. Without --rank and RANK, a Kubernetes Indexed Job's
+JOB_COMPLETION_INDEX is the rank.`,
 		Example: `  hjepa-worker --coordinator 10.0.0.1:29500 --token-file results/ddp/job.token --device cuda:0
   RANK=1 LOCAL_RANK=1 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 HJEPA_JOB_TOKEN=... hjepa-worker`,
 		Args: cobra.NoArgs,
@@ -51,7 +54,7 @@ and MASTER_PORT; flags win.`,
 	f.sec.add(c)
 	fl := c.Flags()
 	fl.StringVar(&f.coordinator, "coordinator", "", "coordinator host:port (default: $MASTER_ADDR:$MASTER_PORT)")
-	fl.IntVar(&f.rank, "rank", -1, "ask for this rank (default: $RANK, else any free rank)")
+	fl.IntVar(&f.rank, "rank", -1, "ask for this rank (default: $RANK, else $JOB_COMPLETION_INDEX, else any free rank)")
 	fl.IntVar(&f.localRank, "local-rank", -1, "index of this worker on its host: picks the GPU for --device auto (default: $LOCAL_RANK, else 0)")
 	fl.StringVar(&f.device, "device", "", "auto, cpu, cuda or cuda:K (default: the configuration's)")
 	fl.IntVar(&f.threads, "threads", 0, "CPU threads (0: the configuration's)")
@@ -59,6 +62,7 @@ and MASTER_PORT; flags win.`,
 	fl.StringVar(&f.advertise, "advertise", "", "address peers dial to reach this worker (default: the listener's)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", time.Minute, "how long to wait for the coordinator to be reachable")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", `serve Prometheus /metrics, /healthz and /readyz on this address (e.g. ":9401"; "": off)`)
 	return c
 }
 
@@ -75,6 +79,11 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	}
 	if opts.Rank < 0 {
 		if opts.Rank, err = envInt("RANK", -1); err != nil {
+			return err
+		}
+	}
+	if opts.Rank < 0 { // a pod of a Kubernetes Indexed Job (deploy/k8s)
+		if opts.Rank, err = envInt("JOB_COMPLETION_INDEX", -1); err != nil {
 			return err
 		}
 	}
@@ -101,6 +110,15 @@ func runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return err
 	}
 	opts.Logger = log
+	if f.metricsListen != "" {
+		opts.Metrics = telemetry.NewWorker()
+		ms, err := telemetry.Serve(f.metricsListen, opts.Metrics.Registry, opts.Metrics.Ready)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("serving metrics", zap.String("addr", ms.Addr()), zap.String("paths", "/metrics /healthz /readyz"))
+	}
 
 	// First signal: coordinated checkpoint and stop. Second: exit now. The
 	// worker handles signals itself, so the command's context (cancelled by
