@@ -20,8 +20,8 @@ import (
 	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
-	"github.com/hjepa-go/hjepa/train/telemetry"
 	"github.com/hjepa-go/hjepa/train/progress"
+	"github.com/hjepa-go/hjepa/train/telemetry"
 	"github.com/hjepa-go/hjepa/train/tfevents"
 )
 
