@@ -257,3 +257,35 @@ func TestLoopAccumulationMatchesBigBatch(t *testing.T) {
 	}
 	t.Logf("largest parameter difference after 4 steps: %.3g", worst)
 }
+
+// A run writes its resolved configuration to OUT/config.yaml, and loading
+// that file gives the same configuration (digest).
+func TestLoopWritesResolvedConfig(t *testing.T) {
+	c := loopConfig(t, "training.max_steps=1", "training.lr=3e-4")
+	b := cpu.New(1)
+	defer b.Close()
+	out := t.TempDir()
+	if _, err := newLoopRun(t, c, b, out).run(t, context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Load(config.LoadOptions{ConfigFile: filepath.Join(out, ConfigFileName)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Digest() != c.Digest() || got.Training.LR != 3e-4 {
+		t.Fatalf("%s does not load back to the run's configuration (lr %v)", ConfigFileName, got.Training.LR)
+	}
+}
+
+func TestTensorBoardTags(t *testing.T) {
+	for key, want := range map[string]string{
+		"loss": "train/loss", "jepa_loss": "train/jepa_loss", "loss_l2": "train/loss_l2", "lr": "train/lr",
+		"grad_norm": "train/grad_norm", "val_loss": "val/loss", "rankme": "collapse/rankme",
+		"feature_std_min": "collapse/feature_std_min", "collapse_alarm": "collapse/collapse_alarm",
+		"step_ms": "system/step_ms", "epoch": "system/epoch",
+	} {
+		if got := tensorBoardTag(key); got != want {
+			t.Errorf("%s: tag %q, want %q", key, got, want)
+		}
+	}
+}

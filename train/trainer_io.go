@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/eval"
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/tensor"
@@ -103,9 +104,9 @@ func (t *trainer) writeMetrics(row map[string]any) error {
 			}
 			switch x := v.(type) {
 			case float64:
-				sc[k] = x
+				sc[tensorBoardTag(k)] = x
 			case int:
-				sc[k] = float64(x)
+				sc[tensorBoardTag(k)] = float64(x)
 			}
 		}
 		if err := t.tb.Scalars(t.step, sc); err != nil {
@@ -113,6 +114,49 @@ func (t *trainer) writeMetrics(row map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// ConfigFileName is the run's resolved configuration in its output
+// directory: every key, defaults included, as the run used it (`hjepa train
+// --config OUT/config.yaml` repeats the run; the checkpoints keep a copy in
+// their state.json too).
+const ConfigFileName = "config.yaml"
+
+// writeResolvedConfig writes cfg to out/config.yaml (atomically: a resumed
+// run rewrites it with the same configuration).
+func writeResolvedConfig(out string, cfg config.Config) error {
+	y, err := cfg.YAML()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(out, ConfigFileName)
+	tmp := path + ".tmp"
+	head := []byte("# The resolved configuration of this run (every key, defaults included), written by hjepa " + Version + ".\n")
+	if err := os.WriteFile(tmp, append(head, y...), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// tensorBoardTag groups a metrics.jsonl key under a TensorBoard section:
+// val/ (validation), collapse/ (the collapse monitors), system/ (time and
+// throughput) and train/ (the rest: losses, schedules, gradient norms), so
+// that TensorBoard (and W&B's TensorBoard sync) shows one panel group each.
+func tensorBoardTag(key string) string {
+	switch {
+	case key == "val_loss":
+		return "val/loss"
+	case strings.HasPrefix(key, "val_"):
+		return "val/" + strings.TrimPrefix(key, "val_")
+	case strings.HasPrefix(key, "rankme") || strings.HasPrefix(key, "feature_std") || strings.HasPrefix(key, "collapse"):
+		return "collapse/" + key
+	case key == "step_ms" || key == "epoch" || strings.HasPrefix(key, "images_") || strings.HasPrefix(key, "mem_"):
+		return "system/" + key
+	}
+	return "train/" + key
 }
 
 // validate computes the validation loss (masks drawn from their own stream,
@@ -344,6 +388,9 @@ func (t *trainer) resume() error {
 // run killed after its last checkpoint does not leave duplicates) and the
 // TensorBoard writer with the run's hyperparameters.
 func (t *trainer) openSinks(logDir string) error {
+	if err := writeResolvedConfig(t.opts.Out, t.cfg); err != nil {
+		return err
+	}
 	path := filepath.Join(t.opts.Out, "metrics.jsonl")
 	if t.opts.Resume {
 		if err := truncateMetrics(path, t.step); err != nil {
@@ -375,7 +422,7 @@ func (t *trainer) openSinks(logDir string) error {
 		"vicreg_weight": c.Loss.VICReg.Weight, "seed": c.Seed, "world_size": t.sync.WorldSize(),
 		"total_steps": t.sched.Total, "dataset": c.Data.Dataset,
 	}
-	return tb.WriteHParams(hp, []string{"loss", "val_loss", "rankme", "feature_std"})
+	return tb.WriteHParams(hp, []string{tensorBoardTag("loss"), tensorBoardTag("val_loss"), tensorBoardTag("rankme"), tensorBoardTag("feature_std")})
 }
 
 // truncateMetrics keeps the rows of path whose step is at most step.
