@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/hjepa-go/hjepa/config"
 	"github.com/hjepa-go/hjepa/tensor"
@@ -54,10 +55,10 @@ func OpenLocal(c config.Config, localRank int) (b tensor.Backend, fallback strin
 	case device == "auto":
 		gb, err := openGPU(localRank, c.AllowTF32)
 		if noGPU(err) {
-			return cpu.New(threads), fmt.Sprintf("device auto: %v; using the CPU", firstClause(err)), nil
+			return cpu.New(threads), onceFallback(fmt.Sprintf("device auto: %s; using the CPU (hjepa devices says more)", shortReason(err))), nil
 		}
 		if err != nil {
-			return cpu.New(threads), fmt.Sprintf("device auto: the GPU is not usable (%v); using the CPU", err), nil
+			return cpu.New(threads), onceFallback(fmt.Sprintf("device auto: the GPU is not usable (%v); using the CPU", err)), nil
 		}
 		return gb, "", nil
 	case device == "cuda" || strings.HasPrefix(device, "cuda:"):
@@ -82,6 +83,25 @@ func OpenLocal(c config.Config, localRank int) (b tensor.Backend, fallback strin
 		return eb, "", nil
 	}
 	return nil, "", fmt.Errorf("device %q: want auto, cpu, cuda or cuda:K", c.Device)
+}
+
+// fallbackSaid makes the CPU-fallback line once per process: a worker
+// reopens its device every generation, and a command may open it twice.
+var fallbackSaid sync.Once
+
+func onceFallback(line string) (out string) {
+	fallbackSaid.Do(func() { out = line })
+	return out
+}
+
+// shortReason is why no GPU is usable in a few words: the first clause,
+// without the list of paths tried (`hjepa devices` prints it all).
+func shortReason(err error) string {
+	s := firstClause(err)
+	if i := strings.Index(s, " (tried "); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }
 
 // firstClause is an error's text up to its first ';' (the part that says

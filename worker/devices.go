@@ -14,7 +14,9 @@ import (
 func discoverDevices(log *zap.Logger) []*hjepav1.Device {
 	inv, err := device.Discover()
 	if err != nil {
-		log.Info("no GPU found; training runs on the CPU", zap.String("why", err.Error()))
+		// device.OpenLocal says it once, in one line, when device auto
+		// falls back to the CPU.
+		log.Debug("no GPU found", zap.String("why", err.Error()))
 		return nil
 	}
 	var out []*hjepav1.Device
