@@ -85,7 +85,8 @@ type Options struct {
 	Resume bool
 	// Console receives the human-readable log (stderr when nil).
 	Console io.Writer
-	// Terminal says whether to draw a progress bar on Console.
+	// Terminal says whether to draw a progress bar on Console (rank 0
+	// only); the log then goes above the bar.
 	Terminal bool
 	// Sync exchanges gradients (LocalSync when nil).
 	Sync GradSync
@@ -264,6 +265,10 @@ func newTrainer(opts Options) (*trainer, error) {
 	}
 	if opts.Console == nil {
 		opts.Console = os.Stderr
+	}
+	if opts.Terminal {
+		// The bar and the log share the terminal: log lines go above the bar.
+		opts.Console = progress.NewConsole(opts.Console)
 	}
 	t := &trainer{cfg: cfg, opts: opts, sync: opts.Sync, closeLog: func() {}, position: position{best: math.Inf(1), validatedAt: -1}}
 	if t.sync == nil {

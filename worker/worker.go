@@ -57,6 +57,9 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// Console receives the trainer's human-readable log (stderr when nil).
 	Console io.Writer
+	// ProgressBar draws rank 0's progress bar on Console even though it is
+	// not a terminal (hjepa launch shows it on its own).
+	ProgressBar bool
 	Logger  *zap.Logger
 	// Metrics, when set, records the worker's steps, all-reduces and job
 	// (its /metrics and /readyz: telemetry.Serve).
@@ -290,7 +293,7 @@ func (w *worker) generation(ctx context.Context) (code int, rejoin bool, err err
 	w.opts.Metrics.SetReady(true, fmt.Sprintf("training: rank %d of %d, generation %d", rank, a.WorldSize, a.Generation))
 	defer w.opts.Metrics.SetReady(false, "between generations")
 	sum, err := train.Run(genCtx, train.Options{
-		Config: cfg, Out: a.OutDir, ResumeFrom: a.ResumeCheckpoint, Console: w.opts.Console,
+		Config: cfg, Out: a.OutDir, ResumeFrom: a.ResumeCheckpoint, Console: w.opts.Console, Terminal: w.opts.ProgressBar && rank == 0,
 		Sync: sync, Stop: hb.stopCh, Backend: b,
 		OnStep: func(st telemetry.Step) {
 			hb.progress(st.Step, st.Loss, st.Took)

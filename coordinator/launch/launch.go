@@ -10,6 +10,7 @@ package launch
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +34,10 @@ type Proc struct {
 	Args []string
 	Env  []string // added to os.Environ(); a later entry wins
 	Dir  string
+	// Bar: the child's stderr carries a progress bar (text ended by '\r'
+	// redraws rather than '\n'): Output, a terminal, shows it as the last
+	// line, below every child's log lines.
+	Bar bool
 }
 
 // Spec is a job: one coordinator and its workers.
@@ -42,7 +48,7 @@ type Spec struct {
 	// line prefixed with "[Name] ". Lines never interleave, those of one
 	// child's stdout and stderr included (each stream has its own pipe); a
 	// line longer than 64 KiB is cut into lines of 64 KiB. Default
-	// os.Stdout.
+	// os.Stdout. An *Output (NewOutput) can carry the caller's own log too.
 	Output io.Writer
 	// MaxRestarts is how many times in total (all workers together) a worker
 	// that died (non-zero exit or a signal) while the coordinator runs is
@@ -187,7 +193,7 @@ func newSupervisor(spec Spec) *supervisor {
 	return &supervisor{
 		spec:         spec,
 		log:          spec.Logger,
-		out:          &lineWriter{w: spec.Output},
+		out:          outputOf(spec.Output),
 		exits:        make(chan exited),
 		restarts:     make(chan int),
 		evicts:       make(chan Eviction),
@@ -486,8 +492,11 @@ func startChild(p Proc, slot int, extra []*os.File, out *lineWriter, exits chan<
 		started <- nil
 
 		var copying sync.WaitGroup
-		for _, r := range readers {
-			copying.Go(func() { copyLines(out, "["+p.Name+"] ", r) })
+		copying.Go(func() { copyLines(out, "["+p.Name+"] ", readers[0]) })
+		if p.Bar {
+			copying.Go(func() { copyBarLines(out, "["+p.Name+"] ", readers[1]) })
+		} else {
+			copying.Go(func() { copyLines(out, "["+p.Name+"] ", readers[1]) })
 		}
 		copied := make(chan struct{})
 		go func() {
@@ -517,24 +526,127 @@ func closeAll(fs ...*os.File) {
 }
 
 // lineWriter writes lines of every child to one writer, one Write per line
-// under a lock, so lines never interleave.
+// under a lock, so lines never interleave. A progress bar (Proc.Bar) stays
+// below them: each line blanks it first and draws it again after.
 type lineWriter struct {
 	mu  sync.Mutex
 	w   io.Writer
 	buf []byte
+	bar string // the bar's line as shown, "" when none
 }
 
 // writeLine writes prefix+line, adding the newline a partial line lacks.
 func (l *lineWriter) writeLine(prefix string, line []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.buf = append(append(l.buf[:0], prefix...), line...)
+	l.buf = l.buf[:0]
+	if l.bar != "" {
+		l.buf = append(append(append(l.buf, '\r'), strings.Repeat(" ", len(l.bar))...), '\r')
+	}
+	l.buf = append(append(l.buf, prefix...), line...)
 	if line[len(line)-1] != '\n' {
 		l.buf = append(l.buf, '\n')
+	}
+	if l.bar != "" {
+		l.buf = append(append(l.buf, '\r'), l.bar...)
 	}
 	// A failing Output loses lines, but the reading goes on: a child must
 	// never block on a full pipe.
 	_, _ = l.w.Write(l.buf)
+}
+
+// Output is a Spec.Output that launch's own log can share: its lines, like
+// the children's, go above the progress bar (Proc.Bar).
+type Output struct{ l *lineWriter }
+
+// NewOutput wraps w; pass it as Spec.Output and write the launcher's own
+// log lines to it.
+func NewOutput(w io.Writer) *Output { return &Output{l: &lineWriter{w: w}} }
+
+// Write writes p's lines (a partial last line gets its newline).
+func (o *Output) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		o.l.writeLine("", line)
+		rest = rest[len(line):]
+	}
+	return len(p), nil
+}
+
+func outputOf(w io.Writer) *lineWriter {
+	if o, ok := w.(*Output); ok {
+		return o.l
+	}
+	return &lineWriter{w: w}
+}
+
+// keepBar leaves the bar's last state on its line, as a line.
+func (l *lineWriter) keepBar() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bar != "" {
+		_, _ = l.w.Write([]byte("\r" + l.bar + "\n"))
+		l.bar = ""
+	}
+}
+
+// setBar shows text as the bar ("" takes it away).
+func (l *lineWriter) setBar(text string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pad := max(0, len(l.bar)-len(text))
+	l.buf = append(append(append(l.buf[:0], '\r'), text...), strings.Repeat(" ", pad)...)
+	if text == "" {
+		l.buf = append(l.buf, '\r')
+	}
+	l.bar = text
+	_, _ = l.w.Write(l.buf)
+}
+
+// copyBarLines is copyLines for a stream that also carries a progress bar
+// (progress.Console's output): text ended by '\n' is a line; text between
+// two '\r's, or left after a read, is the bar's new state (blank text is
+// the bar being cleared for a line). The bar goes when r ends.
+func copyBarLines(out *lineWriter, prefix string, r io.Reader) {
+	defer out.setBar("")
+	buf := make([]byte, 32<<10)
+	var seg []byte
+	for {
+		n, err := r.Read(buf)
+		for _, c := range buf[:n] {
+			switch c {
+			case '\n':
+				if len(seg) == 0 {
+					out.keepBar() // the bar's end: its last state stays as a line
+				} else {
+					out.writeLine(prefix, append(seg, '\n'))
+				}
+				seg = seg[:0]
+			case '\r':
+				if text := strings.TrimSpace(string(seg)); text != "" {
+					out.setBar(prefix + text)
+				}
+				seg = seg[:0]
+			default:
+				if len(seg) < maxLine {
+					seg = append(seg, c)
+				}
+			}
+		}
+		if text := strings.TrimSpace(string(seg)); text != "" && n > 0 && buf[n-1] != '\n' && bytes.LastIndexByte(buf[:n], '\r') >= 0 {
+			out.setBar(prefix + text) // the bar as drawn; its next redraw starts with '\r'
+			seg = seg[:0]
+		}
+		if err != nil {
+			if len(seg) > 0 {
+				out.writeLine(prefix, seg)
+			}
+			return
+		}
+	}
 }
 
 // copyLines writes r's lines to out until r ends or fails.

@@ -780,3 +780,51 @@ func TestLauncherKilled(t *testing.T) {
 		waitGone(t, pid, "a child of the killed launcher")
 	}
 }
+
+// A bar child's stream (progress.Console's output: bar redraws ended by
+// '\r', log lines blanking the bar first) becomes prefixed log lines with
+// the bar drawn below them, and the bar's last state stays as a line.
+func TestBarLinesStayBelowLogLines(t *testing.T) {
+	var out bytes.Buffer
+	lw := &lineWriter{w: &out}
+	stream := "\r1/10 [=>  ] 10%" + // a draw
+		"\r              \rINFO validation\n\r1/10 [=>  ] 10%" + // a log line above it
+		"\r5/10 [===>] 50%" + // a redraw
+		"\n" // the bar's end
+	copyBarLines(lw, "[rank 0] ", strings.NewReader(stream))
+	lw.writeLine("[rank 1] ", []byte("INFO done\n"))
+	screen := emulateTerminal(out.String())
+	want := []string{"[rank 0] INFO validation", "[rank 0] 5/10 [===>] 50%", "[rank 1] INFO done", ""}
+	if strings.Join(screen, "|") != strings.Join(want, "|") {
+		t.Fatalf("screen:\n%q\nwant\n%q", screen, want)
+	}
+}
+
+// emulateTerminal is what a terminal shows for s: '\r' returns to the
+// line's start and later text overwrites; trailing blanks are trimmed.
+func emulateTerminal(s string) []string {
+	lines := []string{""}
+	col := 0
+	for _, r := range s {
+		switch r {
+		case '\n':
+			lines = append(lines, "")
+			col = 0
+		case '\r':
+			col = 0
+		default:
+			l := []rune(lines[len(lines)-1])
+			if col < len(l) {
+				l[col] = r
+			} else {
+				l = append(l, r)
+			}
+			lines[len(lines)-1] = string(l)
+			col++
+		}
+	}
+	for i := range lines {
+		lines[i] = strings.TrimRight(lines[i], " ")
+	}
+	return lines
+}

@@ -81,6 +81,8 @@ type Bar struct {
 
 // New is a bar for steps up to total (total <= 0: unknown, no bar or ETA).
 // Set isTerminal from IsTerminal(os.Stdout); when false the bar prints nothing.
+// When w is a *Console, log lines written to the same Console appear above
+// the bar.
 func New(w io.Writer, total int64, isTerminal bool) *Bar {
 	return &Bar{
 		w: w, total: total, isTerminal: isTerminal,
@@ -151,7 +153,9 @@ func (b *Bar) Finish() {
 	now := b.Now()
 	b.sample(now)
 	b.draw(now)
-	if b.isTerminal && b.err == nil {
+	if c, ok := b.w.(*Console); ok && b.isTerminal && b.err == nil {
+		b.err = c.endBar()
+	} else if b.isTerminal && b.err == nil {
 		_, b.err = io.WriteString(b.w, "\n")
 	}
 	b.started = false
@@ -188,6 +192,10 @@ func (b *Bar) draw(now time.Time) {
 		return
 	}
 	line := b.Line()
+	if c, ok := b.w.(*Console); ok {
+		b.err = c.drawBar(line)
+		return
+	}
 	pad := max(0, b.lastLen-len(line))
 	b.lastLen = len(line)
 	_, b.err = io.WriteString(b.w, "\r"+line+strings.Repeat(" ", pad))

@@ -184,3 +184,30 @@ func TestIsTerminal(t *testing.T) {
 		t.Error("nil is a terminal")
 	}
 }
+
+// A log line written to the Console while the bar is shown blanks the bar,
+// appears on its own line, and the bar is drawn again below it.
+func TestConsoleKeepsLogLinesOffTheBar(t *testing.T) {
+	var out bytes.Buffer
+	c := NewConsole(&out)
+	b := New(c, 10, true)
+	now := time.Unix(0, 0)
+	b.Now = func() time.Time { return now }
+	b.Update(1)
+	bar := b.Line()
+	if _, err := c.Write([]byte("INFO validation\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := "\r" + bar + "\r" + strings.Repeat(" ", len(bar)) + "\rINFO validation\n\r" + bar
+	if out.String() != want {
+		t.Fatalf("got %q\nwant %q", out.String(), want)
+	}
+	b.Finish()
+	out.Reset()
+	if _, err := c.Write([]byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "after\n" {
+		t.Fatalf("after Finish: %q", out.String())
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hjepa-go/hjepa/collective/rpcsec"
 	"github.com/hjepa-go/hjepa/coordinator/launch"
+	"github.com/hjepa-go/hjepa/train/progress"
 )
 
 // NewLaunchCommand is `hjepa launch`: the torchrun of this project.
@@ -63,7 +64,10 @@ it with --resume. Every line of output is prefixed with its process.`,
 			if maxRestarts >= 0 {
 				restarts = maxRestarts
 			}
-			log, err := newLogger(cmd.ErrOrStderr(), "info")
+			// launch's own log shares the children's output (lines above
+			// rank 0's progress bar).
+			output := launch.NewOutput(cmd.ErrOrStderr())
+			log, err := newLogger(output, "info")
 			if err != nil {
 				return err
 			}
@@ -108,7 +112,7 @@ it with --resume. Every line of output is prefixed with its process.`,
 			coordArgs = append(coordArgs, extra...)
 			spec := launch.Spec{
 				Coordinator: launch.Proc{Name: "coordinator", Path: exe, Args: coordArgs, Env: env},
-				Output:      cmd.ErrOrStderr(),
+				Output:      output,
 				// The coordinator enforces the job's restart budget; the
 				// launcher restarts a dead worker process as often.
 				MaxRestarts: restarts,
@@ -126,7 +130,14 @@ it with --resume. Every line of output is prefixed with its process.`,
 				if metricsPort > 0 {
 					args = append(args, "--metrics-listen", net.JoinHostPort(metricsHost, strconv.Itoa(metricsPort+1+i)))
 				}
-				spec.Workers = append(spec.Workers, launch.Proc{Name: fmt.Sprintf("rank %d", i), Path: exe, Args: args, Env: env})
+				// One progress display: rank 0's bar, drawn by launch below
+				// every process's log lines (rank 0 logs the steps; the
+				// others say nothing per step).
+				bar := i == 0 && cfg.Logging.Progress && progress.IsTerminal(os.Stderr) && cmd.ErrOrStderr() == os.Stderr
+				if bar {
+					args = append(args, "--progress-bar")
+				}
+				spec.Workers = append(spec.Workers, launch.Proc{Name: fmt.Sprintf("rank %d", i), Path: exe, Args: args, Env: env, Bar: bar})
 			}
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

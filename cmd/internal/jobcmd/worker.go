@@ -26,6 +26,7 @@ type workerFlags struct {
 	connectTimeout    time.Duration
 	logLevel          string
 	metricsListen     string
+	progressBar       bool
 }
 
 // NewWorkerCommand is `hjepa worker` / hjepa-worker.
@@ -62,13 +63,16 @@ JOB_COMPLETION_INDEX is the rank.`,
 	fl.StringVar(&f.advertise, "advertise", "", "address peers dial to reach this worker (default: the listener's)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", time.Minute, "how long to wait for the coordinator to be reachable")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.BoolVar(&f.progressBar, "progress-bar", false, "as rank 0, draw the progress bar on stderr although it is not a terminal (hjepa launch)")
+	_ = fl.MarkHidden("progress-bar")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", `serve Prometheus /metrics, /healthz and /readyz on this address (e.g. ":9401"; "": off)`)
 	return c
 }
 
 func runWorker(cmd *cobra.Command, f *workerFlags) error {
 	opts := worker.Options{Coordinator: f.coordinator, Rank: f.rank, LocalRank: f.localRank, Device: f.device,
-		Threads: f.threads, Listen: f.listen, Advertise: f.advertise, ConnectTimeout: f.connectTimeout, Console: cmd.ErrOrStderr()}
+		Threads: f.threads, Listen: f.listen, Advertise: f.advertise, ConnectTimeout: f.connectTimeout, Console: cmd.ErrOrStderr(),
+		ProgressBar: f.progressBar}
 	var err error
 	if opts.Coordinator == "" {
 		addr, port := os.Getenv("MASTER_ADDR"), os.Getenv("MASTER_PORT")
