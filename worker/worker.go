@@ -60,7 +60,7 @@ type Options struct {
 	// ProgressBar draws rank 0's progress bar on Console even though it is
 	// not a terminal (hjepa launch shows it on its own).
 	ProgressBar bool
-	Logger  *zap.Logger
+	Logger      *zap.Logger
 	// Metrics, when set, records the worker's steps, all-reduces and job
 	// (its /metrics and /readyz: telemetry.Serve).
 	Metrics *telemetry.Worker
