@@ -52,22 +52,28 @@ x-worker: &worker
   depends_on:
     - coordinator
   restart: "on-failure:5"   # bounded: a worker that cannot reach a coordinator that has exited stops retrying
+  expose: ["9400"]          # Prometheus /metrics, /healthz, /readyz (--metrics-listen)
+  labels: &scrape
+    prometheus.io/scrape: "true"
+    prometheus.io/port: "9400"
 
 services:
   coordinator:
     image: ${HJEPA_IMAGE:-hjepa:gpu}
     command: ["coordinator", "--world-size", "{{len .Ranks}}", "--listen", "0.0.0.0:29500",
-              "--config", "/configs/${HJEPA_CONFIG:-synthetic-test.yaml}", "--out", "/out",
+              "--config", "/configs/${HJEPA_CONFIG:-synthetic-test.yaml}", "--out", "/out", "--metrics-listen", "0.0.0.0:9400",
               "--set", "data.path=/data"]
     environment:
       HJEPA_JOB_TOKEN: ${HJEPA_JOB_TOKEN:?set HJEPA_JOB_TOKEN to a random job token}
     volumes:
       - out:/out
+    expose: ["9400"]
+    labels: *scrape
 {{- range .Ranks}}
   worker{{.}}:
     <<: *worker
     command: ["worker", "--coordinator", "coordinator:29500", "--rank", "{{.}}", "--device", "cuda",
-              "--listen", "0.0.0.0:29600", "--advertise", "worker{{.}}:29600"]
+              "--listen", "0.0.0.0:29600", "--advertise", "worker{{.}}:29600", "--metrics-listen", "0.0.0.0:9400"]
     deploy:
       resources:
         reservations:
