@@ -68,6 +68,9 @@ func Default() Config {
 			// 64 Mpixel (8192x8192), data.DefaultMaxImagePixels: above any
 			// ImageNet photo; about 1 GiB to decode one image at the limit.
 			MaxImagePixels: 1 << 26,
+			// WebDataset shards in the same order as an ImageFolder of the
+			// same images.
+			ShardShuffle: "sample",
 		},
 		Masking: Masking{
 			// I-JEPA multi-block: 4 targets of 15-20% of the patches each,

@@ -79,11 +79,14 @@ type EMA struct {
 
 // Data selects the dataset, its loading and augmentation.
 type Data struct {
-	// Dataset is idx, cifar10, cifar100, imagefolder or synthetic.
+	// Dataset is idx, cifar10, cifar100, imagefolder, synthetic or
+	// webdataset (tar shards).
 	Dataset string `mapstructure:"dataset" yaml:"dataset" json:"dataset"`
 	// Path is the dataset's directory (idx: the directory holding
 	// train-images-idx3-ubyte[.gz] and friends; cifar: the extracted
-	// *-batches-bin directory; imagefolder: the train/ tree).
+	// *-batches-bin directory; imagefolder: the train/ tree; webdataset:
+	// the shards, e.g. shards/train-{000000..000127}.tar, a glob or a
+	// comma-separated list).
 	Path string `mapstructure:"path" yaml:"path" json:"path"`
 	// ValPath is the validation split; empty picks the dataset's own test split.
 	ValPath   string `mapstructure:"val_path" yaml:"val_path" json:"val_path"`
@@ -104,6 +107,11 @@ type Data struct {
 	// decoded; a file whose header declares more stops the run naming it.
 	// 0: the data package's default (64 Mpixel).
 	MaxImagePixels int `mapstructure:"max_image_pixels" yaml:"max_image_pixels" json:"max_image_pixels"`
+	// ShardShuffle is the training order of webdataset shards: "sample"
+	// shuffles samples over all shards exactly as an ImageFolder of the same
+	// images; "shard" shuffles the shards each epoch and gives each rank
+	// whole shards (needs at least as many shards as ranks).
+	ShardShuffle string `mapstructure:"shard_shuffle" yaml:"shard_shuffle" json:"shard_shuffle"`
 }
 
 // Augmentation is the training transform (I-JEPA: crop and flip only).

@@ -69,7 +69,8 @@ func fieldKeys(errs []FieldError) []string {
 
 // Enumerations of the string keys.
 var (
-	Datasets    = []string{"idx", "cifar10", "cifar100", "imagefolder", "synthetic"}
+	Datasets    = []string{"idx", "cifar10", "cifar100", "imagefolder", "synthetic", "webdataset"}
+	ShardOrders = []string{"sample", "shard"}
 	LossTypes   = []string{"smoothl1", "mse"}
 	Optimizers  = []string{"adamw"}
 	LRSchedules = []string{"cosine", "constant", "linear"}
@@ -230,6 +231,10 @@ func (c Config) validateData(ck *checker) {
 		switch d.Dataset {
 		case "synthetic":
 			ck.positive("data.synthetic_size", d.SyntheticSize)
+		case "webdataset":
+			if strings.TrimSpace(d.Path) == "" {
+				ck.add("data.path", "is empty; set it to the shards (--set 'data.path=shards/train-{000000..000127}.tar'), or use data.dataset=synthetic")
+			}
 		default:
 			if strings.TrimSpace(d.Path) == "" {
 				ck.add("data.path", "is empty; set it to the %s dataset's directory (--set data.path=DIR), or use data.dataset=synthetic", d.Dataset)
@@ -253,6 +258,7 @@ func (c Config) validateData(ck *checker) {
 	ck.nonNegative("data.prefetch", d.Prefetch)
 	ck.nonNegative("data.synthetic_size", d.SyntheticSize)
 	ck.nonNegative("data.max_image_pixels", d.MaxImagePixels)
+	ck.oneOf("data.shard_shuffle", d.ShardShuffle, ShardOrders)
 	if d.Channels >= 1 {
 		if len(d.Mean) != d.Channels {
 			ck.add("data.mean", "has %d values; give one per channel (data.channels = %d)", len(d.Mean), d.Channels)

@@ -16,7 +16,8 @@ var SyntheticClasses = 10
 // Open opens split ("train" or "val") of the dataset cfg describes.
 // data.val_path, when set, is the validation split's location; otherwise
 // the dataset's own test split (IDX t10k, CIFAR test, ImageFolder val/ or
-// test/) is used. seed only matters for the synthetic dataset.
+// test/) is used; WebDataset shards have none, so their val split needs
+// data.val_path. seed only matters for the synthetic dataset.
 func Open(cfg config.Data, split string, seed int64) (Dataset, error) {
 	val := split == "val" || split == "test"
 	path := cfg.Path
@@ -45,6 +46,19 @@ func Open(cfg config.Data, split string, seed int64) (Dataset, error) {
 			ch = 3
 		}
 		return OpenImageFolder(imageFolderSplit(path, val && cfg.ValPath == ""), ch, cfg.MaxImagePixels)
+	case "webdataset":
+		if val && cfg.ValPath == "" {
+			return nil, fmt.Errorf("webdataset %q: shards have no built-in validation split; set data.val_path to the validation shards (e.g. shards/val-{000000..000007}.tar)", cfg.Path)
+		}
+		ch := cfg.Channels
+		if ch == 0 {
+			ch = 3
+		}
+		sp := "train"
+		if val {
+			sp = "val"
+		}
+		return OpenWebDataset(path, WebDatasetOptions{Channels: ch, MaxPixels: cfg.MaxImagePixels, Split: sp, ShardShuffle: cfg.ShardShuffle == "shard"})
 	case "synthetic":
 		n := cfg.SyntheticSize
 		if n <= 0 {
@@ -64,7 +78,7 @@ func Open(cfg config.Data, split string, seed int64) (Dataset, error) {
 		}
 		return d, err
 	}
-	return nil, fmt.Errorf("data.dataset %q: unknown (want idx, cifar10, cifar100, imagefolder or synthetic)", cfg.Dataset)
+	return nil, fmt.Errorf("data.dataset %q: unknown (want idx, cifar10, cifar100, imagefolder, synthetic or webdataset)", cfg.Dataset)
 }
 
 // imageFolderSplit picks root/train or root/{val,test} when they exist.
@@ -112,7 +126,7 @@ func TrainTransform(cfg config.Data) (Transform, error) {
 		Mean:              toF32(cfg.Mean),
 		Std:               toF32(cfg.Std),
 	}
-	if cfg.Dataset == "imagefolder" {
+	if variableSize(cfg.Dataset) {
 		p.ResizeTo = EvalResize(cfg.ImageSize)
 	}
 	if err := p.Validate(); err != nil {
@@ -124,17 +138,22 @@ func TrainTransform(cfg config.Data) (Transform, error) {
 	return p, nil
 }
 
-// EvalTransform is resize + centre crop + normalisation. For ImageFolder the
-// shorter side goes to round(size / 0.875) first (ImageNet practice); the
-// small fixed-size datasets are resized to exactly image_size, so 28x28
-// Fashion-MNIST at image_size 28 keeps its pixels unchanged.
+// EvalTransform is resize + centre crop + normalisation. For ImageFolder and
+// WebDataset the shorter side goes to round(size / 0.875) first (ImageNet
+// practice); the small fixed-size datasets are resized to exactly
+// image_size, so 28x28 Fashion-MNIST at image_size 28 keeps its pixels
+// unchanged.
 func EvalTransform(cfg config.Data) (*Pipeline, error) {
 	p := &Pipeline{Size: cfg.ImageSize, Channels: cfg.Channels, Mean: toF32(cfg.Mean), Std: toF32(cfg.Std)}
-	if cfg.Dataset == "imagefolder" {
+	if variableSize(cfg.Dataset) {
 		p.ResizeTo = EvalResize(cfg.ImageSize)
 	}
 	return p, p.Validate()
 }
+
+// variableSize reports whether the dataset's images differ in size (photos:
+// ImageFolder and WebDataset shards), which the transforms first resize.
+func variableSize(dataset string) bool { return dataset == "imagefolder" || dataset == "webdataset" }
 
 // EvalResize is the ImageNet evaluation resize for a crop of size: size/0.875.
 func EvalResize(size int) int { return int(math.Round(float64(size) / 0.875)) }

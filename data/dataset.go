@@ -1,9 +1,10 @@
 // Package data is hjepa-go's input pipeline: datasets (IDX for MNIST and
-// Fashion-MNIST, CIFAR-10/100 binary, ImageFolder, synthetic), training and
-// evaluation transforms, a sampler with PyTorch DistributedSampler semantics,
-// a prefetching loader on a bounded goroutine pool, dataset verification
-// (`hjepa data verify`) and resumable, checksummed downloads (`hjepa data
-// download`).
+// Fashion-MNIST, CIFAR-10/100 binary, ImageFolder, WebDataset tar shards,
+// synthetic), training and evaluation transforms, a sampler with PyTorch
+// DistributedSampler semantics, a prefetching loader on a bounded goroutine
+// pool, dataset verification (`hjepa data verify`), ImageFolder-to-shards
+// conversion (`hjepa data shard`) and resumable, checksummed downloads
+// (`hjepa data download`).
 //
 // Images travel as float32 [C, H, W] in [0, 1] (Image); the loader's batches
 // are one contiguous float32 [B, C, H, W] slice after normalisation.
@@ -35,15 +36,16 @@ func (m Image) At(c, y, x int) float32 { return m.Pix[(c*m.H+y)*m.W+x] }
 
 // Info describes a dataset.
 type Info struct {
-	// Format is idx, cifar10, cifar100, imagefolder or synthetic.
+	// Format is idx, cifar10, cifar100, imagefolder, webdataset or synthetic.
 	Format string
-	// Path is the file or directory the dataset was read from ("" when synthetic).
+	// Path is the file or directory the dataset was read from ("" when
+	// synthetic; the shard pattern for webdataset).
 	Path     string
 	Split    string
 	Count    int
 	Channels int
 	// Height and Width are the image size; 0 when images differ in size
-	// (ImageFolder).
+	// (ImageFolder, WebDataset).
 	Height, Width int
 }
 

@@ -1,6 +1,7 @@
 package data
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
@@ -18,8 +19,8 @@ import (
 )
 
 // Fuzz targets for every parser of outside bytes: IDX images and labels
-// (raw and gzip), CIFAR binary batches and the image decoding behind
-// ImageFolder. Each asserts properties, not only the absence of a panic:
+// (raw and gzip), CIFAR binary batches, the image decoding behind
+// ImageFolder and the tar index behind WebDataset shards. Each asserts properties, not only the absence of a panic:
 // an error is a *CorruptError naming the file, a success has the shape its
 // header declares, and the raw and gzip paths agree. `go test` runs the
 // seeds (f.Add below and testdata/fuzz/<target>/); `make fuzz` explores.
@@ -408,5 +409,112 @@ func TestImageSeedsDecode(t *testing.T) {
 	b, _ := decodeImage("/b.png", bytes.NewReader(seeds[6]), 0)
 	if !slices.Equal(a.Pix, b.Pix) {
 		t.Error("interlaced and plain PNG of one image differ")
+	}
+}
+
+// shardSeeds are small tar shards: valid ones in the USTAR, PAX (long
+// names) and GNU formats, with ignored members, and broken variants (cut,
+// bad label, missing label).
+func shardSeeds(tb testing.TB) [][]byte {
+	build := func(format tar.Format, ms ...member) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, m := range ms {
+			h := &tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.data)), Typeflag: tar.TypeReg, Format: format}
+			if m.typ != 0 {
+				h.Typeflag, h.Size = m.typ, 0
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				tb.Fatal(err)
+			}
+			tw.Write(m.data)
+		}
+		tw.Close()
+		return b.Bytes()
+	}
+	img := []byte("\x89PNG fake image bytes")
+	long := strings.Repeat("d", 120) + "/k2"
+	valid := build(tar.FormatUnknown,
+		member{name: "k0.png", data: img}, member{name: "k0.cls", data: []byte("3")},
+		member{name: "k1.cls", data: []byte("0\n")}, member{name: "k1.jpg", data: img[:7]}, member{name: "k1.txt", data: []byte("caption")})
+	return [][]byte{
+		valid,
+		build(tar.FormatPAX, member{name: long + ".jpeg", data: img}, member{name: long + ".cls", data: []byte("1")}),
+		build(tar.FormatGNU, member{name: "d/", typ: tar.TypeDir}, member{name: long + ".png", data: img}, member{name: long + ".cls", data: []byte("2")}),
+		valid[:len(valid)-1024],
+		valid[:700],
+		build(tar.FormatUnknown, member{name: "k0.png", data: img}, member{name: "k0.cls", data: []byte("x")}),
+		build(tar.FormatUnknown, member{name: "k0.png", data: img}),
+		{},
+	}
+}
+
+// FuzzShardIndex feeds the bytes to indexShard as a shard. An error is a
+// *CorruptError naming the shard; a success lists at least one sample, and
+// each sample's image extent lies inside the file and holds exactly the
+// bytes a streaming (non-seeking) tar reader gives for that member, with
+// its label in range: the seeks that skip image data never misplace it.
+func FuzzShardIndex(f *testing.F) {
+	for _, s := range shardSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		const path = "/fuzz/train-000000.tar"
+		got, err := indexShard(path, bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			corruptNaming(t, err, path)
+			return
+		}
+		if len(got) == 0 {
+			t.Fatal("a shard without samples was accepted")
+		}
+		members := map[string][]byte{}
+		tr := tar.NewReader(struct{ io.Reader }{bytes.NewReader(b)})
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("indexed a tar that a streaming reader rejects: %v", err)
+			}
+			if _, seen := members[h.Name]; h.Typeflag == tar.TypeReg && !seen {
+				data, err := io.ReadAll(tr)
+				if err != nil {
+					t.Fatalf("indexed a tar whose member %q a streaming reader cannot read: %v", h.Name, err)
+				}
+				members[h.Name] = data
+			}
+		}
+		for i, s := range got {
+			if s.off < 0 || s.size < 0 || s.off > int64(len(b))-s.size {
+				t.Fatalf("sample %d: extent [%d, +%d) outside the %d-byte file", i, s.off, s.size, len(b))
+			}
+			want, ok := members[s.image]
+			if !ok || !bytes.Equal(b[s.off:s.off+s.size], want) {
+				t.Fatalf("sample %d (%s): extent [%d, +%d) is not the member's data", i, s.image, s.off, s.size)
+			}
+			if _, ext, _ := splitKey(s.image); ext != "png" && ext != "jpg" && ext != "jpeg" {
+				t.Fatalf("sample %d: image member %q", i, s.image)
+			}
+			if s.label < 0 || s.label >= maxLabel {
+				t.Fatalf("sample %d: label %d", i, s.label)
+			}
+		}
+	})
+}
+
+// TestShardSeedsIndex checks that FuzzShardIndex's seeds reach where they
+// are meant to: the valid shards index, the broken ones fail.
+func TestShardSeedsIndex(t *testing.T) {
+	for i, s := range shardSeeds(t) {
+		got, err := indexShard("/seed.tar", bytes.NewReader(s), int64(len(s)))
+		want := []int{2, 1, 1}
+		if i < len(want) && (err != nil || len(got) != want[i]) {
+			t.Errorf("seed %d: %v, %d samples, want %d", i, err, len(got), want[i])
+		}
+		if i >= len(want) && err == nil {
+			t.Errorf("seed %d indexed; it is meant to be broken", i)
+		}
 	}
 }

@@ -89,6 +89,11 @@ func NewLoader(ds Dataset, tf Transform, s *DistributedSampler, opts LoaderOptio
 	if opts.Prefetch <= 0 {
 		opts.Prefetch = 2
 	}
+	if ro, ok := ds.(rankOrderer); ok {
+		if err := ro.checkReplicas(s.Replicas); err != nil {
+			return nil, err
+		}
+	}
 	if opts.DropLast && s.NumSamples() < opts.BatchSize {
 		return nil, fmt.Errorf("loader: %d images per rank is less than one batch of %d with drop_last; lower data.batch_size", s.NumSamples(), opts.BatchSize)
 	}
@@ -252,7 +257,7 @@ func (l *Loader) startRun(first int) *epochRun {
 		pending: make(chan *pendingBatch, l.opts.Prefetch),
 		sem:     make(chan struct{}, l.opts.Prefetch),
 	}
-	indices := l.sampler.Indices()
+	indices := l.indices()
 	epoch, nb, bs := l.state.Epoch, l.BatchesPerEpoch(), l.opts.BatchSize
 	jobs := make(chan sampleJob, bs)
 	r.wg.Add(1 + l.opts.NumWorkers)
@@ -296,6 +301,25 @@ func (l *Loader) startRun(first int) *epochRun {
 		}()
 	}
 	return r
+}
+
+// rankOrderer is a dataset that may define its own training order
+// (WebDataset with data.shard_shuffle "shard"). rankOrder returns rank
+// s.Rank's indices for s's epoch, s.NumSamples() of them, or nil for the
+// sampler's order; checkReplicas says whether it can serve s.Replicas ranks.
+type rankOrderer interface {
+	checkReplicas(replicas int) error
+	rankOrder(s *DistributedSampler) []int
+}
+
+// indices is this rank's order for the current epoch.
+func (l *Loader) indices() []int {
+	if ro, ok := l.ds.(rankOrderer); ok {
+		if idx := ro.rankOrder(l.sampler); idx != nil {
+			return idx
+		}
+	}
+	return l.sampler.Indices()
 }
 
 // loadSample decodes and transforms dataset image idx into dst.

@@ -15,9 +15,18 @@ import (
 // split's counts and classes, and every file that could not be read.
 type Report struct {
 	Path     string
-	Format   string // idx, cifar10, cifar100, imagefolder
+	Format   string // idx, cifar10, cifar100, imagefolder, webdataset
 	Splits   []SplitReport
+	Shards   []ShardReport // webdataset only
 	Problems []Problem
+}
+
+// ShardReport counts one WebDataset shard's samples.
+type ShardReport struct {
+	Path    string
+	Bytes   int64
+	Samples int // samples indexed (up to the first structural error)
+	Bad     int // of those, images that do not decode or labels out of range
 }
 
 // SplitReport describes one split (train, test, val, ...).
@@ -60,6 +69,12 @@ func (r *Report) String() string {
 			fmt.Fprintf(&b, "  %3d %-24s %d\n", i, c, s.PerClass[i])
 		}
 	}
+	if len(r.Shards) > 0 {
+		fmt.Fprintf(&b, "%d shard(s):\n", len(r.Shards))
+		for _, s := range r.Shards {
+			fmt.Fprintf(&b, "  %s: %d samples, %d bad, %.1f MiB\n", s.Path, s.Samples, s.Bad, float64(s.Bytes)/(1<<20))
+		}
+	}
 	if len(r.Problems) == 0 {
 		b.WriteString("no problems found\n")
 	} else {
@@ -81,9 +96,16 @@ func (r *Report) problem(path string, err error) {
 }
 
 // DetectFormat names the dataset format at path: idx (an MNIST-layout
-// directory or an IDX images file), cifar10, cifar100 or imagefolder.
+// directory or an IDX images file), cifar10, cifar100, imagefolder, or
+// webdataset (a .tar file, or a shard pattern: braces, globs, commas).
 func DetectFormat(path string) (string, error) {
 	st, err := os.Stat(path)
+	if err != nil && strings.ContainsAny(path, "{},*?[") {
+		return "webdataset", nil
+	}
+	if err == nil && !st.IsDir() && strings.HasSuffix(strings.ToLower(path), ".tar") {
+		return "webdataset", nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("dataset %q: %w; check the path, or fetch a dataset with 'hjepa data download NAME --dir DIR'", path, err)
 	}
@@ -117,8 +139,10 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// Verify reads the whole dataset at path and reports every problem. The
-// error is non-nil only when path is missing or its format unknown; corrupt
+// Verify reads the whole dataset at path (a directory, an IDX file, or
+// WebDataset shards: a .tar or a pattern, see ExpandShards) and reports
+// every problem. The error is non-nil only when path is missing, its format
+// unknown or its shard pattern malformed; corrupt
 // files are listed in Report.Problems (see Report.Err), and so are images
 // over DefaultMaxImagePixels, the default of data.max_image_pixels.
 func Verify(path string) (*Report, error) { return VerifyLimit(path, 0) }
@@ -138,6 +162,12 @@ func VerifyLimit(path string, maxPixels int) (*Report, error) {
 		verifyCIFAR(r, path, format)
 	case "imagefolder":
 		verifyImageFolder(r, path, maxPixels)
+	case "webdataset":
+		shards, err := ExpandShards(path)
+		if err != nil {
+			return nil, err
+		}
+		verifyWebDataset(r, shards, maxPixels)
 	}
 	return r, nil
 }
@@ -300,4 +330,89 @@ func verifyImageFolder(r *Report, root string, maxPixels int) {
 		r.Splits = append(r.Splits, s)
 	}
 	sort.SliceStable(r.Problems, func(i, j int) bool { return r.Problems[i].Path < r.Problems[j].Path })
+}
+
+// verifyWebDataset indexes every shard, decodes every image and checks every
+// label against classes.txt (when present). Problems name the shard and
+// the member; a shard's structural error stops its index there, and the
+// samples before it are still checked.
+func verifyWebDataset(r *Report, shards []string, maxPixels int) {
+	classesPath := filepath.Join(filepath.Dir(shards[0]), ClassesFile)
+	classes, err := readClassesFile(classesPath)
+	if err != nil {
+		r.problem(classesPath, err)
+	}
+	idx, sizes, errs := indexShards(shards)
+	type item struct {
+		shard int
+		x     shardSample
+	}
+	var items []item
+	top := -1
+	for s, p := range shards {
+		if errs[s] != nil {
+			r.problem(p, errs[s])
+		}
+		r.Shards = append(r.Shards, ShardReport{Path: p, Bytes: sizes[s], Samples: len(idx[s])})
+		for _, x := range idx[s] {
+			items = append(items, item{s, x})
+			top = max(top, x.label)
+		}
+	}
+	if classes == nil {
+		for i := range top + 1 {
+			classes = append(classes, fmt.Sprint(i))
+		}
+	}
+	s := SplitReport{Name: "shards", Path: r.Path, Classes: classes, PerClass: make([]int, len(classes))}
+	files := newShardFiles(shards, sizes)
+	defer files.close()
+	type result struct {
+		c, h, w int
+		err     error
+	}
+	res := make([]result, len(items))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				it := items[i]
+				if it.x.label >= len(classes) {
+					res[i].err = corruptf(shards[it.shard], "member %s: label %d but %s lists %d classes", it.x.image, it.x.label, classesPath, len(classes))
+					continue
+				}
+				f, err := files.acquire(it.shard)
+				if err != nil {
+					res[i].err = err
+					continue
+				}
+				m, err := decodeMember(shards[it.shard], it.x, f, maxPixels)
+				files.release(it.shard)
+				res[i] = result{c: m.C, h: m.H, w: m.W, err: err}
+			}
+		})
+	}
+	for i := range items {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	first := true
+	for i, it := range items {
+		if res[i].err != nil {
+			r.problem(shards[it.shard], res[i].err)
+			r.Shards[it.shard].Bad++
+			continue
+		}
+		s.Count++
+		s.PerClass[it.x.label]++
+		s.Channels = max(s.Channels, res[i].c)
+		if first {
+			s.Height, s.Width, first = res[i].h, res[i].w, false
+		} else if s.Height != res[i].h || s.Width != res[i].w {
+			s.Height, s.Width = 0, 0
+		}
+	}
+	r.Splits = append(r.Splits, s)
 }

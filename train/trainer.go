@@ -350,7 +350,7 @@ func (t *trainer) openData() error {
 	}
 	lo := data.LoaderOptions{BatchSize: cfg.Data.BatchSize, NumWorkers: cfg.Data.NumWorkers, Prefetch: cfg.Data.Prefetch, DropLast: true, Seed: cfg.Seed}
 	if t.loader, err = data.NewLoader(t.train, tf, sampler, lo); err != nil {
-		return fmt.Errorf("data.batch_size: %w", err)
+		return fmt.Errorf("data: %w", err) // the loader's errors name the key (data.batch_size, data.shard_shuffle)
 	}
 	vs, err := data.NewDistributedSampler(t.val.Len(), 1, 0, false, cfg.Seed, false)
 	if err != nil {
