@@ -3,8 +3,13 @@ package train
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"math"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -13,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hjepa-go/hjepa/config"
+	"github.com/hjepa-go/hjepa/data"
 	"github.com/hjepa-go/hjepa/tensor"
 	"github.com/hjepa-go/hjepa/tensor/cpu"
 	"github.com/hjepa-go/hjepa/train/checkpoint"
@@ -286,6 +292,62 @@ func TestTensorBoardTags(t *testing.T) {
 	} {
 		if got := tensorBoardTag(key); got != want {
 			t.Errorf("%s: tag %q, want %q", key, got, want)
+		}
+	}
+}
+
+// Training from WebDataset shards made from an ImageFolder (hjepa data
+// shard) gives the same losses, step for step and bit for bit, as training
+// from the ImageFolder with the same seed: 20 steps with augmentation and
+// a validation.
+func TestLoopShardsTrainLikeImageFolder(t *testing.T) {
+	dir := t.TempDir()
+	folder := filepath.Join(dir, "folder")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 96 {
+		cls := filepath.Join(folder, fmt.Sprintf("class%d", i%3))
+		if err := os.MkdirAll(cls, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		img := image.NewGray(image.Rect(0, 0, 20, 20))
+		for p := range img.Pix {
+			img.Pix[p] = uint8(rng.IntN(256))
+		}
+		f, err := os.Create(filepath.Join(cls, fmt.Sprintf("img%03d.png", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := png.Encode(f, img); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+	}
+	res, err := data.WriteShards(folder, filepath.Join(dir, "shards", "train-{000..999}.tar"), data.ShardOptions{MaxSamples: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Shards) != 5 {
+		t.Fatalf("%d shards, want 5", len(res.Shards))
+	}
+	sets := []string{"training.max_steps=20", "data.batch_size=8", "data.image_size=16", "data.augmentation.random_crop=true",
+		"data.augmentation.horizontal_flip=true", "evaluation.every_steps=10", "data.val_path=" + folder}
+	b := cpu.New(1)
+	defer b.Close()
+	var losses [2][]float64
+	for i, src := range [][]string{{"data.dataset=imagefolder", "data.path=" + folder}, {"data.dataset=webdataset", "data.path=" + res.Pattern}} {
+		r := newLoopRun(t, loopConfig(t, append(append([]string{}, sets...), src...)...), b, t.TempDir())
+		if _, err := r.run(t, context.Background()); err != nil {
+			t.Fatalf("%s: %v", src[0], err)
+		}
+		losses[i] = r.losses
+		t.Logf("%s: first losses %v", src[0], r.losses[:3])
+	}
+	if len(losses[0]) != 20 || len(losses[1]) != 20 {
+		t.Fatalf("steps: %d and %d, want 20", len(losses[0]), len(losses[1]))
+	}
+	for s := range losses[0] {
+		if math.Float64bits(losses[0][s]) != math.Float64bits(losses[1][s]) {
+			t.Fatalf("step %d: loss %v from the ImageFolder, %v from its shards", s+1, losses[0][s], losses[1][s])
 		}
 	}
 }
