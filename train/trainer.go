@@ -112,7 +112,8 @@ type Options struct {
 // Summary is what a finished (or interrupted) run reports.
 type Summary struct {
 	Steps          int64
-	Epochs         int
+	Epochs         int     // the epoch in progress (0-based) when the run ended
+	EpochsDone     float64 // steps / steps per epoch
 	FinalLoss      float64
 	FinalJEPALoss  float64
 	BestValLoss    float64

@@ -459,6 +459,7 @@ func truncateMetrics(path string, step int64) error {
 // finish draws the plots and prints the summary with next steps.
 func (t *trainer) finish() {
 	t.summary.Steps, t.summary.Epochs = t.step, t.epoch
+	t.summary.EpochsDone = float64(t.step) / float64(max(1, t.stepsPerEpoch))
 	if t.bar != nil {
 		t.bar.Finish()
 	}

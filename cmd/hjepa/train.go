@@ -50,7 +50,7 @@ func printSummary(s *train.Summary, out, cfgFile string) {
 	if s.Interrupted {
 		state = "interrupted (checkpoint written)"
 	}
-	fmt.Printf("\nTraining %s: %d steps, %d epochs in %s\n", state, s.Steps, s.Epochs, s.Elapsed.Round(1e9))
+	fmt.Printf("\nTraining %s: %d steps (%.3g epochs) in %s\n", state, s.Steps, s.EpochsDone, s.Elapsed.Round(1e9))
 	if s.Steps > 0 {
 		fmt.Printf("  final loss %.5g (JEPA %.5g)", s.FinalLoss, s.FinalJEPALoss)
 	} else {
