@@ -232,9 +232,10 @@ func TestUnknownKeySuggestions(t *testing.T) {
 		{"file wrong section", func(t *testing.T) LoadOptions {
 			return LoadOptions{ConfigFile: writeFile(t, "x.yaml", "training:\n  batch_size: 32\n")}
 		}, "training.batch_size", "data.batch_size", "x.yaml:2"},
-		{"file pytorch name", func(t *testing.T) LoadOptions {
-			return LoadOptions{ConfigFile: writeFile(t, "x.yaml", "data:\n  data_path: /x\n")}
-		}, "data.data_path", "data.path", "x.yaml:2"},
+		{"file other project's name", func(t *testing.T) LoadOptions {
+			// I-JEPA's root_path is joined with image_folder: a hint, not an alias.
+			return LoadOptions{ConfigFile: writeFile(t, "x.yaml", "data:\n  root_path: /x\n")}
+		}, "data.root_path", "data.path", "x.yaml:2"},
 		{"file unknown section", func(t *testing.T) LoadOptions {
 			return LoadOptions{ConfigFile: writeFile(t, "x.yaml", "modle:\n  depth: 3\n")}
 		}, "modle.depth", "model.depth", "x.yaml:2"},

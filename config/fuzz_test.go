@@ -43,6 +43,7 @@ func FuzzLoadYAML(f *testing.F) {
 		"data: {path: null, mean: null, batch_size: ~, random_crop: yes}\n",
 		"seed: 9223372036854775807\nthreads: -9007199254740993\n",
 		aliasBomb(12),
+		pytorchSeed,
 	} {
 		f.Add([]byte(s))
 	}
@@ -54,6 +55,40 @@ func FuzzLoadYAML(f *testing.F) {
 	})
 }
 
+// pytorchSeed uses the other projects' keys (foreignKeys) of every kind.
+const pytorchSeed = "# PyTorch\nmodel:\n  ema: {momentum_warmup_epochs: 30}\n  rope: {use_rope: false, theta: 1.0e4}\n  use_flash_attention: true\n" +
+	"data:\n  dataset: imagenet\n  data_path: /d # root\n  pin_memory: true\nlogging:\n  log_dir: l\n  wandb: {enabled: true, tags: [a]}\n  tensorboard:\n    enabled: false\n" +
+	"training: {weight_decay: 0.05, use_amp: true}\ncheckpoint: {checkpoint_dir: c, resume: null}\nmask: {num_pred_masks: 2}\nmeta: {pred_depth: 3}\n"
+
+// FuzzMigrate: a file Load accepts migrates to a file that loads, without
+// notes, to the same configuration.
+func FuzzMigrate(f *testing.F) {
+	for _, s := range []string{pytorchSeed, "", "seed: 1\n", "data:\n  data_path: /a\ntraining:\n  <<: {lr: 1, weight_decay: 0.1}\n",
+		"logging:\n  tensorboard: {enabled: true}\n  wandb:\n# c\n", "mask: &m {num_pred_masks: 2}\nmasking: {min_keep: 3}\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, _, err := LoadWithNotes(LoadOptions{ConfigFile: fuzzFile, ConfigYAML: data})
+		if err != nil {
+			return
+		}
+		out, err := Migrate(fuzzFile, data)
+		if err != nil {
+			t.Fatalf("Load accepts the file but Migrate fails: %v", err)
+		}
+		got, notes, err := LoadWithNotes(LoadOptions{ConfigFile: "migrated.yaml", ConfigYAML: out})
+		if err != nil || len(notes) > 0 {
+			t.Fatalf("migrated file: notes %v err %v\n%s", notes, err, out)
+		}
+		fw, fg := want.flatten(), got.flatten()
+		for _, k := range Keys() {
+			if !reflect.DeepEqual(fw[k], fg[k]) {
+				t.Fatalf("migration changed %s from %#v to %#v\n%s", k, fw[k], fg[k], out)
+			}
+		}
+	})
+}
+
 // FuzzLoadSet: config.Load of --set values (one per line of the input).
 func FuzzLoadSet(f *testing.F) {
 	for _, s := range []string{
@@ -62,6 +97,7 @@ func FuzzLoadSet(f *testing.F) {
 		"training.betas=[", "training.betas=[]", "logging.plots=on", "model=3", "Training.LR=1",
 		"data.path=/x\nmodel.encoder_type=custom\nmodel.embed_dim=8", "device=cuda:1", "seed=-1",
 		"logging.experiment_name=\xff\xfe", "logging.experiment_name=null", "data.path=- a", "training.lr=0x1p-3",
+		"data.data_path=/x\nlogging.wandb.tags=a", "model.fpn.use_fpn=0", "checkpoint.resume=r.pth", "data.dataset=IMAGENET",
 	} {
 		f.Add(s)
 	}
@@ -77,7 +113,7 @@ func FuzzLoadEnv(f *testing.F) {
 		"HJEPA_TRAINING_LR=1e-3", "HJEPA_TRAINING_LR", "HJEPA_=1", "HJEPA_TRAINNG_LR=1", "PATH=/bin\nHOME=/root",
 		"HJEPA_DATA_MEAN=[0.5]\nHJEPA_DATA_STD=0.25", "HJEPA_JOB_TOKEN=secret", "HJEPA_DATA_BATCH_SIZE=lots",
 		"HJEPA_LOGGING_EXPERIMENT_NAME=\x80", "HJEPA_MODEL_PREDICTOR_EMBED_DIM=64\nHJEPA_MODEL_PREDICTOR_EMBED_DIM=32",
-		"hjepa_seed=1", "HJEPA_SEED==3",
+		"hjepa_seed=1", "HJEPA_SEED==3", "HJEPA_DATA_DATA_PATH=/x\nHJEPA_DATA_PATH=/y", "HJEPA_LOGGING_WANDB_=1", "HJEPA_MODEL_ROPE_USE_ROPE=yes",
 	} {
 		f.Add(s)
 	}

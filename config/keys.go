@@ -163,72 +163,74 @@ func EnvName(key string) string {
 // EnvPrefix starts every configuration environment variable.
 const EnvPrefix = "HJEPA_"
 
-// pytorchNames maps key paths of the PyTorch H-JEPA configs that were renamed
-// here to their names in this schema, so that the unknown-key error points a
-// user of those configs at the right key rather than at the nearest spelling.
-var pytorchNames = map[string]string{
-	// H-JEPA (PyTorch) configs/default.yaml
-	"data.data_path":              "data.path",
-	"checkpoint.checkpoint_dir":   "checkpoint.dir",
-	"logging.log_dir":             "logging.dir",
-	"logging.log_frequency":       "logging.every_steps",
-	"logging.tensorboard.enabled": "logging.tensorboard",
-	// I-JEPA (facebookresearch/ijepa) configs/*.yaml
-	"data.root_path":                  "data.path",
-	"data.crop_size":                  "data.image_size",
-	"data.crop_scale":                 "data.augmentation.crop_scale",
-	"data.use_horizontal_flip":        "data.augmentation.horizontal_flip",
-	"data.color_jitter_strength":      "data.augmentation.color_jitter",
-	"mask.num_pred_masks":             "masking.num_masks",
-	"mask.pred_mask_scale":            "masking.mask_scale",
-	"mask.num_enc_masks":              "masking.num_context_masks",
-	"mask.enc_mask_scale":             "masking.context_scale",
-	"mask.patch_size":                 "model.patch_size",
-	"meta.model_name":                 "model.encoder_type",
-	"meta.pred_depth":                 "model.predictor.depth",
-	"meta.pred_emb_dim":               "model.predictor.embed_dim",
-	"optimization.final_lr":           "training.min_lr",
-	"optimization.final_weight_decay": "training.weight_decay_end",
-	"optimization.warmup":             "training.warmup_epochs",
-	"optimization.ema":                "model.ema.momentum",
-}
-
 // closestKey suggests the valid key a user most likely meant by an unknown
-// one: a known PyTorch spelling first, then a key with the same last
-// segment in another section (training.batch_size -> data.batch_size), then
-// the nearest key by edit distance if it is near enough to be a typo.
+// one: a hint for another project's key first (foreignHints), then, when
+// the key's section exists, a key with the same last segment in another
+// section (training.batch_size -> data.batch_size), then the nearest key by
+// edit distance if it is near enough to be a typo. When the section itself
+// is unknown (logging.wandb.enabled, modle.depth), the section is the
+// problem, so only a typo of the whole path is suggested, and only among
+// the keys of the deepest section that exists (never distributed.enabled
+// for logging.wandb.enabled).
 func closestKey(unknown string) (string, bool) {
 	lower := strings.ToLower(unknown)
-	if k, ok := pytorchNames[lower]; ok {
+	if k, ok := foreignHints[lower]; ok {
 		return k, true
 	}
 	if _, ok := schema.byKey[lower]; ok { // a case slip: Training.LR
 		return lower, true
 	}
 	last := lower[strings.LastIndex(lower, ".")+1:]
+	parent := ""
+	if i := strings.LastIndex(lower, "."); i >= 0 {
+		parent = lower[:i]
+	}
 	best, bestD := "", -1
+	scope := "" // suggest only keys under scope ("": any key)
+	if parent == "" || schema.sections[parent] {
+		for _, l := range schema.leaves {
+			if l.key[strings.LastIndex(l.key, ".")+1:] != last {
+				continue
+			}
+			if d := editDistance(lower, l.key); bestD < 0 || d < bestD {
+				best, bestD = l.key, d
+			}
+		}
+		if bestD >= 0 {
+			return best, true
+		}
+	} else {
+		scope = deepestSection(parent)
+	}
 	for _, l := range schema.leaves {
-		if l.key[strings.LastIndex(l.key, ".")+1:] != last {
+		if scope != "" && !strings.HasPrefix(l.key, scope+".") {
 			continue
 		}
 		if d := editDistance(lower, l.key); bestD < 0 || d < bestD {
 			best, bestD = l.key, d
 		}
 	}
-	if bestD >= 0 {
-		return best, true
-	}
-	for _, l := range schema.leaves {
-		if d := editDistance(lower, l.key); bestD < 0 || d < bestD {
-			best, bestD = l.key, d
-		}
-	}
 	// Near enough to be a typo: within a third of the whole path and half of
 	// the last segment (so training.foo suggests nothing, not training.eps).
-	if bestD <= max(1, min(len(lower)/3, (len(last)+1)/2)) {
+	if bestD >= 0 && bestD <= max(1, min(len(lower)/3, (len(last)+1)/2)) {
 		return best, true
 	}
 	return "", false
+}
+
+// deepestSection is the longest prefix of key (itself included) that is a
+// section of the schema, or "".
+func deepestSection(key string) string {
+	for sec := key; ; {
+		if schema.sections[sec] {
+			return sec
+		}
+		i := strings.LastIndex(sec, ".")
+		if i < 0 {
+			return ""
+		}
+		sec = sec[:i]
+	}
 }
 
 // closestEnv is closestKey for an unknown HJEPA_* variable name.
@@ -254,18 +256,21 @@ func unknownKeyMsg(key string) string {
 	if k, ok := closestKey(key); ok {
 		return msg + fmt.Sprintf("; did you mean %q?", k)
 	}
-	// Not near any key: list the keys of the deepest valid section, if any.
-	sec := key
-	for {
-		i := strings.LastIndex(sec, ".")
-		if i < 0 {
-			return msg + "; run 'hjepa config keys' for the valid keys"
-		}
-		sec = sec[:i]
-		if schema.sections[sec] {
-			return msg + fmt.Sprintf("; valid keys in %s: %s", sec, strings.Join(sectionKeys(sec), ", "))
-		}
+	// Not near any key: list the keys of the deepest valid section, if any,
+	// saying which part of the path is not a section.
+	i := strings.LastIndex(key, ".")
+	if i < 0 {
+		return msg + "; run 'hjepa config keys' for the valid keys"
 	}
+	sec := deepestSection(key[:i])
+	if sec == "" {
+		return msg + "; run 'hjepa config keys' for the valid keys"
+	}
+	if sec != key[:i] {
+		sub, _, _ := strings.Cut(key[len(sec)+1:], ".")
+		msg += fmt.Sprintf("; %s has no section %q", sec, sub)
+	}
+	return msg + fmt.Sprintf("; valid keys in %s: %s", sec, strings.Join(sectionKeys(sec), ", "))
 }
 
 // sectionKeys lists the keys directly or indirectly under a section.

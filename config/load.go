@@ -33,8 +33,10 @@ type LoadOptions struct {
 	// Env reads HJEPA_* variables: HJEPA_ + the key upper-cased with dots
 	// replaced by underscores (training.lr -> HJEPA_TRAINING_LR,
 	// model.predictor.embed_dim -> HJEPA_MODEL_PREDICTOR_EMBED_DIM; see
-	// EnvName). Values are parsed as for Sets. Any other HJEPA_* variable is
-	// an error unless IgnoreEnv names it.
+	// EnvName). Values are parsed as for Sets. The keys of other projects'
+	// configurations that LoadWithNotes accepts have variables named the
+	// same way (data.data_path -> HJEPA_DATA_DATA_PATH). Any other HJEPA_*
+	// variable is an error unless IgnoreEnv names it.
 	Env bool
 	// Environ replaces os.Environ() as the environment read when Env is set
 	// ("NAME=value" entries).
@@ -64,7 +66,8 @@ func (e *LoadError) Keys() []string { return fieldKeys(e.Errors) }
 
 // Load builds a Config from the defaults, the file, the environment and the
 // --set overrides, in that order of precedence, using viper to layer them.
-// It does not validate: call Validate on the result.
+// It does not validate: call Validate on the result. It is LoadWithNotes
+// without the notes.
 //
 // Errors: a missing or unreadable file, or a YAML syntax error, is returned
 // at once and names the file (and the line, when the parser gives one).
@@ -72,20 +75,36 @@ func (e *LoadError) Keys() []string { return fieldKeys(e.Errors) }
 // and returned together as a *LoadError; an unknown key's message names the
 // closest valid key.
 func Load(opts LoadOptions) (Config, error) {
-	v := viper.New()
+	c, _, err := LoadWithNotes(opts)
+	return c, err
+}
+
+// LoadWithNotes is Load that also returns its notes: every source may use
+// the key names of the PyTorch H-JEPA and I-JEPA configurations (see
+// foreignKeys). A renamed key is read as ours, and setting it and ours in
+// the same source is an error; a key with no counterpart here is ignored
+// with a note; one that asks for something hjepa does not do (RoPE, an FPN)
+// is a *LoadError problem with the reason. The caller shows the notes as
+// warnings.
+func LoadWithNotes(opts LoadOptions) (Config, []Note, error) {
+	ld := &loader{v: viper.New(), explicit: map[string]string{}}
 	for k, x := range Default().flatten() {
-		v.SetDefault(k, x)
+		ld.v.SetDefault(k, x)
 	}
-	var problems []FieldError
 
 	if opts.ConfigFile != "" || opts.ConfigYAML != nil {
-		fileValues, fileProblems, err := readFile(opts.ConfigFile, opts.ConfigYAML)
+		f, err := readFile(opts.ConfigFile, opts.ConfigYAML)
 		if err != nil {
-			return Config{}, err
+			return Config{}, nil, err
 		}
-		problems = append(problems, fileProblems...)
-		if err := v.MergeConfigMap(nest(fileValues)); err != nil {
-			return Config{}, fmt.Errorf("config file %s: %w", opts.ConfigFile, err)
+		ld.problems = append(ld.problems, f.problems...)
+		ld.notes = append(ld.notes, f.notes...)
+		ld.dialect = f.dialect
+		for k, src := range f.sources {
+			ld.explicit[k] = src
+		}
+		if err := ld.v.MergeConfigMap(nest(f.values)); err != nil {
+			return Config{}, nil, fmt.Errorf("config file %s: %w", opts.ConfigFile, err)
 		}
 	}
 
@@ -98,13 +117,18 @@ func Load(opts LoadOptions) (Config, error) {
 		for _, n := range slices.Concat(ProgramEnv, opts.IgnoreEnv) {
 			ignore[n] = true
 		}
+		setBy := map[string]string{}
 		for _, kv := range environ {
 			name, val, _ := strings.Cut(kv, "=")
 			if !strings.HasPrefix(name, EnvPrefix) || ignore[name] {
 				continue
 			}
-			src := "environment variable " + name
 			key, ok := schema.byEnv[name]
+			if !ok {
+				if _, fkey, isForeign := foreign.lookupEnv(name); isForeign {
+					key, ok = fkey, true
+				}
+			}
 			if !ok {
 				msg := "not a configuration variable"
 				if k, ok := closestEnv(name); ok {
@@ -112,106 +136,208 @@ func Load(opts LoadOptions) (Config, error) {
 				} else {
 					msg += "; run 'hjepa config keys' and use HJEPA_ + the key in upper case with dots as underscores"
 				}
-				problems = append(problems, FieldError{Key: name, Source: "environment", Msg: msg})
+				ld.problems = append(ld.problems, FieldError{Key: name, Source: "environment", Msg: msg})
 				continue
 			}
-			x, err := parseValue(schema.byKey[key].kind, val)
-			if err != nil {
-				problems = append(problems, FieldError{Key: key, Source: src, Msg: err.Error()})
-				continue
-			}
-			v.Set(key, x)
+			ld.text(key, name, val, "environment variable "+name, setBy)
 		}
 	}
 
+	setBy := map[string]string{}
 	for _, s := range opts.Sets {
 		key, val, ok := strings.Cut(s, "=")
 		key = strings.TrimSpace(key)
 		if !ok || key == "" {
-			problems = append(problems, FieldError{Key: key, Source: "--set",
+			ld.problems = append(ld.problems, FieldError{Key: key, Source: "--set",
 				Msg: fmt.Sprintf("%q is not key=value; write e.g. --set training.lr=1e-3", s)})
 			continue
 		}
-		l, known := schema.byKey[key]
-		if !known {
-			problems = append(problems, FieldError{Key: key, Source: "--set", Msg: unknownKeyMsg(key)})
-			continue
+		if _, known := schema.byKey[key]; !known {
+			if _, isForeign := foreign.lookup(key); !isForeign {
+				ld.problems = append(ld.problems, FieldError{Key: key, Source: "--set", Msg: unknownKeyMsg(key)})
+				continue
+			}
 		}
-		x, err := parseValue(l.kind, strings.TrimSpace(val))
-		if err != nil {
-			problems = append(problems, FieldError{Key: key, Source: "--set", Msg: err.Error()})
-			continue
-		}
-		v.Set(key, x)
+		ld.text(key, key, strings.TrimSpace(val), "--set", setBy)
 	}
 
-	if len(problems) > 0 {
-		return Config{}, &LoadError{Errors: problems}
+	if len(ld.problems) > 0 {
+		return Config{}, nil, &LoadError{Errors: ld.problems}
 	}
+	ld.applyDialect()
 	var c Config
-	if err := v.Unmarshal(&c); err != nil {
+	if err := ld.v.Unmarshal(&c); err != nil {
 		// Every value was parsed to its field's type above, so this is a
 		// bug in the loader, not in the user's input.
-		return Config{}, fmt.Errorf("config: decode merged settings: %w", err)
+		return Config{}, nil, fmt.Errorf("config: decode merged settings: %w", err)
 	}
-	return c, nil
+	return c, ld.notes, nil
 }
 
-// readFile parses a YAML config file into key -> typed value, reporting
-// unknown keys and wrong types with their line. The error is non-nil only
-// when the file cannot be read or parsed at all.
-func readFile(path string, data []byte) (map[string]any, []FieldError, error) {
+// loader is the state of one LoadWithNotes.
+type loader struct {
+	v        *viper.Viper
+	problems []FieldError
+	notes    []Note
+	// explicit maps every key of ours that a source set to the source of
+	// its value (the last one to set it).
+	explicit map[string]string
+	// dialect: some source used a key only PyTorch H-JEPA has.
+	dialect bool
+}
+
+// text applies key=val from --set or the environment. key is ours or a
+// foreign key; name is how the user wrote it (the variable's name for the
+// environment) and setBy maps each key of ours to the name that set it in
+// this source, so that an alias and its key both set are an error.
+func (ld *loader) text(key, name, val, src string, setBy map[string]string) {
+	canonical := key
+	var x any
+	var note string
+	if l, ok := schema.byKey[key]; ok {
+		var err error
+		if x, err = parseValue(l.kind, val); err != nil {
+			ld.problems = append(ld.problems, FieldError{Key: key, Source: src, Msg: err.Error()})
+			return
+		}
+		x, note, _ = aliasValue(key, x)
+	} else {
+		fk, _ := foreign.lookup(key)
+		if fk.from == pytorchHJEPA {
+			ld.dialect = true
+		}
+		c, y, n, err := foreignText(fk, key, val)
+		if err != nil {
+			ld.problems = append(ld.problems, FieldError{Key: key, Source: src, Msg: err.Error()})
+			return
+		}
+		if c == "" {
+			ld.notes = append(ld.notes, Note{Key: key, Source: src, Msg: n})
+			return
+		}
+		canonical, x, note = c, y, n
+	}
+	if prev, ok := setBy[canonical]; ok && prev != name {
+		ld.problems = append(ld.problems, FieldError{Key: key, Source: src,
+			Msg: fmt.Sprintf("%s and %s both set %s; keep one of them", prev, name, canonical)})
+		return
+	}
+	setBy[canonical] = name
+	if note != "" {
+		ld.notes = append(ld.notes, Note{Key: key, Source: src, Msg: note})
+	}
+	ld.v.Set(canonical, x)
+	ld.explicit[canonical] = src
+}
+
+// applyDialect applies the rules of pytorchDialect to a configuration that
+// used a key only PyTorch H-JEPA has.
+func (ld *loader) applyDialect() {
+	if !ld.dialect {
+		return
+	}
+	if src, ok := ld.explicit["training.weight_decay"]; ok {
+		if _, ok := ld.explicit["training.weight_decay_end"]; !ok {
+			ld.v.Set("training.weight_decay_end", ld.v.Get("training.weight_decay"))
+			ld.notes = append(ld.notes, Note{Key: "training.weight_decay", Source: src, Msg: dialectWeightDecayNote})
+		}
+	}
+	if src, ok := ld.explicit["loss.normalize_embeddings"]; ok && ld.v.GetBool("loss.normalize_embeddings") {
+		ld.notes = append(ld.notes, Note{Key: "loss.normalize_embeddings", Source: src, Msg: dialectNormalizeNote})
+	}
+}
+
+// fileLayer is what a configuration file sets.
+type fileLayer struct {
+	values   map[string]any    // key of ours -> value
+	sources  map[string]string // key of ours -> "file:line"
+	problems []FieldError
+	notes    []Note
+	dialect  bool // it uses a key only PyTorch H-JEPA has
+}
+
+// readFile parses a YAML config file, reporting unknown keys and wrong types
+// with their line. The error is non-nil only when the file cannot be read
+// or parsed at all.
+func readFile(path string, data []byte) (*fileLayer, error) {
+	data, err := readBytes(path, data)
+	if err != nil {
+		return nil, err
+	}
+	root, err := decodeYAML(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if root == nil { // empty file: defaults only
+		return &fileLayer{values: map[string]any{}}, nil
+	}
+	w := &yamlWalker{path: path, layer: fileLayer{values: map[string]any{}, sources: map[string]string{}}, setBy: map[string]string{}}
+	w.mapping(root, "")
+	if w.stoppedAt != nil {
+		return nil, fmt.Errorf("config file %s:%d: the configuration expands to more than %d keys (aliases or merge keys nested in each other?); write the keys out", path, w.stoppedAt.Line, maxYAMLEntries)
+	}
+	return &w.layer, nil
+}
+
+// readBytes returns data, or the file's content when data is nil.
+func readBytes(path string, data []byte) ([]byte, error) {
 	if data != nil {
-		return parseYAML(path, data)
+		return data, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			return nil, nil, fmt.Errorf("config file %s: no such file; check the --config path (presets are in configs/)", path)
+			return nil, fmt.Errorf("config file %s: no such file; check the --config path (presets are in configs/)", path)
 		case errors.Is(err, os.ErrPermission):
-			return nil, nil, fmt.Errorf("config file %s: permission denied; make it readable (chmod +r) or copy it", path)
+			return nil, fmt.Errorf("config file %s: permission denied; make it readable (chmod +r) or copy it", path)
 		}
-		return nil, nil, fmt.Errorf("config file %s: %w", path, err)
+		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}
-	return parseYAML(path, data)
+	return data, nil
 }
 
-func parseYAML(path string, data []byte) (map[string]any, []FieldError, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) { // empty file: defaults only
-			return map[string]any{}, nil, nil
-		}
-		return nil, nil, fmt.Errorf("config file %s: %v; fix the YAML syntax there", path, err)
+// decodeYAML parses one YAML document and returns its top-level mapping,
+// or nil for an empty file.
+func decodeYAML(path string, data []byte) (*yaml.Node, error) {
+	doc, err := decodeDoc(path, data)
+	if err != nil || doc == nil {
+		return nil, err
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return nil, nil, fmt.Errorf("config file %s: %v; fix the YAML syntax there", path, err)
-		}
-		return nil, nil, fmt.Errorf("config file %s:%d: a second YAML document (---); put the whole configuration in one document", path, extra.Line)
-	}
-	root := &doc
+	root := doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return map[string]any{}, nil, nil
+			return nil, nil
 		}
 		root = root.Content[0]
 	}
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return map[string]any{}, nil, nil
+		return nil, nil
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, nil, fmt.Errorf("config file %s:%d: the top level must be a mapping of sections (model:, data:, training:, ...)", path, root.Line)
+		return nil, fmt.Errorf("config file %s:%d: the top level must be a mapping of sections (model:, data:, training:, ...)", path, root.Line)
 	}
-	w := &yamlWalker{path: path, values: map[string]any{}}
-	w.mapping(root, "")
-	if w.stoppedAt != nil {
-		return nil, nil, fmt.Errorf("config file %s:%d: the configuration expands to more than %d keys (aliases or merge keys nested in each other?); write the keys out", path, w.stoppedAt.Line, maxYAMLEntries)
+	return root, nil
+}
+
+// decodeDoc parses data as exactly one YAML document (nil when empty).
+func decodeDoc(path string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) { // empty file: defaults only
+			return nil, nil
+		}
+		return nil, fmt.Errorf("config file %s: %v; fix the YAML syntax there", path, err)
 	}
-	return w.values, w.problems, nil
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, fmt.Errorf("config file %s: %v; fix the YAML syntax there", path, err)
+		}
+		return nil, fmt.Errorf("config file %s:%d: a second YAML document (---); put the whole configuration in one document", path, extra.Line)
+	}
+	return &doc, nil
 }
 
 // maxYAMLEntries bounds the key/value pairs the walker visits. Aliases and
@@ -222,8 +348,8 @@ const maxYAMLEntries = 10_000
 
 type yamlWalker struct {
 	path      string
-	values    map[string]any
-	problems  []FieldError
+	layer     fileLayer
+	setBy     map[string]string // key of ours -> the key (as written) that set it
 	visits    int
 	stoppedAt *yaml.Node // the node where the walk passed maxYAMLEntries
 }
@@ -239,8 +365,30 @@ func (w *yamlWalker) visit(key *yaml.Node) bool {
 	return true
 }
 
+func (w *yamlWalker) src(n *yaml.Node) string { return fmt.Sprintf("%s:%d", w.path, n.Line) }
+
 func (w *yamlWalker) fail(n *yaml.Node, key, msg string) {
-	w.problems = append(w.problems, FieldError{Key: key, Source: fmt.Sprintf("%s:%d", w.path, n.Line), Msg: msg})
+	w.layer.problems = append(w.layer.problems, FieldError{Key: key, Source: w.src(n), Msg: msg})
+}
+
+func (w *yamlWalker) note(n *yaml.Node, key, msg string) {
+	w.layer.notes = append(w.layer.notes, Note{Key: key, Source: w.src(n), Msg: msg})
+}
+
+// set records the value of canonical, written as key at kn. An alias and
+// its key both in the file are an error naming both.
+func (w *yamlWalker) set(canonical, key string, x any, kn *yaml.Node) {
+	if prev, ok := w.setBy[canonical]; ok && prev != key {
+		w.fail(kn, key, fmt.Sprintf("%s (%s) and %s both set %s; keep one of them", prev, w.layer.sources[canonical], key, canonical))
+		return
+	}
+	w.setBy[canonical] = key
+	if y, note, ok := aliasValue(canonical, x); ok {
+		x = y
+		w.note(kn, key, note)
+	}
+	w.layer.values[canonical] = x
+	w.layer.sources[canonical] = w.src(kn)
 }
 
 // mapping walks a mapping node whose keys are under prefix.
@@ -284,6 +432,16 @@ func (w *yamlWalker) mapping(n *yaml.Node, prefix string) {
 			}
 			continue
 		}
+		if fk, ok := foreign.byKey[key]; ok {
+			w.foreign(kn, vn, key, fk)
+			continue
+		}
+		// PyTorch H-JEPA writes logging.tensorboard as a section
+		// ({enabled: true}); I-JEPA has sections of its own (mask, meta).
+		if foreign.prefixes[key] && vn.Kind == yaml.MappingNode {
+			w.mapping(vn, key)
+			continue
+		}
 		l, ok := schema.byKey[key]
 		if !ok {
 			w.unknown(kn, vn, key)
@@ -294,8 +452,67 @@ func (w *yamlWalker) mapping(n *yaml.Node, prefix string) {
 			w.fail(vn, key, err.Error())
 			continue
 		}
-		w.values[key] = x
+		w.set(key, key, x, kn)
 	}
+}
+
+// foreign handles a key of another project's configuration (fk).
+func (w *yamlWalker) foreign(kn, vn *yaml.Node, key string, fk *foreignKey) {
+	if fk.from == pytorchHJEPA {
+		w.layer.dialect = true
+	}
+	switch {
+	case fk.canonical != "":
+		x, err := nodeValue(schema.byKey[fk.canonical].kind, vn)
+		if err != nil {
+			w.fail(vn, key, err.Error())
+			return
+		}
+		w.set(fk.canonical, key, x, kn)
+	case fk.section:
+		if sw := switchNode(fk, vn); sw != nil && fk.refuse != "" && nodeOn(sw) {
+			w.fail(sw, key+"."+fk.switchKey, fmt.Sprintf("%s is refused: %s", sw.Value, fk.refuse))
+			return
+		}
+		w.note(kn, key, fk.note)
+	case fk.refuse != "" && nodeOn(vn):
+		w.fail(vn, key, fmt.Sprintf("%s is refused: %s", nodeText(vn), fk.refuse))
+	default:
+		w.note(kn, key, fk.note)
+	}
+}
+
+// switchNode is the value of a foreign section's switch key, or nil.
+func switchNode(fk *foreignKey, vn *yaml.Node) *yaml.Node {
+	if fk.switchKey == "" || vn.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(vn.Content); i += 2 {
+		if vn.Content[i].Value == fk.switchKey {
+			return resolveAlias(vn.Content[i+1])
+		}
+	}
+	return nil
+}
+
+// nodeOn reports whether a value turns a feature on (see valueOn); a
+// non-empty list or mapping does.
+func nodeOn(n *yaml.Node) bool {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Tag != "!!null" && valueOn(n.Value)
+	case yaml.SequenceNode, yaml.MappingNode:
+		return len(n.Content) > 0
+	}
+	return true
+}
+
+// nodeText is a value for a message: a scalar as written, else its kind.
+func nodeText(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode {
+		return n.Value
+	}
+	return nodeDesc(n)
 }
 
 // unknown reports an unknown key; under an unknown section (modle:) it

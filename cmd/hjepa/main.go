@@ -67,14 +67,17 @@ func (f *configFlags) add(c *cobra.Command) {
 }
 
 // load reads and validates the configuration: file, HJEPA_* environment,
-// --set overrides, then the --device/--threads flags.
+// --set overrides, then the --device/--threads flags. Notes on keys of
+// other projects' configurations (PyTorch H-JEPA, I-JEPA) go to stderr.
 func (f *configFlags) load(validate bool) (config.Config, error) {
-	return f.loadOver(nil, validate)
+	cfg, notes, err := f.loadOver(nil, validate)
+	printNotes(os.Stderr, notes)
+	return cfg, err
 }
 
 // loadOver is load with base (a YAML document) in place of the --config
-// file when there is none.
-func (f *configFlags) loadOver(base []byte, validate bool) (config.Config, error) {
+// file when there is none, returning the notes instead of printing them.
+func (f *configFlags) loadOver(base []byte, validate bool) (config.Config, []config.Note, error) {
 	sets := append([]string(nil), f.sets...)
 	if f.device != "" {
 		sets = append(sets, "device="+f.device)
@@ -86,20 +89,20 @@ func (f *configFlags) loadOver(base []byte, validate bool) (config.Config, error
 	if f.file == "" && base != nil {
 		opts.ConfigYAML = base
 	}
-	cfg, err := config.Load(opts)
+	cfg, notes, err := config.LoadWithNotes(opts)
 	if err != nil {
-		return cfg, err
+		return cfg, nil, err
 	}
 	if validate {
 		if err := cfg.Validate(); err != nil {
 			var ve *config.ValidationError
 			if errors.As(err, &ve) && f.file != "" {
-				return cfg, fmt.Errorf("%s: %w", f.file, err)
+				return cfg, notes, fmt.Errorf("%s: %w", f.file, err)
 			}
-			return cfg, err
+			return cfg, notes, err
 		}
 	}
-	return cfg, nil
+	return cfg, notes, nil
 }
 
 // loadForCheckpoint is the configuration of a command that reads checkpoint
@@ -131,7 +134,8 @@ func (f *configFlags) loadForCheckpoint(ck string, log io.Writer) (config.Config
 			return config.Config{}, err
 		}
 	}
-	user, err := f.loadOver(base, false)
+	user, cfgNotes, err := f.loadOver(base, false)
+	printNotes(log, cfgNotes)
 	if err != nil {
 		return config.Config{}, err
 	}

@@ -34,7 +34,10 @@ func (f *configFlags) given() bool { return f.file != "" || len(f.sets) > 0 }
 // --set overrides, then extra sets.
 func (f *configFlags) load(extra ...string) (config.Config, error) {
 	sets := append(append([]string(nil), f.sets...), extra...)
-	cfg, err := config.Load(config.LoadOptions{ConfigFile: f.file, Sets: sets, Env: true})
+	cfg, notes, err := config.LoadWithNotes(config.LoadOptions{ConfigFile: f.file, Sets: sets, Env: true})
+	for _, n := range notes {
+		fmt.Fprintf(os.Stderr, "note: %s\n", n)
+	}
 	if err != nil {
 		return cfg, err
 	}
