@@ -129,6 +129,32 @@ func usesLogY(name string) bool {
 	return strings.Contains(name, "loss") || strings.Contains(name, "grad_norm")
 }
 
+// labels are the title and y-axis label (with its unit) of the charts of
+// DefaultKeys.
+var labels = map[string][2]string{
+	"loss":            {"Training loss (all terms)", "loss"},
+	"jepa_loss":       {"JEPA prediction loss", "loss"},
+	"vicreg":          {"VICReg term", "loss"},
+	"loss_levels":     {"JEPA loss per hierarchy level", "loss"},
+	"lr":              {"Learning rate", "learning rate"},
+	"wd":              {"Weight decay", "weight decay"},
+	"ema_momentum":    {"Target-encoder EMA momentum", "momentum"},
+	"grad_norm":       {"Gradient norm (before clipping)", "L2 norm"},
+	"grad_norm_terms": {"Gradient norm per loss term", "L2 norm"},
+	"step_ms":         {"Step time", "time per step (ms)"},
+	"val_loss":        {"Validation loss", "loss"},
+	"rankme":          {"RankMe of target features (collapse monitor)", "effective rank"},
+	"feature_std":     {"Feature std of target features (collapse monitor)", "mean per-dimension std"},
+}
+
+// describe is a chart's title and y label: from labels, else the name.
+func describe(name string) (title, ylabel string) {
+	if l, ok := labels[name]; ok {
+		return l[0], l[1]
+	}
+	return name, name
+}
+
 // FromJSONL reads metricsPath and writes one PNG per key into outDir. A key is
 // a field name ("lr" writes lr.png) or name=glob ("loss_levels=loss_l*" writes
 // loss_levels.png with one series per matching field, in natural order); nil
@@ -157,10 +183,11 @@ func FromJSONL(metricsPath, outDir string, keys []string) error {
 			continue
 		}
 		sort.Slice(names, func(i, j int) bool { return naturalLess(names[i], names[j]) })
+		title, ylabel := describe(spec.name)
 		chart := LineChart{
-			Title:  spec.name,
-			XLabel: "step",
-			YLabel: spec.name,
+			Title:  title,
+			XLabel: "step (optimizer steps)",
+			YLabel: ylabel,
 			LogY:   usesLogY(spec.name),
 		}
 		for _, n := range names {

@@ -84,6 +84,7 @@ to <out>/job.token (mode 0600): start the workers with --token-file pointing the
 	fl.StringVar(&f.addrFile, "addr-file", "", "write the address actually listened on to this file (for --listen :0)")
 	fl.BoolVar(&f.resume, "resume", false, "continue from the latest checkpoint in --out")
 	fl.IntVar(&f.maxRestarts, "max-restarts", -1, "restarts allowed after a lost worker (default: distributed.max_restarts)")
+	sentinelDefault(fl, "max-restarts")
 	fl.DurationVar(&f.hbInterval, "heartbeat-interval", time.Second, "how often workers beat")
 	fl.DurationVar(&f.hbTimeout, "heartbeat-timeout", 10*time.Second, "a worker silent this long is lost (catches a SIGSTOPped or hung process)")
 	fl.DurationVar(&f.rendezvousTimeout, "rendezvous-timeout", coordinator.DefaultRendezvousTimeout,

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -103,4 +104,10 @@ func envInt(name string, def int) (int, error) {
 		return 0, fmt.Errorf("$%s=%q: want a non-negative integer", name, v)
 	}
 	return n, nil
+}
+
+// sentinelDefault keeps --help from adding "(default -1)" to a flag whose
+// -1 means "not given" and whose usage already says what then applies.
+func sentinelDefault(fl *pflag.FlagSet, name string) {
+	fl.Lookup(name).DefValue = "0"
 }

@@ -167,6 +167,7 @@ it with --resume. Every line of output is prefixed with its process.`,
 	fl.StringVar(&device, "device", "", "device of every worker: auto (GPU = local rank), cpu, cuda")
 	fl.IntVar(&threads, "threads", 0, "CPU threads per worker (0: cores / nproc)")
 	fl.IntVar(&maxRestarts, "max-restarts", -1, "restarts after a lost worker (default: distributed.max_restarts)")
+	sentinelDefault(fl, "max-restarts")
 	fl.IntVar(&port, "port", 0, "coordinator port on 127.0.0.1 (0: a free one)")
 	fl.IntVar(&metricsPort, "metrics-port", 0, "serve Prometheus /metrics, /healthz, /readyz: the coordinator on this port, rank r on port+1+r (0: off)")
 	fl.StringVar(&metricsHost, "metrics-host", "127.0.0.1", "address the --metrics-port servers listen on (0.0.0.0: every interface)")
