@@ -142,6 +142,7 @@ func NewModel(b tensor.Backend, cfg ModelConfig) (*Model, error) {
 	if m.TargetEncoder, err = nn.NewEncoder(tb.Scope(EncoderScope), cfg.Encoder); err != nil {
 		return nil, err
 	}
+	m.TargetEncoder.ForwardOnly() // the EMA copy is never differentiated
 	if m.TargetParams, err = tb.Build(b); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -13,10 +14,16 @@ import (
 type countingBackend struct {
 	tensor.Backend
 	allocs int
+	bytes  int64 // float32 elements x 4
 }
 
 func (c *countingBackend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
 	c.allocs++
+	n := int64(4)
+	for _, d := range shape {
+		n *= int64(d)
+	}
+	c.bytes += n
 	return c.Backend.New(dt, shape...)
 }
 
@@ -92,4 +99,57 @@ func TestConfigValidateNamesFields(t *testing.T) {
 	if _, err := NewEncoder(NewBuilder(), c); err == nil || errors.Unwrap(err) == nil && !strings.Contains(err.Error(), "vit.") {
 		t.Errorf("NewEncoder with invalid config: %v", err)
 	}
+}
+
+// A forward-only encoder (the EMA target) computes bit for bit what the
+// same encoder computes with its activations kept, allocates a fraction of
+// the bytes (one block's buffers, not Depth blocks'), and refuses Backward.
+func TestForwardOnlyEncoder(t *testing.T) {
+	cfg := testEncoderConfig()
+	cfg.Depth = 4
+	var outs [2][]float32
+	var bytes [2]int64
+	for i, forwardOnly := range []bool{false, true} {
+		cb := &countingBackend{Backend: cpu.New(2)}
+		var b tensor.Backend = cb
+		pb := NewBuilder()
+		enc, err := NewEncoder(pb.Scope("encoder."), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pb.Build(b); err != nil {
+			t.Fatal(err)
+		}
+		if forwardOnly {
+			enc.ForwardOnly()
+		}
+		rng := tensor.NewRNG(7)
+		enc.Init(b, rng)
+		img := b.New(tensor.Float32, 3, cfg.InChans, cfg.ImgSize, cfg.ImgSize)
+		b.RandNormal(img, rng, 0, 1)
+		before := cb.bytes
+		enc.Forward(b, img, nil)
+		y := enc.Forward(b, img, nil) // a second pass over the same buffers
+		bytes[i] = cb.bytes - before
+		outs[i] = make([]float32, y.Numel())
+		b.Download(outs[i], y)
+	}
+	for k := range outs[0] {
+		if math.Float32bits(outs[0][k]) != math.Float32bits(outs[1][k]) {
+			t.Fatalf("element %d: %v kept, %v forward-only", k, outs[0][k], outs[1][k])
+		}
+	}
+	if bytes[1]*2 > bytes[0] {
+		t.Errorf("forward-only allocated %d bytes, with activations kept %d: want well under half", bytes[1], bytes[0])
+	}
+	t.Logf("forward bytes: %d kept, %d forward-only (depth %d)", bytes[0], bytes[1], cfg.Depth)
+	defer func() {
+		if recover() == nil {
+			t.Error("Backward on a forward-only encoder did not panic")
+		}
+	}()
+	pb := NewBuilder()
+	enc, _ := NewEncoder(pb.Scope("encoder."), cfg)
+	enc.ForwardOnly()
+	enc.Backward(cpu.New(1), nil, nil)
 }

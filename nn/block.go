@@ -127,6 +127,37 @@ func (k *Block) Forward(b tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	return y
 }
 
+// shareForward makes k's forward buffers o's: every activation k's forward
+// writes is dead once the next block has read k's output, so in a
+// forward-only stack one set of buffers serves every block (Encoder.ForwardOnly).
+// k's input may then be o's output buffer, which k overwrites only after
+// its last read of the input.
+func (k *Block) shareForward(o *Block) {
+	for _, p := range [][2]*tensor.Workspace{
+		{&k.Norm1.out, &o.Norm1.out}, {&k.Norm1.mean, &o.Norm1.mean}, {&k.Norm1.rstd, &o.Norm1.rstd},
+		{&k.Attn.QKV.ws, &o.Attn.QKV.ws}, {&k.Attn.outWS, &o.Attn.outWS}, {&k.Attn.lseWS, &o.Attn.lseWS},
+		{&k.Attn.Proj.ws, &o.Attn.Proj.ws}, {&k.hWS, &o.hWS},
+		{&k.Norm2.out, &o.Norm2.out}, {&k.Norm2.mean, &o.Norm2.mean}, {&k.Norm2.rstd, &o.Norm2.rstd},
+		{&k.MLP.FC1.ws, &o.MLP.FC1.ws}, {&k.MLP.act, &o.MLP.act}, {&k.MLP.FC2.ws, &o.MLP.FC2.ws},
+		{&k.yWS, &o.yWS},
+	} {
+		p[0].Share(p[1])
+	}
+}
+
+// shareBackward makes k's backward temporaries o's: a block's backward
+// needs them only while it runs, so one set serves a whole stack of blocks
+// (NewEncoder, NewPredictor). The activations saved by the forward stay
+// each block's own.
+func (k *Block) shareBackward(o *Block) {
+	for _, p := range [][2]*tensor.Workspace{
+		{&k.dn1WS, &o.dn1WS}, {&k.dn2WS, &o.dn2WS},
+		{&k.Attn.doutWS, &o.Attn.doutWS}, {&k.Attn.dqkvWS, &o.Attn.dqkvWS}, {&k.MLP.dh, &o.MLP.dh},
+	} {
+		p[0].Share(p[1])
+	}
+}
+
 // Backward overwrites dx [B, N, D] with the input gradient and accumulates
 // the block's parameter gradients. dy: [B, N, D]. dx may be the same tensor as
 // dy (the residual stream's gradient updated in place).

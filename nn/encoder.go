@@ -119,6 +119,8 @@ type Encoder struct {
 	pos    posTable
 	posWS  tensor.Workspace
 	gradWS tensor.Workspace
+	// forwardOnly: the blocks share their buffers (ForwardOnly).
+	forwardOnly bool
 }
 
 // NewEncoder declares the encoder's parameters under pb with timm's names:
@@ -132,9 +134,21 @@ func NewEncoder(pb *Builder, cfg ViTConfig) (*Encoder, error) {
 	e.Patch = NewPatchEmbed(pb.Scope("patch_embed."), cfg.InChans, cfg.PatchSize, cfg.Dim)
 	for i := 0; i < cfg.Depth; i++ {
 		e.Blocks = append(e.Blocks, NewBlock(pb.Scope(fmt.Sprintf("blocks.%d.", i)), cfg.Dim, cfg.Heads, cfg.Hidden(), cfg.Eps))
+		e.Blocks[i].shareBackward(e.Blocks[0])
 	}
 	e.Norm = NewLayerNorm(pb, "norm", cfg.Dim, cfg.Eps)
 	return e, nil
+}
+
+// ForwardOnly makes e keep no activations for a backward pass: its blocks
+// share one set of buffers, so a forward holds one block's activations
+// instead of Depth blocks'. The EMA target encoder is forward-only (I-JEPA
+// runs it under torch.no_grad()); Backward then panics.
+func (e *Encoder) ForwardOnly() {
+	for _, blk := range e.Blocks[min(1, len(e.Blocks)):] {
+		blk.shareForward(e.Blocks[0])
+	}
+	e.forwardOnly = true
 }
 
 // Positions returns the fixed [Np, D] position table on b.
@@ -171,6 +185,9 @@ func (e *Encoder) Forward(b tensor.Backend, img, keep *tensor.Tensor) *tensor.Te
 // are final (blocks run last to first), so a data-parallel trainer can start
 // reducing them while the rest of backward runs.
 func (e *Encoder) Backward(b tensor.Backend, dy *tensor.Tensor, afterBlock func(i int)) {
+	if e.forwardOnly {
+		panic("nn: Encoder.Backward on a forward-only encoder (ForwardOnly)")
+	}
 	g := e.gradWS.Get(b, dy.Shape()...)
 	b.Fill(g, 0)
 	e.Norm.Backward(b, g, dy)

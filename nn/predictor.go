@@ -42,6 +42,7 @@ func NewPredictor(pb *Builder, cfg PredictorConfig) (*Predictor, error) {
 	p.MaskToken = pb.Param("mask_token", false, 1, 1, cfg.Dim)
 	for i := 0; i < cfg.Depth; i++ {
 		p.Blocks = append(p.Blocks, NewBlock(pb.Scope(fmt.Sprintf("predictor_blocks.%d.", i)), cfg.Dim, cfg.Heads, cfg.Hidden(), cfg.Eps))
+		p.Blocks[i].shareBackward(p.Blocks[0])
 	}
 	p.Norm = NewLayerNorm(pb, "predictor_norm", cfg.Dim, cfg.Eps)
 	p.Proj = NewLinear(pb, "predictor_proj", cfg.Dim, cfg.EmbedDim, true)

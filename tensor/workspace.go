@@ -6,11 +6,31 @@ package tensor
 // loop allocates nothing after its first (largest) step.
 type Workspace struct {
 	storage *Tensor
+	// shared, when set, is the workspace whose storage this one uses
+	// (Share).
+	shared *Workspace
+}
+
+// Share makes w use o's storage from now on, releasing its own: for
+// modules whose outputs are dead once the next module has read them (a
+// forward pass without backward), one buffer then serves all of them
+// instead of one each.
+func (w *Workspace) Share(o *Workspace) {
+	for o.shared != nil {
+		o = o.shared
+	}
+	if o == w {
+		return
+	}
+	w.storage, w.shared = nil, o
 }
 
 // Get returns a view of the given shape. Its contents are whatever the last
 // user left there; callers overwrite it (or Fill it) before reading.
 func (w *Workspace) Get(b Backend, shape ...int) *Tensor {
+	if w.shared != nil {
+		return w.shared.Get(b, shape...)
+	}
 	n := numel(shape)
 	if w.storage == nil || w.storage.Numel() < n {
 		// A quarter of headroom: masks change the context length every

@@ -505,11 +505,13 @@ func (t *trainer) preflight(mc jepa.ModelConfig) error {
 		problems = append(problems, fmt.Sprintf("checkpoints need about %s (%d x %s) but %s has %s free: free disk space, set checkpoint.dir elsewhere or lower checkpoint.keep_last",
 			human(keep*ckBytes), keep, human(ckBytes), t.ckpt0(), human(int64(free))))
 	}
-	b := int64(c.Data.BatchSize)
-	np := int64(e.NumPatches())
-	tokens := b*np*2 + int64(c.Masking.NumMasks)*b*np // target pass, context pass, predictor sequences
-	act := tokens * int64(24*e.Dim) * 4 * int64(max(e.Depth, p.Depth))
-	need := 4*(4*trained+2*target) + act
+	need := 4*(4*trained+target) + stepActivationBytes(c, mc)
+	if _, onDevice := t.b.(tensor.DeviceMemory); !onDevice {
+		// Go's heap: the GC lets it grow a quarter past the live bytes
+		// (trainGCPercent), and the runtime, the program and the
+		// loader's batches take some more.
+		need = need*(100+trainGCPercent)/100 + 28<<20
+	}
 	if dm, ok := t.b.(tensor.DeviceMemory); ok {
 		// Parameters, moments and activations live on the device.
 		if free, _, err := dm.DeviceMemory(); err == nil && uint64(need) > free {
@@ -526,6 +528,50 @@ func (t *trainer) preflight(mc jepa.ModelConfig) error {
 	t.log.Info("resources", zap.String("parameters", fmt.Sprintf("%.2fM trained, %.2fM target", float64(trained)/1e6, float64(target)/1e6)),
 		zap.String("memory_estimate", human(need)), zap.String("checkpoint_size", human(ckBytes)))
 	return nil
+}
+
+// stepActivationBytes is what one training step's buffers hold on its
+// device: every block of the context encoder and the predictor keeps its
+// activations for the backward pass (per token: LayerNorm outputs and
+// statistics, qkv, attention output and log-sum-exp, projection, residuals,
+// the MLP's hidden layer before and after GELU), each stack shares one set
+// of backward temporaries, and the forward-only target encoder holds one
+// block's buffers. The context and target lengths are the largest of the
+// masks of the first steps (masks depend only on the seed and the step);
+// buffers grow by a quarter past a new largest length, counted as an
+// eighth on average.
+func stepActivationBytes(c config.Config, mc jepa.ModelConfig) int64 {
+	e, p := mc.Encoder, mc.Predictor
+	b := int64(c.Data.BatchSize)
+	np := int64(e.NumPatches())
+	nc, nt := np, np/4
+	if m, err := jepa.NewMultiBlockMasker(jepa.NewMaskConfig(c, mc), uint64(c.Seed)); err == nil {
+		nc, nt = 0, 0
+		for step := range int64(16) {
+			s := m.Sample(step, int(b))
+			nc, nt = max(nc, int64(s.Nc)), max(nt, int64(s.Nt))
+		}
+	}
+	targets := int64(c.Masking.NumMasks)
+	kept := func(d, hidden, heads int) int64 { return int64(10*d + 2*hidden + heads + 4) }
+	back := func(d, hidden int) int64 { return int64(6*d + hidden) }
+	ed, pd := int64(e.Dim), int64(p.Dim)
+	patch := int64(e.PatchDim())
+	// Context encoder: B x Nc tokens; patch gather and embedding, positions,
+	// the final LayerNorm, the gradient stream.
+	ctxTok := b * nc
+	ctx := ctxTok * (int64(e.Depth)*kept(e.Dim, e.Hidden(), e.Heads) + back(e.Dim, e.Hidden()) + patch + 4*ed + 2)
+	// Predictor: NumTargets x B sequences of Nc + Nt tokens; its input
+	// embedding and positions, the output projection and its gradient.
+	predTok := targets * b * (nc + nt)
+	pred := predTok*(int64(p.Depth)*kept(p.Dim, p.Hidden(), p.Heads)+back(p.Dim, p.Hidden())+4*pd+2) +
+		targets*b*nt*3*ed
+	// Target encoder on every patch of each view: one block's buffers, the
+	// patch embedding and the normalised output; the targets gathered.
+	views := int64(max(1, c.Data.Augmentation.Views))
+	tgtTok := views * b * np
+	tgt := tgtTok*(kept(e.Dim, e.Hidden(), e.Heads)+patch+3*ed+2) + targets*b*nt*ed
+	return 4 * (ctx + pred + tgt) * 9 / 8
 }
 
 func (t *trainer) ckpt0() string {
