@@ -126,8 +126,11 @@ bench-deps:
 	@dpkg -s libopenblas0 python3-torch >/dev/null 2>&1 || { $(SUDO) $(APT_GET) update -qq && $(SUDO) $(APT_GET) install -y -qq libopenblas0 python3-torch; }
 
 # make bench BENCH=<regex> runs only the matching benchmarks.
+# BENCH_ARGS passes flags, e.g. BENCH_ARGS='-sgemm avx2' (the AVX2 GEMM path
+# on an AVX-512 machine) or BENCH_ARGS='-cpuprofile step.prof'.
+BENCH_ARGS ?=
 bench: deps bench-deps
-	$(GO) run ./bench -run '$(BENCH)'
+	$(GO) run ./bench -run '$(BENCH)' $(BENCH_ARGS)
 
 # Regenerate the PyTorch golden fixtures (needs python3-torch; CI does not).
 golden: bench-deps

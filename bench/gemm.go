@@ -39,7 +39,7 @@ func runGemm(want func(string) bool, report func(Result)) error {
 	}
 	for _, threads := range gemmThreads {
 		pool := parallel.New(threads)
-		eng := sgemm.New(pool, "")
+		eng := sgemm.New(pool, sgemm.Kernel(sgemmKernel))
 		blas.setNumThreads(int32(threads))
 		for _, n := range gemmSizes {
 			name := gemmName(n, threads)

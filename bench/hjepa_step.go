@@ -16,7 +16,6 @@ import (
 	"github.com/hjepa-go/hjepa/jepa"
 	"github.com/hjepa-go/hjepa/optim"
 	"github.com/hjepa-go/hjepa/tensor"
-	"github.com/hjepa-go/hjepa/tensor/cpu"
 )
 
 // The H-JEPA step benchmark times one full training step of the fmnist-tiny
@@ -103,7 +102,7 @@ func runHJEPAStep(want func(string) bool, report func(Result)) error {
 	ours, base := math.Inf(1), math.Inf(1)
 	for range hjepaStepRounds {
 		for _, th := range vitThreads {
-			b := cpu.New(th)
+			b := newCPU(th)
 			ms, err := hjepaStepOurs(s, b, fmt.Sprintf("threads=%d", th))
 			b.Close()
 			if err != nil {

@@ -10,8 +10,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-
-	"github.com/hjepa-go/hjepa/tensor/cpu"
 )
 
 // hjepa_step_ijepa_official: our training step beside the official I-JEPA
@@ -52,7 +50,7 @@ func runIJEPAStep(want func(string) bool, report func(Result)) error {
 				defer debug.SetGCPercent(debug.SetGCPercent(25))
 				resetPeakRSS()
 			}
-			b := cpu.New(th)
+			b := newCPU(th)
 			ms, err := hjepaStepOurs(s, b, fmt.Sprintf("ijepa threads=%d", th))
 			if measure {
 				ourRSS = peakRSSMiB()

@@ -11,7 +11,11 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"runtime/pprof"
+
+	"github.com/hjepa-go/hjepa/tensor/cpu"
+	"github.com/hjepa-go/hjepa/tensor/sgemm"
 )
 
 // Result is one BENCH line.
@@ -33,11 +37,18 @@ type Bench struct {
 
 var benches []Bench
 
+// sgemmKernel is -sgemm.
+var sgemmKernel string
+
+// newCPU is the CPU backend of the model benchmarks, on -sgemm's kernel.
+func newCPU(threads int) *cpu.Backend { return cpu.NewWithKernel(threads, sgemm.Kernel(sgemmKernel)) }
+
 func register(b Bench) { benches = append(benches, b) }
 
 func main() {
 	run := flag.String("run", ".", "regular expression selecting benchmark names")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (Go side only) to this file")
+	flag.StringVar(&sgemmKernel, "sgemm", "", "GEMM micro-kernel of the model benchmarks' CPU backend: avx512, avx2 or generic (default: the best this CPU has); avx2 on an AVX-512 machine measures the AVX2 path")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -49,6 +60,10 @@ func main() {
 			os.Exit(2)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if sgemmKernel != "" && !slices.Contains(sgemm.Available(), sgemm.Kernel(sgemmKernel)) {
+		fmt.Fprintf(os.Stderr, "bench: -sgemm %q: this CPU has %v\n", sgemmKernel, sgemm.Available())
+		os.Exit(2)
 	}
 	re, err := regexp.Compile(*run)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/hjepa-go/hjepa/nn"
 	"github.com/hjepa-go/hjepa/tensor"
-	"github.com/hjepa-go/hjepa/tensor/cpu"
 )
 
 // The ViT benchmarks time forward + backward (every parameter gradient) of
@@ -86,7 +85,7 @@ func runViT(want func(string) bool, report func(Result)) error {
 // vitOurs times nn's forward+backward on cpu.New(threads) and returns the
 // fastest iteration in milliseconds.
 func vitOurs(c vitCase, threads int) (float64, error) {
-	b := cpu.New(threads)
+	b := newCPU(threads)
 	defer b.Close()
 	rng := tensor.NewRNG(1)
 	pb := nn.NewBuilder()
