@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"slices"
 	"runtime/pprof"
+	"slices"
 
 	"github.com/hjepa-go/hjepa/tensor/cpu"
 	"github.com/hjepa-go/hjepa/tensor/sgemm"
