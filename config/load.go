@@ -51,7 +51,7 @@ type LoadOptions struct {
 // than the training run (job token, CUDA library paths, the benchmarks'
 // Python, the memory of the test builds' emulated GPU); Load never reads
 // them as configuration keys.
-var ProgramEnv = []string{"HJEPA_JOB_TOKEN", "HJEPA_LIBCUDA", "HJEPA_CUBLAS", "HJEPA_PYTHON", "HJEPA_EMU_MEMORY_BYTES"}
+var ProgramEnv = []string{"HJEPA_JOB_TOKEN", "HJEPA_LIBCUDA", "HJEPA_CUBLAS", "HJEPA_PYTHON", "HJEPA_EMU_MEMORY_BYTES", "HJEPA_EMU_TENANT_BYTES"}
 
 // LoadError lists every bad key and value found while loading, one per
 // line, each naming its source (file:line, environment variable or --set).

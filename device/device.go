@@ -31,6 +31,12 @@ var errNoCUDA = errors.New("this binary was built with -tags nocuda (no CUDA bac
 // config.ProgramEnv.
 const EmuMemoryEnv = "HJEPA_EMU_MEMORY_BYTES"
 
+// EmuTenantEnv names the environment variable that makes another process
+// take that many bytes of device cuda-emu right after its first memory
+// query: the resource check passes, the allocations it checked fail (a
+// shared GPU). It is one of config.ProgramEnv.
+const EmuTenantEnv = "HJEPA_EMU_TENANT_BYTES"
+
 // Open opens the compute device named by c.Device: "cpu" (c.Threads
 // workers, 0: all cores), "cuda" or "cuda:K" (an error says why when the GPU
 // cannot be used), or "auto": the first GPU when one is usable, else the CPU,

@@ -26,6 +26,14 @@ func openEmulator() (tensor.Backend, error) {
 		}
 		d.SetMemoryLimit(n)
 	}
+	if v := os.Getenv(EmuTenantEnv); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			d.Close()
+			return nil, fmt.Errorf("%s=%q: want a number of bytes", EmuTenantEnv, v)
+		}
+		d.SetTenant(n)
+	}
 	b, err := cuda.NewBackend(d, 0)
 	if err != nil {
 		d.Close()

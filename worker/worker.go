@@ -425,6 +425,12 @@ func (w *worker) finish(ctx context.Context, a *hjepav1.RegisterResponse, outcom
 	// heartbeat finds the coordinator gone.
 	resp, err := w.client.Finish(ctx, req)
 	if err != nil {
+		if c := status.Code(err); c == codes.Unavailable || c == codes.Canceled {
+			// The coordinator is gone: a peer may have noticed first and
+			// aborted the ring before this worker's heartbeat did.
+			return 1, false, fmt.Errorf("the coordinator %s is gone (%s); stopping this worker. Checkpoints under %s are intact: restart the coordinator with --resume and the workers to continue",
+				w.opts.Coordinator, status.Convert(err).Message(), a.OutDir)
+		}
 		if runErr != nil {
 			return 1, false, fmt.Errorf("%w (and the coordinator could not be told: %s)", runErr, status.Convert(err).Message())
 		}

@@ -32,13 +32,12 @@ func buildEmuBinary(t *testing.T) string {
 }
 
 // TestLaunchOutOfMemoryEndsJob: `hjepa launch --nproc 2` on emulated GPUs
-// of 12 MiB, too small for the batch. The worker whose device runs out of
-// memory reports it (a sticky error of the backend, not a panic), and the
-// coordinator ends the job in its first generation with a message naming
-// the rank, the batch size and the device memory, instead of restarting it
-// max_restarts times. The model is tiny but for a wide predictor, whose
-// activations the resource check's estimate (scaled by the encoder width)
-// underrates: the check passes and the device fills during the first step.
+// of 48 MiB of which another process takes 36 MiB right after the resource
+// check (a shared GPU): the check passes, the 12 MiB left are too small for
+// the batch. The worker whose device runs out of memory reports it (a
+// sticky error of the backend, not a panic), and the coordinator ends the
+// job in its first generation with a message naming the rank, the batch
+// size and the device memory, instead of restarting it max_restarts times.
 func TestLaunchOutOfMemoryEndsJob(t *testing.T) {
 	bin := buildEmuBinary(t)
 	root := t.TempDir()
@@ -60,7 +59,7 @@ func TestLaunchOutOfMemoryEndsJob(t *testing.T) {
 			c.Env = append(c.Env, kv)
 		}
 	}
-	c.Env = append(c.Env, device.EmuMemoryEnv+"=12582912") // 12 MiB
+	c.Env = append(c.Env, device.EmuMemoryEnv+"=50331648", device.EmuTenantEnv+"=37748736") // 48 MiB, 36 taken
 	var so, se lockedBuffer
 	c.Stdout, c.Stderr = &so, &se
 	err := c.Run()
@@ -73,13 +72,13 @@ func TestLaunchOutOfMemoryEndsJob(t *testing.T) {
 		t.Fatalf("launch with a device too small for the batch: %v\n%s", err, r)
 	}
 	for _, want := range []string{
-		"ran out of memory on its 12.0 MiB device", // the coordinator's verdict: device memory,
+		"ran out of memory on its 48.0 MiB device", // the coordinator's verdict: device memory,
 		"with data.batch_size 8",                   // batch size,
 		"(rank ",                                   // rank,
 		"so the job ends without one",              // and no restart
 		`"failure_kind": "FAILURE_KIND_OUT_OF_MEMORY"`,
 		"the device has ", // the backend's own message: what was free
-		"free of 12.0 MiB",
+		"free of 48.0 MiB",
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("launch output lacks %q:\n%s", want, tail(r.stderr, 6000))

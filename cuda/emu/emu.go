@@ -48,6 +48,9 @@ type Driver struct {
 	// limit, when > 0, is the emulated device's memory in bytes; used is
 	// what its live allocations take (rounded up to the alignment).
 	limit, used int64
+	// tenant bytes are taken by "another process" right after the first
+	// MemInfo (SetTenant).
+	tenant int64
 }
 
 var _ cuda.Driver = (*Driver)(nil)
@@ -74,6 +77,12 @@ func (d *Driver) SetReverseThreadOrder(reverse bool) { d.reverse = reverse }
 // full, and MemInfo reports it.
 func (d *Driver) SetMemoryLimit(bytes int64) { d.limit = max(bytes, 0) }
 
+// SetTenant makes another process take bytes of the device right after
+// the first MemInfo: a shared GPU whose memory is taken between a program's
+// resource check and the allocations it checked, so that the allocations
+// fail although the check passed.
+func (d *Driver) SetTenant(bytes int64) { d.tenant = max(bytes, 0) }
+
 // MemInfo returns the free and total bytes of a device with a memory limit
 // (SetMemoryLimit), as cuMemGetInfo does; without one it is an error.
 func (d *Driver) MemInfo() (free, total uint64, err error) {
@@ -83,7 +92,10 @@ func (d *Driver) MemInfo() (free, total uint64, err error) {
 	if d.limit == 0 {
 		return 0, 0, errors.New("emu: the emulated device has no memory limit (SetMemoryLimit)")
 	}
-	return uint64(max(d.limit-d.used, 0)), uint64(d.limit), nil
+	free = uint64(max(d.limit-d.used, 0))
+	d.used += d.tenant // taken after this answer (SetTenant)
+	d.tenant = 0
+	return free, uint64(d.limit), nil
 }
 
 // Kernels lists the kernels the emulator can launch: those of hjepa.cu and
