@@ -17,6 +17,10 @@ func packA(transA bool, a []float32, lda, i0, mc, p0, kc, mr int, dst []float32)
 				packATPanel12(a, lda, i, p0, kc, panel)
 				continue
 			}
+			if rows == 6 && mr == 6 {
+				packATPanel6(a, lda, i, p0, kc, panel)
+				continue
+			}
 			for p := 0; p < kc; p++ {
 				src := a[(p0+p)*lda+i : (p0+p)*lda+i+rows]
 				d := panel[p*mr : p*mr+mr]

@@ -177,3 +177,106 @@ loop:
 	VZEROUPPER
 done:
 	RET
+
+// TRANSPOSE4_STORE6(off) is TRANSPOSE4_STORE for 6-row panels: the four
+// transposed columns go to off(DI), off+24(DI), off+48(DI), off+72(DI).
+#define TRANSPOSE4_STORE6(off) \
+	VUNPCKLPS X1, X0, X4 \
+	VUNPCKLPS X3, X2, X5 \
+	VUNPCKHPS X1, X0, X6 \
+	VUNPCKHPS X3, X2, X7 \
+	VUNPCKLPD X5, X4, X0 \
+	VUNPCKHPD X5, X4, X1 \
+	VUNPCKLPD X7, X6, X2 \
+	VUNPCKHPD X7, X6, X3 \
+	VMOVUPS X0, off(DI) \
+	VMOVUPS X1, off+24(DI) \
+	VMOVUPS X2, off+48(DI) \
+	VMOVUPS X3, off+72(DI)
+
+// func packA6Asm(kc int, src *float32, lda int, dst *float32)
+// dst[p*6+r] = src[r*lda+p] for r < 6, p < kc.
+//
+// Four columns at a time: rows 0-3 as a 4x4 transpose (TRANSPOSE4_STORE6),
+// rows 4-5 interleaved in pairs (unpcklps/unpckhps) and stored 8 bytes per
+// column; the last kc%4 columns one at a time.
+TEXT ·packA6Asm(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8
+	LEAQ (SI)(R8*2), R10
+	ADDQ R8, R10          // row 3
+	LEAQ (R10)(R8*1), R11 // row 4
+	CMPQ CX, $4
+	JLT tail6
+quad6:
+	VMOVUPS (SI), X0
+	VMOVUPS (SI)(R8*1), X1
+	VMOVUPS (SI)(R8*2), X2
+	VMOVUPS (R10), X3
+	TRANSPOSE4_STORE6(0)
+	VMOVUPS (R11), X0
+	VMOVUPS (R11)(R8*1), X1
+	VUNPCKLPS X1, X0, X4 // r4c0 r5c0 r4c1 r5c1
+	VUNPCKHPS X1, X0, X5 // r4c2 r5c2 r4c3 r5c3
+	VMOVLPS X4, 16(DI)
+	VMOVHPS X4, 40(DI)
+	VMOVLPS X5, 64(DI)
+	VMOVHPS X5, 88(DI)
+	ADDQ $16, SI
+	ADDQ $16, R10
+	ADDQ $16, R11
+	ADDQ $96, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE quad6
+	VZEROUPPER
+tail6:
+	TESTQ CX, CX
+	JZ done6
+loop6:
+	MOVL (SI), AX
+	MOVL (SI)(R8*1), BX
+	MOVL (SI)(R8*2), DX
+	MOVL AX, (DI)
+	MOVL BX, 4(DI)
+	MOVL DX, 8(DI)
+	MOVL (R10), AX
+	MOVL (R11), BX
+	MOVL (R11)(R8*1), DX
+	MOVL AX, 12(DI)
+	MOVL BX, 16(DI)
+	MOVL DX, 20(DI)
+	ADDQ $4, SI
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ $24, DI
+	DECQ CX
+	JNZ loop6
+done6:
+	RET
+
+// func packAT6Asm(kc int, src *float32, lda int, dst *float32)
+// dst[p*6+r] = src[p*lda+r] for r < 6, p < kc: six contiguous floats per
+// column of a transposed A (a copy() per column would call memmove).
+TEXT ·packAT6Asm(SB), NOSPLIT, $0-32
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8
+	TESTQ CX, CX
+	JZ doneT6
+loopT6:
+	VMOVUPS (SI), X0
+	MOVQ 16(SI), AX
+	VMOVUPS X0, (DI)
+	MOVQ AX, 16(DI)
+	ADDQ R8, SI
+	ADDQ $24, DI
+	DECQ CX
+	JNZ loopT6
+doneT6:
+	RET

@@ -46,3 +46,32 @@ func packATPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
 // packBRows copies kc rows of nr floats, ldb apart from b[off:], into panel
 // with the assembly loop where there is one; here there is none.
 func packBRows(b []float32, off, ldb, kc, nr int, panel []float32) bool { return false }
+
+// packAPanel6 packs one full 6-row panel of non-transposed A: rows i.. of A,
+// columns p0..p0+kc, into panel as kc groups of 6.
+func packAPanel6(a []float32, lda, i, p0, kc int, panel []float32) {
+	r0 := a[(i+0)*lda+p0:][:kc]
+	r1 := a[(i+1)*lda+p0:][:kc]
+	r2 := a[(i+2)*lda+p0:][:kc]
+	r3 := a[(i+3)*lda+p0:][:kc]
+	r4 := a[(i+4)*lda+p0:][:kc]
+	r5 := a[(i+5)*lda+p0:][:kc]
+	panel = panel[:kc*6]
+	for p := 0; p < kc; p++ {
+		d := panel[p*6 : p*6+6 : p*6+6]
+		d[0] = r0[p]
+		d[1] = r1[p]
+		d[2] = r2[p]
+		d[3] = r3[p]
+		d[4] = r4[p]
+		d[5] = r5[p]
+	}
+}
+
+// packATPanel6 packs one full 6-row panel of transposed A (stored [k, m]):
+// columns i..i+5 of rows p0..p0+kc, each a contiguous run of 6 floats.
+func packATPanel6(a []float32, lda, i, p0, kc int, panel []float32) {
+	for p := 0; p < kc; p++ {
+		copy(panel[p*6:p*6+6], a[(p0+p)*lda+i:(p0+p)*lda+i+6])
+	}
+}

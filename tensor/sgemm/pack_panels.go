@@ -2,27 +2,6 @@ package sgemm
 
 // Unrolled packing loops for the common panel shapes; see packA and packB.
 
-// packAPanel6 packs one full 6-row panel of non-transposed A: rows i.. of A,
-// columns p0..p0+kc, into panel as kc groups of 6.
-func packAPanel6(a []float32, lda, i, p0, kc int, panel []float32) {
-	r0 := a[(i+0)*lda+p0:][:kc]
-	r1 := a[(i+1)*lda+p0:][:kc]
-	r2 := a[(i+2)*lda+p0:][:kc]
-	r3 := a[(i+3)*lda+p0:][:kc]
-	r4 := a[(i+4)*lda+p0:][:kc]
-	r5 := a[(i+5)*lda+p0:][:kc]
-	panel = panel[:kc*6]
-	for p := 0; p < kc; p++ {
-		d := panel[p*6 : p*6+6 : p*6+6]
-		d[0] = r0[p]
-		d[1] = r1[p]
-		d[2] = r2[p]
-		d[3] = r3[p]
-		d[4] = r4[p]
-		d[5] = r5[p]
-	}
-}
-
 // packAPanel4 packs one full 4-row panel of non-transposed A: rows i.. of A,
 // columns p0..p0+kc, into panel as kc groups of 4.
 func packAPanel4(a []float32, lda, i, p0, kc int, panel []float32) {
