@@ -55,7 +55,9 @@ func CheckpointConfig(dir string, file *config.Config, user config.Config) (cfg 
 	var ignored, refused []string
 	for k, v := range user.Flat() {
 		switch {
-		case Overridable(k):
+		case Overridable(k) || slices.Contains(config.ProcessLocalKeys, k) || slices.Contains(config.JobKeys, k):
+			// Data, protocol, where it runs, and how the training job was
+			// run (distributed.*): none describes the model.
 			merged[k] = v
 		case reflect.DeepEqual(v, merged[k]):
 		case !reflect.DeepEqual(v, base[k]): // --set or HJEPA_*
