@@ -177,56 +177,39 @@ func (LogTicks) Ticks(lo, hi float64) []gplot.Tick {
 		return nil
 	}
 	e0, e1 := int(math.Floor(math.Log10(lo))), int(math.Ceil(math.Log10(hi)))
-	in := func(v float64) bool { return v >= lo*(1-1e-9) && v <= hi*(1+1e-9) }
-	var ticks []gplot.Tick
+	// ticks places a tick at m x 10^e for every m of mults inside the range,
+	// labelled where label says, and counts the labels.
+	ticks := func(mults []float64, label func(m float64, e int) bool) (out []gplot.Tick, labelled int) {
+		for e := e0; e <= e1; e++ {
+			for _, m := range mults {
+				v := m * math.Pow(10, float64(e))
+				if v < lo*(1-1e-9) || v > hi*(1+1e-9) {
+					continue
+				}
+				t := gplot.Tick{Value: v}
+				if label(m, e) {
+					t.Label = formatTick(v)
+					labelled++
+				}
+				out = append(out, t)
+			}
+		}
+		return out, labelled
+	}
+	digits := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9}
 	if e1-e0 > 2 {
 		step := 1
 		if e1-e0 > 6 {
 			step = 2
 		}
-		for e := e0; e <= e1; e++ {
-			for m := 1; m <= 9; m++ {
-				v := float64(m) * math.Pow(10, float64(e))
-				if !in(v) {
-					continue
-				}
-				label := ""
-				if m == 1 && (e-e0)%step == 0 {
-					label = formatTick(v)
-				}
-				ticks = append(ticks, gplot.Tick{Value: v, Label: label})
-			}
-		}
-		return ticks
+		out, _ := ticks(digits, func(m float64, e int) bool { return m == 1 && (e-e0)%step == 0 })
+		return out
 	}
-	for _, mults := range [][]float64{{1, 2, 5}, {1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9}} {
-		ticks = ticks[:0]
-		labelled := 0
-		for e := e0; e <= e1; e++ {
-			for m := 1; m <= 9; m++ {
-				v := float64(m) * math.Pow(10, float64(e))
-				if !in(v) {
-					continue
-				}
-				label := ""
-				for _, lm := range mults {
-					if float64(m) == lm {
-						label = formatTick(v)
-						labelled++
-					}
-				}
-				ticks = append(ticks, gplot.Tick{Value: v, Label: label})
-			}
-			for _, lm := range mults { // 1.5 is no digit of the minor ticks
-				if v := lm * math.Pow(10, float64(e)); lm != math.Trunc(lm) && in(v) {
-					ticks = append(ticks, gplot.Tick{Value: v, Label: formatTick(v)})
-					labelled++
-				}
-			}
-		}
-		if labelled >= 3 {
-			return ticks
-		}
+	if out, n := ticks(digits, func(m float64, _ int) bool { return m == 1 || m == 2 || m == 5 }); n >= 3 {
+		return out
+	}
+	if out, n := ticks([]float64{1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9}, func(float64, int) bool { return true }); n >= 3 {
+		return out
 	}
 	// Less than a factor of ~1.5: three evenly spaced labels.
 	var out []gplot.Tick
