@@ -2,12 +2,14 @@
 
 #include "textflag.h"
 
-// TRANSPOSE4_STORE(off) transposes the 4x4 block of floats in X0..X3 (one
-// row each; X4..X7 scratch) and stores its columns at off(DI), off+48(DI),
-// off+96(DI) and off+144(DI): rows 4g..4g+3 of four consecutive packed columns.
-// unpcklps/unpckhps interleave row pairs (r0c0 r1c0 r0c1 r1c1, ...), then
-// unpcklpd/unpckhpd join the pairs' halves into whole columns.
-#define TRANSPOSE4_STORE(off) \
+// TRANSPOSE4_STORE(off, col) transposes the 4x4 block of floats in X0..X3
+// (one row each; X4..X7 scratch) and stores its columns at off(DI),
+// off+col(DI), off+2*col(DI) and off+3*col(DI): rows 4g..4g+3 of four
+// consecutive packed columns, col bytes apart (48 in 12-row panels, 24 in
+// 6-row ones). unpcklps/unpckhps interleave row pairs (r0c0 r1c0 r0c1
+// r1c1, ...), then unpcklpd/unpckhpd join the pairs' halves into whole
+// columns.
+#define TRANSPOSE4_STORE(off, col) \
 	VUNPCKLPS X1, X0, X4 \
 	VUNPCKLPS X3, X2, X5 \
 	VUNPCKHPS X1, X0, X6 \
@@ -17,9 +19,9 @@
 	VUNPCKLPD X7, X6, X2 \
 	VUNPCKHPD X7, X6, X3 \
 	VMOVUPS X0, off(DI) \
-	VMOVUPS X1, off+48(DI) \
-	VMOVUPS X2, off+96(DI) \
-	VMOVUPS X3, off+144(DI)
+	VMOVUPS X1, off+col(DI) \
+	VMOVUPS X2, off+2*col(DI) \
+	VMOVUPS X3, off+3*col(DI)
 
 // func packA12Asm(kc int, src *float32, lda int, dst *float32)
 // dst[p*12+r] = src[r*lda+p] for r < 12, p < kc.
@@ -46,17 +48,17 @@ quad:
 	VMOVUPS (SI)(R8*1), X1
 	VMOVUPS (SI)(R8*2), X2
 	VMOVUPS (R10), X3
-	TRANSPOSE4_STORE(0)
+	TRANSPOSE4_STORE(0, 48)
 	VMOVUPS (R10)(R8*1), X0
 	VMOVUPS (R10)(R8*2), X1
 	VMOVUPS (R11), X2
 	VMOVUPS (R11)(R8*1), X3
-	TRANSPOSE4_STORE(16)
+	TRANSPOSE4_STORE(16, 48)
 	VMOVUPS (R11)(R8*2), X0
 	VMOVUPS (R12), X1
 	VMOVUPS (R12)(R8*1), X2
 	VMOVUPS (R12)(R8*2), X3
-	TRANSPOSE4_STORE(32)
+	TRANSPOSE4_STORE(32, 48)
 	ADDQ $16, SI
 	ADDQ $16, R10
 	ADDQ $16, R11
@@ -178,26 +180,10 @@ loop:
 done:
 	RET
 
-// TRANSPOSE4_STORE6(off) is TRANSPOSE4_STORE for 6-row panels: the four
-// transposed columns go to off(DI), off+24(DI), off+48(DI), off+72(DI).
-#define TRANSPOSE4_STORE6(off) \
-	VUNPCKLPS X1, X0, X4 \
-	VUNPCKLPS X3, X2, X5 \
-	VUNPCKHPS X1, X0, X6 \
-	VUNPCKHPS X3, X2, X7 \
-	VUNPCKLPD X5, X4, X0 \
-	VUNPCKHPD X5, X4, X1 \
-	VUNPCKLPD X7, X6, X2 \
-	VUNPCKHPD X7, X6, X3 \
-	VMOVUPS X0, off(DI) \
-	VMOVUPS X1, off+24(DI) \
-	VMOVUPS X2, off+48(DI) \
-	VMOVUPS X3, off+72(DI)
-
 // func packA6Asm(kc int, src *float32, lda int, dst *float32)
 // dst[p*6+r] = src[r*lda+p] for r < 6, p < kc.
 //
-// Four columns at a time: rows 0-3 as a 4x4 transpose (TRANSPOSE4_STORE6),
+// Four columns at a time: rows 0-3 as a 4x4 transpose (TRANSPOSE4_STORE),
 // rows 4-5 interleaved in pairs (unpcklps/unpckhps) and stored 8 bytes per
 // column; the last kc%4 columns one at a time.
 TEXT ·packA6Asm(SB), NOSPLIT, $0-32
@@ -216,7 +202,7 @@ quad6:
 	VMOVUPS (SI)(R8*1), X1
 	VMOVUPS (SI)(R8*2), X2
 	VMOVUPS (R10), X3
-	TRANSPOSE4_STORE6(0)
+	TRANSPOSE4_STORE(0, 24)
 	VMOVUPS (R11), X0
 	VMOVUPS (R11)(R8*1), X1
 	VUNPCKLPS X1, X0, X4 // r4c0 r5c0 r4c1 r5c1
