@@ -14,9 +14,7 @@ unpatched snippet (without fc_norm=False) would fail a strict load, which is
 the mistake this script exists to catch.
 """
 import importlib.util
-import json
 import re
-import struct
 import sys
 import types
 
@@ -25,21 +23,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from check_export import load_safetensors  # noqa: E402
 from ijepa_vit import Block, PatchEmbed  # noqa: E402  (timm's block layout and names)
 
 
 def load_file(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    header.pop("__metadata__", None)
-    out = {}
-    for name, info in header.items():
-        assert info["dtype"] == "F32", (name, info["dtype"])
-        a, b = info["data_offsets"]
-        out[name] = torch.from_numpy(np.frombuffer(data[a:b], dtype="<f4").copy()).reshape(info["shape"])
-    return out
+    """safetensors.torch.load_file for the stand-in module."""
+    return load_safetensors(path)[0]
 
 
 class TimmVisionTransformer(nn.Module):
