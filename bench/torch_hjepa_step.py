@@ -42,14 +42,12 @@ Prints one line:  RESULT what=hjepa_step threads=<n> ms_median=<m> ms_min=<m> it
 import argparse
 import copy
 import json
-import math
 import os
 import statistics
 import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "golden"))
@@ -118,22 +116,7 @@ def main():
     encoder = V.VisionTransformer(args.img_size, args.patch, args.channels, args.dim, args.depth, args.heads)
     predictor = V.VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
                                              args.pred_depth, args.pred_heads)
-    with torch.no_grad():
-        for mod in (encoder, predictor):
-            for n, p in mod.named_parameters():
-                if not p.requires_grad:
-                    continue
-                if p.dim() > 1:
-                    nn.init.trunc_normal_(p, std=0.02)
-                elif "norm" in n and n.endswith("weight"):
-                    p.fill_(1)
-                else:
-                    p.zero_()
-        # I-JEPA's fix_init_weight (nn.Block.init on our side).
-        for blocks in (encoder.blocks, predictor.predictor_blocks):
-            for i, blk in enumerate(blocks):
-                blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
-                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+    V.init_ijepa(encoder, predictor)
     for mod in (encoder, predictor):
         mod.to(dev)
     target_encoder = copy.deepcopy(encoder)

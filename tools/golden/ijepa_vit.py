@@ -170,3 +170,25 @@ class VisionTransformerPredictor(nn.Module):
             x = blk(x)
         x = self.predictor_norm(x)
         return self.predictor_proj(x[:, n_ctxt:])
+
+
+def init_ijepa(encoder, predictor):
+    """I-JEPA's init_model: trunc_normal(0.02) weights, zero biases,
+    LayerNorm 1/0, then fix_init_weight (attn.proj and mlp.fc2 of block i
+    divided by sqrt(2(i+1))); nn.Encoder.Init and nn.Predictor.Init on our
+    side."""
+    with torch.no_grad():
+        for mod in (encoder, predictor):
+            for n, p in mod.named_parameters():
+                if not p.requires_grad:
+                    continue
+                if p.dim() > 1:
+                    nn.init.trunc_normal_(p, std=0.02)
+                elif "norm" in n and n.endswith("weight"):
+                    p.fill_(1)
+                else:
+                    p.zero_()
+        for blocks in (encoder.blocks, predictor.predictor_blocks):
+            for i, blk in enumerate(blocks):
+                blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
+                blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
