@@ -32,7 +32,7 @@ func Overridable(key string) bool {
 }
 
 // CheckpointConfig is the configuration that evaluates, embeds or exports
-// checkpoint dir: the one saved in its state.json, with the data,
+// checkpoint dir: saved, the one in its state.json (SavedConfig), with the data,
 // evaluation and device keys (Overridable) of what the command line gave.
 // file is a --config file alone (nil: none); user is the command line's
 // whole configuration: file (or, without one, the checkpoint's own) with
@@ -40,17 +40,11 @@ func Overridable(key string) bool {
 // note (the checkpoint's wins: --config is often the training's preset, or
 // a sibling's); a key --set or HJEPA_* changes otherwise is an error (it
 // asks for a model the checkpoint does not hold).
-func CheckpointConfig(dir string, file *config.Config, user config.Config) (cfg config.Config, notes []string, err error) {
-	saved, err := SavedConfig(dir)
-	if err != nil {
-		return config.Config{}, nil, err
-	}
+func CheckpointConfig(dir string, saved config.Config, file *config.Config, user config.Config) (cfg config.Config, notes []string, err error) {
 	merged := saved.Flat()
 	base := merged
-	var fromFile map[string]any
 	if file != nil {
-		fromFile = file.Flat()
-		base = fromFile
+		base = file.Flat()
 	}
 	var ignored, refused []string
 	for k, v := range user.Flat() {

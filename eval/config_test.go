@@ -34,11 +34,15 @@ func TestCheckpointConfig(t *testing.T) {
 	trained.Distributed.Enabled, trained.Distributed.WorldSize = true, 2
 	trained.Model.Depth = 3
 	dir := writeState(t, trained)
+	saved, err := SavedConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	file := trained
 	file.Distributed.Enabled, file.Distributed.WorldSize = false, 1
 	file.Evaluation.TrainLimit = 77
-	cfg, notes, err := CheckpointConfig(dir, &file, file)
+	cfg, notes, err := CheckpointConfig(dir, saved, &file, file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,14 +51,14 @@ func TestCheckpointConfig(t *testing.T) {
 	}
 
 	file.Model.Depth = 5
-	cfg, notes, err = CheckpointConfig(dir, &file, file)
+	cfg, notes, err = CheckpointConfig(dir, saved, &file, file)
 	if err != nil || cfg.Model.Depth != 3 || len(notes) != 1 || !strings.Contains(notes[0], "model.depth") {
 		t.Fatalf("a --config with another depth: depth %d, notes %q, %v", cfg.Model.Depth, notes, err)
 	}
 
 	user := trained
 	user.Model.Depth = 5 // as --set would
-	if _, _, err := CheckpointConfig(dir, nil, user); err == nil || !strings.Contains(err.Error(), "model.depth 3, not 5") {
+	if _, _, err := CheckpointConfig(dir, saved, nil, user); err == nil || !strings.Contains(err.Error(), "model.depth 3, not 5") {
 		t.Fatalf("--set model.depth=5: %v", err)
 	}
 }

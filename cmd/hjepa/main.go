@@ -117,6 +117,10 @@ func (f *configFlags) loadForCheckpoint(ck string, log io.Writer) (config.Config
 		}
 		return f.load(true)
 	}
+	saved, err := eval.SavedConfig(ck)
+	if err != nil {
+		return config.Config{}, err
+	}
 	var file *config.Config
 	var base []byte
 	if f.file != "" {
@@ -125,21 +129,15 @@ func (f *configFlags) loadForCheckpoint(ck string, log io.Writer) (config.Config
 			return config.Config{}, err
 		}
 		file = &fileOnly
-	} else {
-		saved, err := eval.SavedConfig(ck)
-		if err != nil {
-			return config.Config{}, err
-		}
-		if base, err = config.NestedYAML(saved.Flat()); err != nil {
-			return config.Config{}, err
-		}
+	} else if base, err = config.NestedYAML(saved.Flat()); err != nil {
+		return config.Config{}, err
 	}
 	user, cfgNotes, err := f.loadOver(base, false)
 	printNotes(log, cfgNotes)
 	if err != nil {
 		return config.Config{}, err
 	}
-	cfg, notes, err := eval.CheckpointConfig(ck, file, user)
+	cfg, notes, err := eval.CheckpointConfig(ck, saved, file, user)
 	for _, n := range notes {
 		fmt.Fprintln(log, "note:", n)
 	}
