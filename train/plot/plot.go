@@ -145,12 +145,10 @@ func (c *LineChart) Render() (*image.RGBA, error) {
 			y0, y1 = y0-math.Max(1, math.Abs(y0)/10), y1+math.Max(1, math.Abs(y1)/10)
 		}
 	}
+	p.Y.Min, p.Y.Max = y0, y1 // the drawn points' range, padded above
 	if c.LogY {
 		p.Y.Scale = gplot.LogScale{}
 		p.Y.Tick.Marker = LogTicks{}
-		p.Y.Min, p.Y.Max = y0, y1
-	} else if drawn == 0 || y0 != y1 {
-		p.Y.Min, p.Y.Max = math.Min(p.Y.Min, y0), math.Max(p.Y.Max, y1)
 	}
 	w, h := c.size()
 	canvas := vgimg.NewWith(vgimg.UseWH(vg.Length(w)*vg.Inch/dpi, vg.Length(h)*vg.Inch/dpi), vgimg.UseDPI(dpi))
