@@ -41,6 +41,46 @@ type SplitReport struct {
 	PerClass      []int
 }
 
+// decoded is one image's shape, or why it could not be read.
+type decoded struct {
+	c, h, w int
+	err     error
+}
+
+// decodeAll runs decode(i) for every i < n on every core and returns the
+// results by index.
+func decodeAll(n int, decode func(i int) decoded) []decoded {
+	res := make([]decoded, n)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				res[i] = decode(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return res
+}
+
+// add counts a readable image of class cls: the first sets the split's
+// size, one of another size leaves it 0 x 0.
+func (s *SplitReport) add(d decoded, cls int) {
+	if s.Count == 0 {
+		s.Height, s.Width = d.h, d.w
+	} else if s.Height != d.h || s.Width != d.w {
+		s.Height, s.Width = 0, 0
+	}
+	s.Count++
+	s.PerClass[cls]++
+	s.Channels = max(s.Channels, d.c)
+}
+
 // Problem is one unreadable or corrupt file (or missing piece).
 type Problem struct {
 	Path string
@@ -286,46 +326,19 @@ func verifyImageFolder(r *Report, root string, maxPixels int) {
 				items = append(items, item{f, ci})
 			}
 		}
-		type result struct {
-			ok      bool
-			c, h, w int
-			err     error
-		}
-		res := make([]result, len(items))
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for range runtime.GOMAXPROCS(0) {
-			wg.Go(func() {
-				for i := range next {
-					m, err := decodeImageNative(items[i].path, maxPixels)
-					if err != nil {
-						res[i].err = err
-						continue
-					}
-					res[i] = result{ok: true, c: m.C, h: m.H, w: m.W}
-				}
-			})
-		}
-		for i := range items {
-			next <- i
-		}
-		close(next)
-		wg.Wait()
-		first := true
+		res := decodeAll(len(items), func(i int) decoded {
+			m, err := decodeImageNative(items[i].path, maxPixels)
+			if err != nil {
+				return decoded{err: err}
+			}
+			return decoded{c: m.C, h: m.H, w: m.W}
+		})
 		for i, it := range items {
-			if !res[i].ok {
+			if res[i].err != nil {
 				r.problem(it.path, res[i].err)
 				continue
 			}
-			s.Count++
-			s.PerClass[it.class]++
-			s.Channels = max(s.Channels, res[i].c)
-			if first {
-				s.Height, s.Width, first = res[i].h, res[i].w, false
-			} else if s.Height != res[i].h || s.Width != res[i].w {
-				s.Height, s.Width = 0, 0
-				first = false
-			}
+			s.add(res[i], it.class)
 		}
 		r.Splits = append(r.Splits, s)
 	}
@@ -367,52 +380,26 @@ func verifyWebDataset(r *Report, shards []string, maxPixels int) {
 	s := SplitReport{Name: "shards", Path: r.Path, Classes: classes, PerClass: make([]int, len(classes))}
 	files := newShardFiles(shards, sizes)
 	defer files.close()
-	type result struct {
-		c, h, w int
-		err     error
-	}
-	res := make([]result, len(items))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for i := range next {
-				it := items[i]
-				if it.x.label >= len(classes) {
-					res[i].err = corruptf(shards[it.shard], "member %s: label %d but %s lists %d classes", it.x.image, it.x.label, classesPath, len(classes))
-					continue
-				}
-				f, err := files.acquire(it.shard)
-				if err != nil {
-					res[i].err = err
-					continue
-				}
-				m, err := decodeMember(shards[it.shard], it.x, f, maxPixels)
-				files.release(it.shard)
-				res[i] = result{c: m.C, h: m.H, w: m.W, err: err}
-			}
-		})
-	}
-	for i := range items {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	first := true
+	res := decodeAll(len(items), func(i int) decoded {
+		it := items[i]
+		if it.x.label >= len(classes) {
+			return decoded{err: corruptf(shards[it.shard], "member %s: label %d but %s lists %d classes", it.x.image, it.x.label, classesPath, len(classes))}
+		}
+		f, err := files.acquire(it.shard)
+		if err != nil {
+			return decoded{err: err}
+		}
+		m, err := decodeMember(shards[it.shard], it.x, f, maxPixels)
+		files.release(it.shard)
+		return decoded{c: m.C, h: m.H, w: m.W, err: err}
+	})
 	for i, it := range items {
 		if res[i].err != nil {
 			r.problem(shards[it.shard], res[i].err)
 			r.Shards[it.shard].Bad++
 			continue
 		}
-		s.Count++
-		s.PerClass[it.x.label]++
-		s.Channels = max(s.Channels, res[i].c)
-		if first {
-			s.Height, s.Width, first = res[i].h, res[i].w, false
-		} else if s.Height != res[i].h || s.Width != res[i].w {
-			s.Height, s.Width = 0, 0
-		}
+		s.add(res[i], it.x.label)
 	}
 	r.Splits = append(r.Splits, s)
 }
