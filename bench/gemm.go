@@ -4,9 +4,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ebitengine/purego"
+	"golang.org/x/sys/cpu"
 
 	"github.com/hjepa-go/hjepa/tensor/parallel"
 	"github.com/hjepa-go/hjepa/tensor/sgemm"
@@ -104,6 +108,7 @@ const (
 type openBLAS struct {
 	sgemm         func(order, transA, transB, m, n, k int32, alpha float32, a *float32, lda int32, b *float32, ldb int32, beta float32, c *float32, ldc int32)
 	setNumThreads func(n int32)
+	coreName      func() string
 }
 
 var openBLASPaths = []string{
@@ -113,7 +118,11 @@ var openBLASPaths = []string{
 	"/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
 }
 
-func loadOpenBLAS() (*openBLAS, error) {
+// loadOpenBLAS loads the library once per process and says which kernel it
+// runs.
+var loadOpenBLAS = sync.OnceValues(openOpenBLAS)
+
+func openOpenBLAS() (*openBLAS, error) {
 	var errs []string
 	for _, p := range openBLASPaths {
 		if _, err := os.Stat(p); err != nil {
@@ -127,10 +136,59 @@ func loadOpenBLAS() (*openBLAS, error) {
 		var o openBLAS
 		purego.RegisterLibFunc(&o.sgemm, lib, "cblas_sgemm")
 		purego.RegisterLibFunc(&o.setNumThreads, lib, "openblas_set_num_threads")
+		purego.RegisterLibFunc(&o.coreName, lib, "openblas_get_corename")
+		core := o.coreName()
+		fmt.Printf("bench openblas: %s kernel (OPENBLAS_CORETYPE=%q)\n", core, os.Getenv("OPENBLAS_CORETYPE"))
 		return &o, nil
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("load OpenBLAS: %v", errs)
 	}
 	return nil, fmt.Errorf("load OpenBLAS: none of %v exists; install Debian's libopenblas0 (apt-get install -y libopenblas0)", openBLASPaths)
+}
+
+// fixOpenBLASCore makes sure the baselines run OpenBLAS's kernel for this
+// CPU. OpenBLAS picks it from CPUID, and a CPU newer than the library gets
+// its generic x86-64 one: Debian's 0.3.21 runs an Emerald Rapids Xeon
+// (family 6 model 207) on "Prescott", a fifth of its SkylakeX kernel's
+// speed there, and PyTorch's baseline (Debian builds it on the same
+// library) with it; ratios against that would be meaningless. When
+// OPENBLAS_CORETYPE is unset and OpenBLAS chose a pre-AVX2 kernel on a CPU
+// with AVX2, the benchmark runs itself again with the variable set (the
+// library reads it when it is loaded); a value the user set is kept, with a
+// warning.
+func fixOpenBLASCore() {
+	o, err := loadOpenBLAS()
+	if err != nil || !slowOpenBLASCore(o.coreName()) {
+		return
+	}
+	want := "Haswell"
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL {
+		want = "SkylakeX"
+	}
+	if _, set := os.LookupEnv("OPENBLAS_CORETYPE"); set {
+		fmt.Fprintf(os.Stderr, "bench: WARNING: OpenBLAS runs its generic %s kernel on this CPU: the OpenBLAS and PyTorch baselines are slower than they should be; OPENBLAS_CORETYPE=%s would fix it\n", o.coreName(), want)
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: WARNING: OpenBLAS runs its generic %s kernel on this CPU; run again with OPENBLAS_CORETYPE=%s\n", o.coreName(), want)
+		return
+	}
+	fmt.Printf("bench openblas: this CPU is unknown to OpenBLAS; running again with OPENBLAS_CORETYPE=%s\n", want)
+	err = syscall.Exec(exe, os.Args, append(os.Environ(), "OPENBLAS_CORETYPE="+want))
+	fmt.Fprintf(os.Stderr, "bench: WARNING: could not run again with OPENBLAS_CORETYPE=%s: %v\n", want, err)
+}
+
+// slowOpenBLASCore reports whether OpenBLAS's kernel name is one of its
+// pre-AVX2 x86 kernels on a CPU that has AVX2 and FMA.
+func slowOpenBLASCore(core string) bool {
+	if !cpu.X86.HasAVX2 || !cpu.X86.HasFMA {
+		return false
+	}
+	switch strings.ToLower(core) {
+	case "prescott", "core2", "penryn", "dunnington", "nehalem", "sandybridge", "barcelona", "bobcat", "bulldozer", "piledriver", "steamroller", "excavator", "katmai", "coppermine", "northwood", "banias", "atom", "nano", "opteron", "opteron_sse3", "athlon":
+		return true
+	}
+	return false
 }

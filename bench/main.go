@@ -50,6 +50,9 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (Go side only) to this file")
 	flag.StringVar(&sgemmKernel, "sgemm", "", "GEMM micro-kernel of the model benchmarks' CPU backend: avx512, avx2 or generic (default: the best this CPU has); avx2 on an AVX-512 machine measures the AVX2 path")
 	flag.Parse()
+	// Both baselines, OpenBLAS's and PyTorch's (Debian builds it on
+	// OpenBLAS), depend on the kernel OpenBLAS picks.
+	fixOpenBLASCore()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {

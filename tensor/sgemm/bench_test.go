@@ -59,3 +59,61 @@ func BenchmarkSgemm(b *testing.B) {
 		})
 	}
 }
+
+// vitShapes are the GEMMs of one width-192 ViT block on 64 x 196 tokens
+// (the vit_block_fwdbwd benchmark): its Linear layers forward (x W^T),
+// weight gradients (dy^T x) and input gradients (dy W), and the per-head
+// attention products (head dim 64, Q/K/V rows 576 floats apart).
+var vitShapes = []struct {
+	name                   string
+	tA, tB                 bool
+	m, n, k, lda, ldb, ldc int
+}{
+	{"qkv_fwd", false, true, 12544, 576, 192, 192, 192, 576},
+	{"fc1_fwd", false, true, 12544, 768, 192, 192, 192, 768},
+	{"fc2_fwd", false, true, 12544, 192, 768, 768, 768, 192},
+	{"proj_fwd", false, true, 12544, 192, 192, 192, 192, 192},
+	{"qkv_dw", true, false, 576, 192, 12544, 576, 192, 192},
+	{"fc2_dw", true, false, 192, 768, 12544, 192, 768, 768},
+	{"qkv_dx", false, false, 12544, 192, 576, 576, 192, 192},
+	{"fc1_dx", false, false, 12544, 192, 768, 768, 192, 192},
+	{"fc1_dw", true, false, 768, 192, 12544, 768, 192, 192},
+	{"fc2_dx", false, false, 12544, 768, 192, 192, 768, 768},
+	{"attn_qk", false, true, 196, 196, 64, 576, 576, 196},
+	{"attn_pv", false, false, 196, 64, 196, 196, 576, 192},
+	{"attn_dv", true, false, 196, 64, 196, 196, 192, 576},
+	{"attn_dq", false, false, 196, 64, 196, 196, 576, 576},
+}
+
+// BenchmarkDirectA compares reading A in place with packing it, on the
+// ViT block's shapes, one worker (pool.For runs the Linear GEMMs in rows
+// across workers the same way).
+func BenchmarkDirectA(b *testing.B) {
+	pool := parallel.New(1)
+	defer pool.Close()
+	for _, mk := range archKernels() {
+		e := New(pool, mk.name)
+		for _, s := range vitShapes {
+			arows, brows := s.m, s.k
+			if s.tA {
+				arows = s.k
+			}
+			if s.tB {
+				brows = s.n
+			}
+			a := make([]float32, arows*s.lda)
+			bb := make([]float32, brows*s.ldb)
+			c := make([]float32, s.m*s.ldc)
+			for _, direct := range []bool{false, true} {
+				b.Run(fmt.Sprintf("%s/%s/direct=%v", mk.name, s.name, direct), func(b *testing.B) {
+					noDirectA = !direct
+					defer func() { noDirectA = false }()
+					for b.Loop() {
+						e.SgemmSerial(0, s.tA, s.tB, s.m, s.n, s.k, 1, a, s.lda, bb, s.ldb, 0, c, s.ldc)
+					}
+					b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+		}
+	}
+}

@@ -15,6 +15,12 @@ func kernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *f
 //go:noescape
 func kernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
 
+//go:noescape
+func kernelAVX512Strided(k int, a *float32, rsA, csA int, b, c *float32, ldc int, alpha, beta float32, bias *float32)
+
+//go:noescape
+func kernelAVX2Strided(k int, a *float32, rsA, csA int, b, c *float32, ldc int, alpha, beta float32, bias *float32)
+
 // avx512Kernel is a 12x32 tile: 24 zmm accumulators (12 rows x 2 vectors),
 // two B vectors and rotating A broadcasts. The 32-wide B panel, kc deep, is
 // 32 KiB at kc = 256 and stays in Zen 5's 48 KiB L1d; the 480 x 256 A block
@@ -22,14 +28,14 @@ func kernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *flo
 var avx512Kernel = microKernel{
 	name: AVX512, mr: 12, nr: 32,
 	kc: 256, mc: 480, nc: 3072,
-	run: kernelAVX512,
+	run: kernelAVX512, runStrided: kernelAVX512Strided,
 }
 
 // avx2Kernel is the classic 6x16 tile: 12 ymm accumulators.
 var avx2Kernel = microKernel{
 	name: AVX2, mr: 6, nr: 16,
 	kc: 256, mc: 360, nc: 3072,
-	run: kernelAVX2,
+	run: kernelAVX2, runStrided: kernelAVX2Strided,
 }
 
 func archKernels() []microKernel {

@@ -13,7 +13,10 @@
 // The structure is GotoBLAS/BLIS's: for each NC-column block of C and each
 // KC-deep slice of the product, op(B) is packed into NR-column panels (shared
 // by all workers), then each worker packs MC-row blocks of op(A) into MR-row
-// panels and runs the MR x NR micro-kernel over them. The summation order of
+// panels and runs the MR x NR micro-kernel over them. Where packing A costs
+// more than it saves (narrow C: attention's per-head products, the Linear
+// layers' input gradients), the assembly kernels read A in place instead
+// (directA). The summation order of
 // every C element depends only on the kernel family and k, never on the
 // number of workers or on which call (Sgemm, SgemmBatched, SgemmSerial) ran it.
 package sgemm
@@ -54,6 +57,19 @@ type microKernel struct {
 	mr, nr     int
 	kc, mc, nc int // cache blocking: kc deep, mc rows (multiple of mr), nc columns (multiple of nr)
 	run        func(k int, a, b, c *float32, ldc int, alpha, beta float32, bias *float32)
+	// runStrided is run reading A where it lies: element (i, p) at
+	// a + i*rsA + p*csA bytes (nil: the kernel family has none).
+	runStrided func(k int, a *float32, rsA, csA int, b, c *float32, ldc int, alpha, beta float32, bias *float32)
+}
+
+// aBlock is the mc x kc block of op(A) a macro-kernel reads: MR-row panels
+// packed into a worker buffer, or (direct) A itself, in place, for the full
+// MR-row panels, and one packed panel for the rows past the last of them.
+type aBlock struct {
+	packed []float32 // packed panels; direct: the last, partial panel only
+	direct []float32 // nil, or A from op(A)[ic, pc] on
+	rs, cs int       // direct: op(A)(i, p) is direct[i*rs + p*cs]
+	full   int       // direct: rows [0, full) are read in place
 }
 
 // workerBufs is one worker's packing buffers, grown on first use and reused.
@@ -166,6 +182,10 @@ func (e *Engine) serial(w int, transA, transB bool, m, n, k int, alpha float32, 
 	wb := &e.bufs[w]
 	for jc := 0; jc < n; jc += mk.nc {
 		nc := min(mk.nc, n-jc)
+		if k > mk.kc && k*roundUp(nc, mk.nr) <= serialBudget && !noKInner {
+			e.serialKInner(wb, transA, transB, m, nc, k, alpha, a, lda, b, ldb, jc, beta, c, ldc, bias)
+			continue
+		}
 		for pc := 0; pc < k; pc += mk.kc {
 			kc := min(mk.kc, k-pc)
 			// The first k block applies beta and the bias; later ones add on.
@@ -177,9 +197,47 @@ func (e *Engine) serial(w int, transA, transB bool, m, n, k int, alpha float32, 
 			packB(transB, b, ldb, pc, kc, jc, nc, mk.nr, pb)
 			for ic := 0; ic < m; ic += mk.mc {
 				mc := min(mk.mc, m-ic)
-				packA(transA, a, lda, ic, mc, pc, kc, mk.mr, wb.packA)
-				e.macroKernel(wb, mc, nc, kc, alpha, bet, wb.packA, pb, c[ic*ldc+jc:], ldc, bs)
+				ab := e.blockA(wb, transA, a, lda, ic, mc, pc, kc, nc)
+				e.macroKernel(wb, mc, nc, kc, alpha, bet, ab, pb, c[ic*ldc+jc:], ldc, bs)
 			}
+		}
+	}
+}
+
+// serialBudget caps the packed op(B) of serialKInner (all of k for one
+// column block) at 256K floats (1 MiB): it stays in a 2 MiB L2 beside the C
+// block.
+const serialBudget = 1 << 18
+
+// noKInner turns serialKInner off (tests compare both ways).
+var noKInner = false
+
+// serialKInner is serial's column block jc (nc wide) with the k blocks
+// innermost: op(B) is packed for all of k first, then each mc-row block of
+// C gets every k block in turn while it is still in cache. With the k
+// blocks outermost, a C larger than the caches (12544 x 192 floats, 9.6 MB,
+// in a ViT's input-gradient GEMMs) would come back from memory once per k
+// block, and the micro-kernel's beta*C loads would wait for it (measured:
+// those GEMMs 2-12% faster). The summation order of each element is the
+// same (k blocks in order).
+func (e *Engine) serialKInner(wb *workerBufs, transA, transB bool, m, nc, k int, alpha float32, a []float32, lda int, b []float32, ldb int, jc int, beta float32, c []float32, ldc int, bias []float32) {
+	mk := &e.mk
+	ncr := roundUp(nc, mk.nr)
+	pbAll := growAligned(&wb.packB, k*ncr)
+	for pc := 0; pc < k; pc += mk.kc {
+		kc := min(mk.kc, k-pc)
+		packB(transB, b, ldb, pc, kc, jc, nc, mk.nr, pbAll[pc*ncr:])
+	}
+	for ic := 0; ic < m; ic += mk.mc {
+		mc := min(mk.mc, m-ic)
+		for pc := 0; pc < k; pc += mk.kc {
+			kc := min(mk.kc, k-pc)
+			bet, bs := beta, biasAt(bias, jc)
+			if pc > 0 {
+				bet, bs = 1, nil
+			}
+			ab := e.blockA(wb, transA, a, lda, ic, mc, pc, kc, nc)
+			e.macroKernel(wb, mc, nc, kc, alpha, bet, ab, pbAll[pc*ncr:], c[ic*ldc+jc:], ldc, bs)
 		}
 	}
 }
@@ -243,34 +301,36 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 				jp1 := min(jp0+nChunkPanels, nPanels)
 				j0 := jp0 * mk.nr
 				j1 := min(jp1*mk.nr, nc)
-				for pc := 0; pc < k; pc += mk.kc {
-					kc := min(mk.kc, k-pc)
-					bet, bs := beta, biasAt(bias, jc+j0)
-					if pc > 0 {
-						bet, bs = 1, nil
-					}
-					pb := pbAll[pc*nPanels*mk.nr:]
-					panelLen := kc * mk.nr
-					st := ready[pc/mk.kc*nPanels:]
-					for q := jp0; q < jp1; q++ {
-						if st[q].CompareAndSwap(0, 1) {
-							jq := q * mk.nr
-							packB(transB, b, ldb, pc, kc, jc+jq, min(mk.nr, nc-jq), mk.nr, pb[q*panelLen:(q+1)*panelLen])
-							st[q].Store(2)
+				// Equal row blocks of at most mc: no short tail block that
+				// would reuse each B panel only a few times. Each row block
+				// takes every k block in turn while its C is in cache (as
+				// serialKInner).
+				step := roundUp(ceilDiv(i1-i0, ceilDiv(i1-i0, mk.mc)), mk.mr)
+				for ic := i0; ic < i1; ic += step {
+					mc := min(step, i1-ic)
+					for pc := 0; pc < k; pc += mk.kc {
+						kc := min(mk.kc, k-pc)
+						bet, bs := beta, biasAt(bias, jc+j0)
+						if pc > 0 {
+							bet, bs = 1, nil
 						}
-					}
-					// Equal row blocks of at most mc: no short tail block
-					// that would reuse each B panel only a few times.
-					step := roundUp(ceilDiv(i1-i0, ceilDiv(i1-i0, mk.mc)), mk.mr)
-					for ic := i0; ic < i1; ic += step {
-						mc := min(step, i1-ic)
-						packA(transA, a, lda, ic, mc, pc, kc, mk.mr, wb.packA)
+						pb := pbAll[pc*nPanels*mk.nr:]
+						panelLen := kc * mk.nr
+						st := ready[pc/mk.kc*nPanels:]
+						for q := jp0; q < jp1; q++ {
+							if st[q].CompareAndSwap(0, 1) {
+								jq := q * mk.nr
+								packB(transB, b, ldb, pc, kc, jc+jq, min(mk.nr, nc-jq), mk.nr, pb[q*panelLen:(q+1)*panelLen])
+								st[q].Store(2)
+							}
+						}
+						ab := e.blockA(wb, transA, a, lda, ic, mc, pc, kc, j1-j0)
 						for q := jp0; q < jp1; q++ {
 							for st[q].Load() != 2 {
 								runtime.Gosched()
 							}
 						}
-						e.macroKernel(wb, mc, j1-j0, kc, alpha, bet, wb.packA, pb[jp0*panelLen:], c[ic*ldc+jc+j0:], ldc, bs)
+						e.macroKernel(wb, mc, j1-j0, kc, alpha, bet, ab, pb[jp0*panelLen:], c[ic*ldc+jc+j0:], ldc, bs)
 					}
 				}
 			}
@@ -278,11 +338,60 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 	}
 }
 
-// macroKernel runs the micro-kernel over an mc x nc block of C from packed
-// op(A) (mc rows in MR panels) and op(B) (nc columns in NR panels), both kc deep.
-// The B panel stays in L1 while the A panels stream from L2. bias is nil or
-// holds (at least) nc floats for the columns of this block.
-func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32, pa, pb []float32, c []float32, ldc int, bias []float32) {
+// blockA prepares op(A)[ic:ic+mc, pc:pc+kc] for a macro-kernel over nc
+// columns of C: read in place when the kernel family can (directA), else
+// packed into wb.packA.
+func (e *Engine) blockA(wb *workerBufs, transA bool, a []float32, lda, ic, mc, pc, kc, nc int) aBlock {
+	mr := e.mk.mr
+	if !e.directA(transA, mc, nc) {
+		packA(transA, a, lda, ic, mc, pc, kc, mr, wb.packA)
+		return aBlock{packed: wb.packA}
+	}
+	ab := aBlock{full: mc / mr * mr}
+	if transA {
+		ab.direct, ab.rs, ab.cs = a[pc*lda+ic:], 1, lda
+	} else {
+		ab.direct, ab.rs, ab.cs = a[ic*lda+pc:], lda, 1
+	}
+	if ab.full < mc {
+		packA(transA, a, lda, ic+ab.full, mc-ab.full, pc, kc, mr, wb.packA)
+		ab.packed = wb.packA
+	}
+	return ab
+}
+
+// directA reports whether a macro-kernel over an mc x nc block of C reads
+// op(A) in place rather than packed. Row-major A is read in place: its
+// rows are the panel's rows, each read front to back, and measured on the
+// ViT block's GEMMs (BenchmarkDirectA) that is as fast as packing or up to
+// 20% faster (attention's P V, where A is reused for 64 columns only) up to
+// nc = 512.
+// Transposed A puts every k step of a panel on its own cache line: 256
+// lines per kernel call push the B panel out of L1, and the weight-gradient
+// GEMMs (dy^T x, nc = 192..768) ran 10-15% slower; it is read in place only
+// for narrow C (attention's dV, dK: nc = head dim), where packing is
+// amortised over few kernel calls.
+func (e *Engine) directA(transA bool, mc, nc int) bool {
+	if e.mk.runStrided == nil || mc < e.mk.mr || noDirectA {
+		return false
+	}
+	if transA {
+		return nc <= 64
+	}
+	// Past ~32 kernel calls per A panel (the MLP's fc1, nc = 768) packing
+	// was as fast or up to 4% faster.
+	return nc <= 512
+}
+
+// noDirectA turns reading A in place off (tests compare both ways).
+var noDirectA = false
+
+// macroKernel runs the micro-kernel over an mc x nc block of C from op(A)
+// (mc rows, packed in MR panels or in place) and packed op(B) (nc columns in
+// NR panels), both kc deep. The B panel stays in L1 while the A panels
+// stream from L2. bias is nil or holds (at least) nc floats for the columns
+// of this block.
+func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32, ab aBlock, pb []float32, c []float32, ldc int, bias []float32) {
 	mk := &e.mk
 	mr, nr := mk.mr, mk.nr
 	tile := wb.tile
@@ -295,15 +404,31 @@ func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32
 		}
 		for ir := 0; ir < mc; ir += mr {
 			mrr := min(mr, mc-ir)
-			ap := &pa[(ir/mr)*kc*mr]
-			if mrr == mr && nrr == nr {
-				mk.run(kc, ap, bp, &c[ir*ldc+jr], ldc, alpha, beta, bv)
+			// ap: a packed panel; dp: A in place (rows ir.. of the block).
+			var ap, dp *float32
+			switch {
+			case ab.direct == nil:
+				ap = &ab.packed[(ir/mr)*kc*mr]
+			case ir < ab.full:
+				dp = &ab.direct[ir*ab.rs]
+			default:
+				ap = &ab.packed[0]
+			}
+			cp, ldt, bt := &c[ir*ldc+jr], ldc, beta
+			if mrr < mr || nrr < nr {
+				// Edge tile: the kernel writes a full tile into the scratch
+				// (the bias too when it has nr columns here; otherwise it is
+				// added below, so the kernel never reads past its end).
+				cp, ldt, bt = &tile[0], nr, 0
+			}
+			if dp != nil {
+				mk.runStrided(kc, dp, 4*ab.rs, 4*ab.cs, bp, cp, ldt, alpha, bt, bv)
+			} else {
+				mk.run(kc, ap, bp, cp, ldt, alpha, bt, bv)
+			}
+			if cp != &tile[0] {
 				continue
 			}
-			// Edge tile: the kernel writes a full tile into the scratch
-			// (the bias too when it has nr columns here; otherwise it is
-			// added below, so the kernel never reads past its end).
-			mk.run(kc, ap, bp, &tile[0], nr, alpha, 0, bv)
 			for i := 0; i < mrr; i++ {
 				crow := c[(ir+i)*ldc+jr : (ir+i)*ldc+jr+nrr]
 				trow := tile[i*nr : i*nr+nrr]

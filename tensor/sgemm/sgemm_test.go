@@ -317,3 +317,48 @@ func TestAvailable(t *testing.T) {
 		t.Fatalf("New(pool, \"\").Kernel() = %q, want best %q", got, ks[0])
 	}
 }
+
+// TestDirectAIsBitwisePacked checks that reading A in place (directA) and
+// running the k blocks innermost (serialKInner) change no bit of C: the
+// kernels run the same FMAs in the same order either way.
+func TestDirectAIsBitwisePacked(t *testing.T) {
+	cases := testCases(true)
+	cases = append(cases, gemmCase{false, false, 97, 200, 700, 1, 0.5, 1}, gemmCase{true, false, 61, 48, 530, 1, 1, 0})
+	for _, kern := range kernelsUnderTest() {
+		for _, small := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/smallblocks=%v", kern, small), func(t *testing.T) {
+				pool := parallel.New(2)
+				defer pool.Close()
+				e := New(pool, kern)
+				if small {
+					e.mk.kc, e.mk.mc, e.mk.nc = 5, 2*e.mk.mr, 2*e.mk.nr
+				}
+				rng := rand.New(rand.NewPCG(3, 9))
+				for ci, g := range cases {
+					a, lda, b, ldb, c, ldc := g.operands(rng)
+					var bias []float32
+					if ci%2 == 0 {
+						bias = randFloats(rng, g.n)
+					}
+					run := func(plain bool) []float32 {
+						noDirectA, noKInner = plain, plain
+						defer func() { noDirectA, noKInner = false, false }()
+						out := append([]float32(nil), c...)
+						if ci%2 == 0 {
+							e.serial(1, g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, out, ldc, bias)
+						} else {
+							e.parallelGemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, out, ldc, bias)
+						}
+						return out
+					}
+					want, got := run(true), run(false)
+					for i := range want {
+						if math.Float32bits(want[i]) != math.Float32bits(got[i]) && !(want[i] != want[i] && got[i] != got[i]) {
+							t.Fatalf("%v: C[%d] = %v in place, %v packed", g, i, got[i], want[i])
+						}
+					}
+				}
+			})
+		}
+	}
+}
