@@ -93,3 +93,16 @@ func BenchmarkGELUBackward(b *testing.B) {
 		be.GELUBackward(dx, dout, x)
 	}
 }
+
+// BenchmarkSumRows: a Linear layer's bias gradient at ViT-Tiny scale (the
+// MLP's hidden width).
+func BenchmarkSumRows(b *testing.B) {
+	be := New(0)
+	defer be.Close()
+	x, dst := benchRand(be, lnRows, mlpD), be.New(tensor.Float32, mlpD)
+	b.SetBytes(int64(lnRows * mlpD * 4))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		be.SumRows(dst, x)
+	}
+}

@@ -77,6 +77,10 @@ func (b *Backend) Add(dst, a, c *tensor.Tensor) {
 	ds, as, cs := dst.F32(), a.F32(), c.F32()
 	b.forElems(len(ds), func(lo, hi int) {
 		d, x, y := ds[lo:hi], as[lo:hi], cs[lo:hi]
+		if n := len(d) &^ 7; useAVX2 && n > 0 {
+			vadd3AVX2(&d[0], &x[0], &y[0], n)
+			d, x, y = d[n:], x[n:], y[n:]
+		}
 		for i := range d {
 			d[i] = x[i] + y[i]
 		}
@@ -92,10 +96,7 @@ func (b *Backend) AddRowVector(x, v *tensor.Tensor) {
 	rows := len(xs) / cols
 	b.pool.For(rows, rowGrain(cols), func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
-			row := xs[r*cols : (r+1)*cols]
-			for j := range row {
-				row[j] += vs[j]
-			}
+			addInto(xs[r*cols:(r+1)*cols], vs)
 		}
 	})
 }
@@ -112,4 +113,18 @@ func (b *Backend) EMA(target, src *tensor.Tensor, momentum float32) {
 			t[i] = t[i]*momentum + om*s[i]
 		}
 	})
+}
+
+// addInto sets dst[j] += x[j] for j < len(dst) (x at least as long): the
+// same float32 additions in vector lanes or one by one, so the result does
+// not depend on which runs.
+func addInto(dst, x []float32) {
+	x = x[:len(dst)]
+	if n := len(dst) &^ 7; useAVX2 && n > 0 {
+		vaddAVX2(&dst[0], &x[0], n)
+		dst, x = dst[n:], x[n:]
+	}
+	for j, v := range x {
+		dst[j] += v
+	}
 }
