@@ -53,6 +53,7 @@ func main() {
 	// Both baselines, OpenBLAS's and PyTorch's (Debian builds it on
 	// OpenBLAS), depend on the kernel OpenBLAS picks.
 	fixOpenBLASCore()
+	fmt.Println(describeCPU())
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
