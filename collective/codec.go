@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
+	"github.com/hjepa-go/hjepa/tensor"
 )
 
 // codecName is the content-subtype of Ring streams ("application/grpc+hjepa-ring").
@@ -612,7 +613,7 @@ func addLE(dst []float32, parts [][]byte) {
 		}
 		n := len(p) / 4
 		if unalignedFloatsOK {
-			addTo(dst[i:i+n], floatView(p[:4*n]))
+			tensor.AddInto(dst[i:i+n], floatView(p[:4*n]))
 		} else {
 			for j := range n {
 				dst[i+j] += math.Float32frombits(binary.LittleEndian.Uint32(p[4*j:]))

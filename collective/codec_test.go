@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	hjepav1 "github.com/hjepa-go/hjepa/proto/hjepa/v1"
+	"github.com/hjepa-go/hjepa/tensor"
 )
 
 func testHeader() header {
@@ -91,7 +92,7 @@ func TestAddLE(t *testing.T) {
 	src := rankData(1, 0, 37)
 	dst0 := rankData(1, 1, 37)
 	want := append([]float32(nil), dst0...)
-	addTo(want, src)
+	tensor.AddInto(want, src)
 	raw := append([]byte{0}, float32Bytes(src)...)[1:] // misaligned copy
 	for k := 1; k <= len(raw); k++ {
 		var parts [][]byte
@@ -187,9 +188,9 @@ func TestAddToMatchesScalar(t *testing.T) {
 				want[i] += src[i]
 			}
 			got := append([]float32(nil), dst0...)
-			addTo(got, src)
+			tensor.AddInto(got, src)
 			if !sameBits(got, want) {
-				t.Fatalf("n=%d shift=%d: addTo differs from the scalar sum", n, shift)
+				t.Fatalf("n=%d shift=%d: tensor.AddInto differs from the scalar sum", n, shift)
 			}
 		}
 	}
@@ -200,7 +201,7 @@ func TestAddToMatchesScalar(t *testing.T) {
 		src[i] = float32(i) * 0.25
 	}
 	got := make([]float32, len(src))
-	addTo(got, src)
+	tensor.AddInto(got, src)
 	for i := range got {
 		if got[i] != float32(i)*0.25 {
 			t.Fatalf("byte-misaligned source: element %d = %v", i, got[i])

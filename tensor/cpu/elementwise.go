@@ -96,7 +96,7 @@ func (b *Backend) AddRowVector(x, v *tensor.Tensor) {
 	rows := len(xs) / cols
 	b.pool.For(rows, rowGrain(cols), func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
-			addInto(xs[r*cols:(r+1)*cols], vs)
+			tensor.AddInto(xs[r*cols:(r+1)*cols], vs)
 		}
 	})
 }
@@ -113,18 +113,4 @@ func (b *Backend) EMA(target, src *tensor.Tensor, momentum float32) {
 			t[i] = t[i]*momentum + om*s[i]
 		}
 	})
-}
-
-// addInto sets dst[j] += x[j] for j < len(dst) (x at least as long): the
-// same float32 additions in vector lanes or one by one, so the result does
-// not depend on which runs.
-func addInto(dst, x []float32) {
-	x = x[:len(dst)]
-	if n := len(dst) &^ 7; useAVX2 && n > 0 {
-		vaddAVX2(&dst[0], &x[0], n)
-		dst, x = dst[n:], x[n:]
-	}
-	for j, v := range x {
-		dst[j] += v
-	}
 }

@@ -56,11 +56,6 @@ func lnBwdRowAVX2(dx, dout, x, w, accW, accB *float32, n int, mu, rs, mg, mgx fl
 //go:noescape
 func dsRowAVX2(p, dp *float32, n int, d float32)
 
-// vaddAVX2 sets dst[i] += x[i].
-//
-//go:noescape
-func vaddAVX2(dst, x *float32, n int)
-
 // vadd3AVX2 sets dst[i] = a[i] + b[i].
 //
 //go:noescape

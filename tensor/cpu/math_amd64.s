@@ -715,25 +715,6 @@ lbdone:
 	VZEROUPPER
 	RET
 
-// func vaddAVX2(dst, x *float32, n int)
-TEXT ·vaddAVX2(SB), NOSPLIT, $0-24
-	MOVQ dst+0(FP), DI
-	MOVQ x+8(FP), SI
-	MOVQ n+16(FP), CX
-	SHRQ $3, CX
-	JZ vadone
-valoop:
-	VMOVUPS (DI), Y0
-	VADDPS (SI), Y0, Y0
-	VMOVUPS Y0, (DI)
-	ADDQ $32, DI
-	ADDQ $32, SI
-	DECQ CX
-	JNZ valoop
-vadone:
-	VZEROUPPER
-	RET
-
 // func vadd3AVX2(dst, a, b *float32, n int)
 TEXT ·vadd3AVX2(SB), NOSPLIT, $0-32
 	MOVQ dst+0(FP), DI

@@ -227,14 +227,6 @@ e("\tVADDPS (R10), Y2, Y1"); e("\tVMOVUPS Y1, (R10)")      # accB += dout
 e("\tADDQ $32, DI"); e("\tADDQ $32, DX"); e("\tADDQ $32, SI"); e("\tADDQ $32, R8"); e("\tADDQ $32, R9"); e("\tADDQ $32, R10")
 e("\tDECQ CX"); e("\tJNZ lbloop")
 e("lbdone:"); e("\tVZEROUPPER"); e("\tRET"); e("")
-# vaddAVX2(dst, x *float32, n int): dst[i] += x[i]
-e("// func vaddAVX2(dst, x *float32, n int)")
-e("TEXT ·vaddAVX2(SB), NOSPLIT, $0-24")
-e("\tMOVQ dst+0(FP), DI"); e("\tMOVQ x+8(FP), SI"); e("\tMOVQ n+16(FP), CX"); e("\tSHRQ $3, CX"); e("\tJZ vadone")
-e("valoop:"); e("\tVMOVUPS (DI), Y0"); e("\tVADDPS (SI), Y0, Y0"); e("\tVMOVUPS Y0, (DI)")
-e("\tADDQ $32, DI"); e("\tADDQ $32, SI"); e("\tDECQ CX"); e("\tJNZ valoop")
-e("vadone:"); e("\tVZEROUPPER"); e("\tRET"); e("")
-
 # vadd3AVX2(dst, a, b *float32, n int): dst[i] = a[i] + b[i]
 e("// func vadd3AVX2(dst, a, b *float32, n int)")
 e("TEXT ·vadd3AVX2(SB), NOSPLIT, $0-32")

@@ -23,5 +23,4 @@ func lnBwdRowAVX2(dx, dout, x, w, accW, accB *float32, n int, mu, rs, mg, mgx fl
 
 func dsRowAVX2(p, dp *float32, n int, d float32) { panic("unreachable") }
 
-func vaddAVX2(dst, x *float32, n int)     { panic("unreachable") }
 func vadd3AVX2(dst, a, b *float32, n int) { panic("unreachable") }

@@ -109,7 +109,7 @@ func (b *Backend) SumRows(dst, x *tensor.Tensor) {
 	b.columnSums(rows, cols, 1, func(r0, r1 int, acc [][]float32) {
 		a := acc[0][:cols]
 		for r := r0; r < r1; r++ {
-			addInto(a, xs[r*cols:(r+1)*cols])
+			tensor.AddInto(a, xs[r*cols:(r+1)*cols])
 		}
 	}, func(j int, tot []float64) { ds[j] += float32(tot[0]) })
 }

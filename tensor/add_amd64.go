@@ -1,10 +1,10 @@
 //go:build amd64 && !purego
 
-package collective
+package tensor
 
 import "golang.org/x/sys/cpu"
 
-// useAVX2 selects addAVX2 for the reduction: 8 lanes per add, where Go's
+// useAVX2 selects addAVX2 for AddInto: 8 lanes per add, where Go's
 // compiler emits one scalar add per element. Each element's sum is the
 // same IEEE single-precision add either way, so results do not depend on
 // which machine (or loop) computed them.

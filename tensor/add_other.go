@@ -1,5 +1,5 @@
 //go:build !amd64 || purego
 
-package collective
+package tensor
 
 func addVec(dst, src []float32) int { return 0 }
