@@ -69,7 +69,6 @@ type aBlock struct {
 	packed []float32 // packed panels; direct: the last, partial panel only
 	direct []float32 // nil, or A from op(A)[ic, pc] on
 	rs, cs int       // direct: op(A)(i, p) is direct[i*rs + p*cs]
-	full   int       // direct: rows [0, full) are read in place
 }
 
 // workerBufs is one worker's packing buffers, grown on first use and reused.
@@ -347,14 +346,14 @@ func (e *Engine) blockA(wb *workerBufs, transA bool, a []float32, lda, ic, mc, p
 		packA(transA, a, lda, ic, mc, pc, kc, mr, wb.packA)
 		return aBlock{packed: wb.packA}
 	}
-	ab := aBlock{full: mc / mr * mr}
+	var ab aBlock
 	if transA {
 		ab.direct, ab.rs, ab.cs = a[pc*lda+ic:], 1, lda
 	} else {
 		ab.direct, ab.rs, ab.cs = a[ic*lda+pc:], lda, 1
 	}
-	if ab.full < mc {
-		packA(transA, a, lda, ic+ab.full, mc-ab.full, pc, kc, mr, wb.packA)
+	if full := mc / mr * mr; full < mc {
+		packA(transA, a, lda, ic+full, mc-full, pc, kc, mr, wb.packA)
 		ab.packed = wb.packA
 	}
 	return ab
@@ -409,7 +408,7 @@ func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32
 			switch {
 			case ab.direct == nil:
 				ap = &ab.packed[(ir/mr)*kc*mr]
-			case ir < ab.full:
+			case mrr == mr:
 				dp = &ab.direct[ir*ab.rs]
 			default:
 				ap = &ab.packed[0]
