@@ -362,3 +362,22 @@ func TestDirectAIsBitwisePacked(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectASkipsAliasingStrides checks that A is packed, not read in
+// place, when its row stride is a multiple of 2 KiB (its rows would share a
+// fraction of the cache sets), and read in place otherwise.
+func TestDirectASkipsAliasingStrides(t *testing.T) {
+	pool := parallel.New(1)
+	defer pool.Close()
+	for _, kern := range kernelsUnderTest() {
+		e := New(pool, kern)
+		if e.mk.runStrided == nil {
+			continue
+		}
+		for lda, want := range map[int]bool{192: true, 196: true, 256: true, 576: true, 768: true, 512: false, 1024: false, 1536: false, 4096: false} {
+			if got := e.directA(false, lda, e.mk.mc, 192); got != want {
+				t.Errorf("%s: directA with lda %d = %v, want %v", kern, lda, got, want)
+			}
+		}
+	}
+}
