@@ -53,12 +53,12 @@ func runGemm(want func(string) bool, report func(Result)) error {
 			rng := rand.New(rand.NewPCG(uint64(n), 1))
 			a, b, c := randMatrix(rng, n*n), randMatrix(rng, n*n), make([]float32, n*n)
 			flop := 2 * float64(n) * float64(n) * float64(n)
-			ours := bestRate(flop, func() {
+			rates := bestRates(flop, func() {
 				eng.Sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
-			})
-			base := bestRate(flop, func() {
+			}, func() {
 				blas.sgemm(cblasRowMajor, cblasNoTrans, cblasNoTrans, int32(n), int32(n), int32(n), 1, &a[0], int32(n), &b[0], int32(n), 0, &c[0], int32(n))
 			})
+			ours, base := rates[0], rates[1]
 			report(Result{Name: name, Value: ours / 1e9, Unit: "GFLOP/s", Baseline: base / 1e9})
 		}
 		pool.Close()
@@ -74,25 +74,42 @@ func randMatrix(rng *rand.Rand, n int) []float32 {
 	return s
 }
 
-// bestRate returns the best rate (flop per second) over timed samples taken
-// after a warm-up. A sample runs fn enough times to last about 2 ms, and
-// samples are taken for about a second: the best sample is the one least
-// disturbed by other processes on the machine.
-func bestRate(flop float64, fn func()) float64 {
-	start := time.Now()
-	fn()
-	iters := max(1, int(2*time.Millisecond/max(time.Since(start), time.Microsecond)))
-	for range 3 * iters { // warm-up
-		fn()
-	}
-	best := 0.0
-	deadline := time.Now().Add(time.Second)
-	for samples := 0; samples < 5 || time.Now().Before(deadline); samples++ {
+// bestRates returns each function's best rate (flop per second) over timed
+// samples. A sample runs a function enough times to last about 2 ms. The
+// functions take turns (rateTurns each), so ours and the baseline see the
+// same machine: on a shared VM whose speed moves within seconds, timing one
+// for a second and then the other made the ratio swing by 30%. A turn
+// starts with rateSettle of untimed runs: OpenBLAS's idle threads spin for
+// about 2^28 cycles (its THREAD_TIMEOUT, ~0.1 s) after a call and would
+// take a core from whatever is timed next. The best sample is the least
+// disturbed one.
+func bestRates(flop float64, fns ...func()) []float64 {
+	const (
+		rateTurns  = 4
+		rateSettle = 150 * time.Millisecond
+		rateTimed  = 250 * time.Millisecond
+	)
+	iters := make([]int, len(fns))
+	for i, fn := range fns {
 		start := time.Now()
-		for range iters {
-			fn()
+		fn()
+		iters[i] = max(1, int(2*time.Millisecond/max(time.Since(start), time.Microsecond)))
+	}
+	best := make([]float64, len(fns))
+	for range rateTurns {
+		for i, fn := range fns {
+			for settle := time.Now().Add(rateSettle); time.Now().Before(settle); {
+				fn()
+			}
+			deadline := time.Now().Add(rateTimed)
+			for samples := 0; samples < 3 || time.Now().Before(deadline); samples++ {
+				start := time.Now()
+				for range iters[i] {
+					fn()
+				}
+				best[i] = max(best[i], flop*float64(iters[i])/time.Since(start).Seconds())
+			}
 		}
-		best = max(best, flop*float64(iters)/time.Since(start).Seconds())
 	}
 	return best
 }
