@@ -3,6 +3,7 @@ package parallel
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestForCoversEveryIndexOnce(t *testing.T) {
@@ -53,5 +54,36 @@ func TestWorkerScratchIsExclusive(t *testing.T) {
 			}
 			busy[w].Add(-1)
 		})
+	}
+}
+
+// Loops with idle gaps shorter and longer than spinFor: helpers are found
+// spinning, parked, or parking just as the loop begins, and every index
+// still runs once, on a worker that is not running another chunk.
+func TestForAcrossSpinAndPark(t *testing.T) {
+	for _, size := range []int{2, 3} {
+		p := New(size)
+		gaps := []time.Duration{0, spinFor / 2, spinFor, 2 * spinFor, 5 * time.Microsecond}
+		busy := make([]atomic.Int32, size)
+		for rep := 0; rep < 200; rep++ {
+			time.Sleep(gaps[rep%len(gaps)])
+			n := 1 + rep%7
+			hits := make([]int32, n)
+			p.For(n, 1, func(w, lo, hi int) {
+				if busy[w].Add(1) != 1 {
+					t.Errorf("worker %d entered twice", w)
+				}
+				for i := lo; i < hi; i++ {
+					atomic.AddInt32(&hits[i], 1)
+				}
+				busy[w].Add(-1)
+			})
+			for i, h := range hits {
+				if h != 1 {
+					t.Fatalf("size %d rep %d: index %d ran %d times", size, rep, i, h)
+				}
+			}
+		}
+		p.Close()
 	}
 }
