@@ -40,7 +40,6 @@ Prints one line:  RESULT what=hjepa_step threads=<n> ms_median=<m> ms_min=<m> it
 """
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -74,15 +73,7 @@ def main():
     ap.add_argument("--masks", required=True, help="JSON masks written by bench/hjepa_step.go")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (then steps are timed with torch.cuda.synchronize)")
-    ap.add_argument("--img-size", type=int, default=28)
-    ap.add_argument("--patch", type=int, default=2)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--dim", type=int, default=192)
-    ap.add_argument("--depth", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=3)
-    ap.add_argument("--pred-dim", type=int, default=96)
-    ap.add_argument("--pred-depth", type=int, default=4)
-    ap.add_argument("--pred-heads", type=int, default=3)
+    V.add_model_args(ap)
     ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.5, 0.25])
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--wd", type=float, default=0.04)
@@ -113,15 +104,7 @@ def main():
         batch.append((ctx, list(tgt.unbind(0)), s["BlockH"], s["BlockW"]))
     bs = steps[0]["B"]
 
-    encoder = V.VisionTransformer(args.img_size, args.patch, args.channels, args.dim, args.depth, args.heads)
-    predictor = V.VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
-                                             args.pred_depth, args.pred_heads)
-    V.init_ijepa(encoder, predictor)
-    for mod in (encoder, predictor):
-        mod.to(dev)
-    target_encoder = copy.deepcopy(encoder)
-    for p in target_encoder.parameters():
-        p.requires_grad = False
+    encoder, predictor, target_encoder = V.build_ijepa(args, dev)
 
     # I-JEPA's init_opt: weights with decay, biases and 1-D parameters without.
     named = [(n, p) for mod in (encoder, predictor) for n, p in mod.named_parameters() if p.requires_grad]

@@ -54,7 +54,6 @@ the models, the optimizer and the steps).
 """
 
 import argparse
-import copy
 import json
 import os
 import resource
@@ -73,15 +72,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--masks", required=True)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--img-size", type=int, default=28)
-    ap.add_argument("--patch", type=int, default=2)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--dim", type=int, default=192)
-    ap.add_argument("--depth", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=3)
-    ap.add_argument("--pred-dim", type=int, default=96)
-    ap.add_argument("--pred-depth", type=int, default=4)
-    ap.add_argument("--pred-heads", type=int, default=3)
+    V.add_model_args(ap)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--wd", type=float, default=0.04)
     ap.add_argument("--ema", type=float, default=0.998)
@@ -102,13 +93,7 @@ def main():
     bs = steps[0]["B"]
 
     # init_model: I-JEPA's trunc_normal(0.02) init and fix_init_weight.
-    encoder = V.VisionTransformer(args.img_size, args.patch, args.channels, args.dim, args.depth, args.heads)
-    predictor = V.VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
-                                             args.pred_depth, args.pred_heads)
-    V.init_ijepa(encoder, predictor)
-    target_encoder = copy.deepcopy(encoder)
-    for p in target_encoder.parameters():
-        p.requires_grad = False
+    encoder, predictor, target_encoder = V.build_ijepa(args)
 
     # init_opt
     param_groups = [

@@ -8,10 +8,12 @@ fixture's gradient names are the names of a real I-JEPA checkpoint. Dropout,
 drop-path and the init are left out: the fixtures set every weight themselves
 and the model runs in train mode with no randomness.
 
-Used by tools/golden/make_fixtures.py and bench/torch_vit.py. Needs only torch
+Used by tools/golden/make_fixtures.py, bench/torch_vit.py and the step benchmarks
+(bench/torch_ijepa_step.py, bench/torch_hjepa_step.py). Needs only torch
 and numpy (Debian's python3-torch).
 """
 
+import copy
 import math
 
 import numpy as np
@@ -192,3 +194,34 @@ def init_ijepa(encoder, predictor):
             for i, blk in enumerate(blocks):
                 blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
                 blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+
+
+def add_model_args(ap):
+    """The model-shape flags the step benchmarks (bench/torch_*_step.py)
+    share; bench/hjepa_step.go passes them from the config."""
+    ap.add_argument("--img-size", type=int, default=28)
+    ap.add_argument("--patch", type=int, default=2)
+    ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--dim", type=int, default=192)
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--pred-dim", type=int, default=96)
+    ap.add_argument("--pred-depth", type=int, default=4)
+    ap.add_argument("--pred-heads", type=int, default=3)
+
+
+def build_ijepa(args, device=None):
+    """I-JEPA's init_model for the shapes in args (add_model_args): the
+    context encoder and predictor with init_ijepa's values, on device, and
+    the target encoder as their deep copy without gradients."""
+    encoder = VisionTransformer(args.img_size, args.patch, args.channels, args.dim, args.depth, args.heads)
+    predictor = VisionTransformerPredictor(encoder.patch_embed.num_patches, args.dim, args.pred_dim,
+                                           args.pred_depth, args.pred_heads)
+    init_ijepa(encoder, predictor)
+    if device is not None:
+        encoder.to(device)
+        predictor.to(device)
+    target_encoder = copy.deepcopy(encoder)
+    for p in target_encoder.parameters():
+        p.requires_grad = False
+    return encoder, predictor, target_encoder
