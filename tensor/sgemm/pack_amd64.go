@@ -82,3 +82,21 @@ func packBRows(b []float32, off, ldb, kc, nr int, panel []float32) bool {
 	}
 	return true
 }
+
+//go:noescape
+func packBT8Asm(kc8 int, src *float32, ldb int, dst *float32, nr int)
+
+// packBTRows8 packs the first kc&^7 steps of packBTCols8 (8 rows j.. of a
+// transposed B, columns p0.., into panel columns c0..c0+8 of an nr-wide
+// panel) with an 8 x 8 AVX transpose per 8 steps, and returns how many
+// steps it packed. Only the AVX kernels' panels (nr 16 or 32) take it.
+func packBTRows8(b []float32, ldb, j, p0, kc, nr, c0 int, panel []float32) int {
+	kc8 := kc / 8
+	if kc8 == 0 || nr != 16 && nr != 32 {
+		return 0
+	}
+	_ = b[(j+7)*ldb+p0+kc8*8-1] // the bounds the assembly relies on
+	_ = panel[(kc8*8-1)*nr+c0+7]
+	packBT8Asm(kc8, &b[j*ldb+p0], ldb, &panel[c0], nr)
+	return kc8 * 8
+}

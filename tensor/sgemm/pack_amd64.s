@@ -266,3 +266,75 @@ loopT6:
 	JNZ loopT6
 doneT6:
 	RET
+
+// func packBT8Asm(kc8 int, src *float32, ldb int, dst *float32, nr int)
+// Transposes kc8 blocks of 8 x 8: dst[p*nr+r] = src[r*ldb+p] for r < 8 and
+// p < 8*kc8, i.e. 8 rows of a transposed B (8 columns of op(B)) into 8
+// columns of an nr-wide packed panel. Each block: 8 row loads, the usual
+// unpack/shuffle/permute transpose, 8 stores nr floats apart.
+TEXT ·packBT8Asm(SB), NOSPLIT, $0-40
+	MOVQ kc8+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R8
+	MOVQ dst+24(FP), DI
+	MOVQ nr+32(FP), R11
+	SHLQ $2, R8
+	SHLQ $2, R11
+	LEAQ (R8)(R8*2), R9   // 3 rows of src
+	LEAQ (SI)(R8*4), R10  // src row 4
+	LEAQ (R11)(R11*2), R12 // 3 rows of dst
+	LEAQ (DI)(R11*4), R13 // dst row 4
+	MOVQ R11, R14
+	SHLQ $3, R14          // 8 rows of dst
+	TESTQ CX, CX
+	JZ doneBT8
+loopBT8:
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(R8*1), Y1
+	VMOVUPS (SI)(R8*2), Y2
+	VMOVUPS (SI)(R9*1), Y3
+	VMOVUPS (R10), Y4
+	VMOVUPS (R10)(R8*1), Y5
+	VMOVUPS (R10)(R8*2), Y6
+	VMOVUPS (R10)(R9*1), Y7
+	VUNPCKLPS Y1, Y0, Y8
+	VUNPCKHPS Y1, Y0, Y9
+	VUNPCKLPS Y3, Y2, Y10
+	VUNPCKHPS Y3, Y2, Y11
+	VUNPCKLPS Y5, Y4, Y12
+	VUNPCKHPS Y5, Y4, Y13
+	VUNPCKLPS Y7, Y6, Y14
+	VUNPCKHPS Y7, Y6, Y15
+	VSHUFPS $0x44, Y10, Y8, Y0
+	VSHUFPS $0xEE, Y10, Y8, Y1
+	VSHUFPS $0x44, Y11, Y9, Y2
+	VSHUFPS $0xEE, Y11, Y9, Y3
+	VSHUFPS $0x44, Y14, Y12, Y4
+	VSHUFPS $0xEE, Y14, Y12, Y5
+	VSHUFPS $0x44, Y15, Y13, Y6
+	VSHUFPS $0xEE, Y15, Y13, Y7
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x20, Y5, Y1, Y9
+	VPERM2F128 $0x20, Y6, Y2, Y10
+	VPERM2F128 $0x20, Y7, Y3, Y11
+	VPERM2F128 $0x31, Y4, Y0, Y12
+	VPERM2F128 $0x31, Y5, Y1, Y13
+	VPERM2F128 $0x31, Y6, Y2, Y14
+	VPERM2F128 $0x31, Y7, Y3, Y15
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(R11*1)
+	VMOVUPS Y10, (DI)(R11*2)
+	VMOVUPS Y11, (DI)(R12*1)
+	VMOVUPS Y12, (R13)
+	VMOVUPS Y13, (R13)(R11*1)
+	VMOVUPS Y14, (R13)(R11*2)
+	VMOVUPS Y15, (R13)(R12*1)
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ R14, DI
+	ADDQ R14, R13
+	DECQ CX
+	JNZ loopBT8
+	VZEROUPPER
+doneBT8:
+	RET

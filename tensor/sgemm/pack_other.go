@@ -47,6 +47,8 @@ func packATPanel12(a []float32, lda, i, p0, kc int, panel []float32) {
 // with the assembly loop where there is one; here there is none.
 func packBRows(b []float32, off, ldb, kc, nr int, panel []float32) bool { return false }
 
+func packBTRows8(b []float32, ldb, j, p0, kc, nr, c0 int, panel []float32) int { return 0 }
+
 // packAPanel6 packs one full 6-row panel of non-transposed A: rows i.. of A,
 // columns p0..p0+kc, into panel as kc groups of 6.
 func packAPanel6(a []float32, lda, i, p0, kc int, panel []float32) {

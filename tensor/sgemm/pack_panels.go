@@ -22,6 +22,8 @@ func packAPanel4(a []float32, lda, i, p0, kc int, panel []float32) {
 // packBTCols8 packs 8 columns of op(B) (rows j.. of a transposed B, columns
 // p0..p0+kc) into panel columns c0..c0+8 of an nr-wide panel.
 func packBTCols8(b []float32, ldb, j, p0, kc, nr, c0 int, panel []float32) {
+	done := packBTRows8(b, ldb, j, p0, kc, nr, c0, panel)
+	p0, kc, panel = p0+done, kc-done, panel[done*nr:]
 	r0 := b[(j+0)*ldb+p0:][:kc]
 	r1 := b[(j+1)*ldb+p0:][:kc]
 	r2 := b[(j+2)*ldb+p0:][:kc]

@@ -58,3 +58,53 @@ func TestPackA(t *testing.T) {
 		}
 	}
 }
+
+// TestPackB compares packB (the row copies, the 8 x 8 assembly transpose of
+// a transposed B and its Go tail) with the definition dst[q*kc*nr + p*nr + c]
+// = op(B)[p0+p, j0+q*nr+c], zero past nc, over kc values around the 8-step
+// blocks and nc values with partial 8-column groups and panels.
+func TestPackB(t *testing.T) {
+	for _, transB := range []bool{false, true} {
+		for _, nr := range []int{32, 16, 4} {
+			for _, nc := range []int{1, 7, 8, 13, 16, 33, 40} {
+				for _, kc := range []int{0, 1, 7, 8, 9, 16, 23, 37} {
+					const j0, p0, extra = 3, 2, 5
+					rows, cols := p0+kc+extra, j0+nc+extra // op(B) is rows x cols
+					ldb := cols + 1
+					at := func(p, j int) int { return p*ldb + j }
+					n := rows * ldb
+					if transB {
+						ldb = rows + 2
+						at = func(p, j int) int { return j*ldb + p }
+						n = cols * ldb
+					}
+					b := make([]float32, n)
+					for p := 0; p < rows; p++ {
+						for j := 0; j < cols; j++ {
+							b[at(p, j)] = float32(1000*p + j + 1)
+						}
+					}
+					panels := ceilDiv(nc, nr)
+					dst := make([]float32, panels*kc*nr)
+					for i := range dst {
+						dst[i] = -1 // packB must overwrite every element
+					}
+					packB(transB, b, ldb, p0, kc, j0, nc, nr, dst)
+					for q := 0; q < panels; q++ {
+						for p := 0; p < kc; p++ {
+							for c := 0; c < nr; c++ {
+								var want float32
+								if j := q*nr + c; j < nc {
+									want = b[at(p0+p, j0+j)]
+								}
+								if got := dst[q*kc*nr+p*nr+c]; got != want {
+									t.Fatalf("transB=%v nr=%d nc=%d kc=%d: panel %d step %d column %d = %v, want %v", transB, nr, nc, kc, q, p, c, got, want)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
