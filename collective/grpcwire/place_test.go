@@ -57,8 +57,10 @@ func TestPlacer(t *testing.T) {
 	p := &testPlacer{}
 	got := make(chan [][]byte, 1)
 	views := make(chan bool, 8)
+	placerSet := make(chan struct{})
 	_, addr := startWire(t, ServerOptions{Handler: func(st *ServerStream) error {
 		st.SetPlacer(p)
+		close(placerSet)
 		var msgs [][]byte
 		for range 4 {
 			var b checkMsgRaw
@@ -77,9 +79,16 @@ func TestPlacer(t *testing.T) {
 	declined := payload(2, 3<<20)
 	placedMsg := append([]byte("PLACE-ME"), payload(3, 5<<20)...)
 	short := append([]byte("P"), payload(4, placeMinBytes)...)
-	for _, m := range [][]byte{small, declined, placedMsg, short} {
+	for i, m := range [][]byte{small, declined, placedMsg, short} {
 		if err := cs.SendMsg(&m); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			// The handler starts with the stream; the large messages must
+			// not reach the connection before it has set its Placer (the
+			// 3 MiB one was once read while the placer was still unset,
+			// and so never offered).
+			await(t, placerSet, "the handler's SetPlacer")
 		}
 	}
 	msgs := await(t, got, "the four messages")
