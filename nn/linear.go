@@ -49,11 +49,6 @@ func (l *Linear) ForwardInto(b tensor.Backend, y, x *tensor.Tensor) {
 // Backward accumulates dW += dy^T x and db += sum_rows dy, and overwrites
 // dx [..., In] = dy W when dx is non-nil. dy: [..., Out].
 func (l *Linear) Backward(b tensor.Backend, dx, dy *tensor.Tensor) {
-	l.backward(b, dx, dy, 0)
-}
-
-// backward is Backward with dx = beta*dx + dy W.
-func (l *Linear) backward(b tensor.Backend, dx, dy *tensor.Tensor, beta float32) {
 	x := l.x
 	r := x.Rows()
 	if dy.Rows() != r || dy.Cols() != l.Out {
@@ -64,7 +59,7 @@ func (l *Linear) backward(b tensor.Backend, dx, dy *tensor.Tensor, beta float32)
 		b.SumRows(l.B.G, dy)
 	}
 	if dx != nil {
-		b.Gemm(tensor.GemmArgs{M: r, N: l.In, K: l.Out, Alpha: 1, Beta: beta, A: dy, B: l.W.W, C: dx})
+		b.Gemm(tensor.GemmArgs{M: r, N: l.In, K: l.Out, Alpha: 1, A: dy, B: l.W.W, C: dx})
 	}
 }
 
