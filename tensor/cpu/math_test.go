@@ -3,6 +3,8 @@ package cpu
 import (
 	"math"
 	"testing"
+
+	"github.com/hjepa-go/hjepa/tensor"
 )
 
 // TestErff: max abs error <= 2e-7 over a dense grid of [-8, 8].
@@ -93,25 +95,23 @@ func testGELUKernels(t *testing.T) {
 	}
 }
 
-// TestVadd3Lanes: the vector Add gives exactly the scalar sums for every
-// length around the 8-lane boundary.
-func TestVadd3Lanes(t *testing.T) {
-	if !useAVX2 {
-		t.Skip("no AVX2")
-	}
-	for n := 8; n <= 35; n++ {
-		x := make([]float32, n)
-		y := make([]float32, n)
-		for i := range x {
-			x[i] = float32(i)*0.37 - 3.1
-			y[i] = 1 / (float32(i) + 0.7)
+// TestAddMatchesScalar: Add (vadd3AVX2's 8-float lanes where the CPU has
+// AVX2, then the scalar tail) gives exactly the scalar sums for every length
+// around the 8-lane boundary.
+func TestAddMatchesScalar(t *testing.T) {
+	b := New(1)
+	defer b.Close()
+	for n := 1; n <= 35; n++ {
+		x, y, d := b.New(tensor.Float32, n), b.New(tensor.Float32, n), b.New(tensor.Float32, n)
+		xs, ys := x.F32(), y.F32()
+		for i := range xs {
+			xs[i] = float32(i)*0.37 - 3.1
+			ys[i] = 1 / (float32(i) + 0.7)
 		}
-		d := make([]float32, n)
-		m := n &^ 7
-		vadd3AVX2(&d[0], &x[0], &y[0], m)
-		for i := 0; i < m; i++ {
-			if d[i] != x[i]+y[i] {
-				t.Fatalf("vadd3AVX2 n=%d: element %d = %v, want %v", m, i, d[i], x[i]+y[i])
+		b.Add(d, x, y)
+		for i, v := range d.F32() {
+			if want := xs[i] + ys[i]; math.Float32bits(v) != math.Float32bits(want) {
+				t.Fatalf("Add n=%d: element %d = %v, want %v", n, i, v, want)
 			}
 		}
 	}
