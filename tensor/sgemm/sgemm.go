@@ -187,11 +187,7 @@ func (e *Engine) serial(w int, transA, transB bool, m, n, k int, alpha float32, 
 		}
 		for pc := 0; pc < k; pc += mk.kc {
 			kc := min(mk.kc, k-pc)
-			// The first k block applies beta and the bias; later ones add on.
-			bet, bs := beta, biasAt(bias, jc)
-			if pc > 0 {
-				bet, bs = 1, nil
-			}
+			bet, bs := kBlockEpilogue(pc, beta, biasAt(bias, jc))
 			pb := growAligned(&wb.packB, kc*roundUp(nc, mk.nr))
 			packB(transB, b, ldb, pc, kc, jc, nc, mk.nr, pb)
 			for ic := 0; ic < m; ic += mk.mc {
@@ -231,10 +227,7 @@ func (e *Engine) serialKInner(wb *workerBufs, transA, transB bool, m, nc, k int,
 		mc := min(mk.mc, m-ic)
 		for pc := 0; pc < k; pc += mk.kc {
 			kc := min(mk.kc, k-pc)
-			bet, bs := beta, biasAt(bias, jc)
-			if pc > 0 {
-				bet, bs = 1, nil
-			}
+			bet, bs := kBlockEpilogue(pc, beta, biasAt(bias, jc))
 			ab := e.blockA(wb, transA, a, lda, ic, mc, pc, kc, nc)
 			e.macroKernel(wb, mc, nc, kc, alpha, bet, ab, pbAll[pc*ncr:], c[ic*ldc+jc:], ldc, bs)
 		}
@@ -309,15 +302,14 @@ func (e *Engine) parallelGemm(transA, transB bool, m, n, k int, alpha float32, a
 					mc := min(step, i1-ic)
 					for pc := 0; pc < k; pc += mk.kc {
 						kc := min(mk.kc, k-pc)
-						bet, bs := beta, biasAt(bias, jc+j0)
-						if pc > 0 {
-							bet, bs = 1, nil
-						}
+						bet, bs := kBlockEpilogue(pc, beta, biasAt(bias, jc+j0))
 						pb := pbAll[pc*nPanels*mk.nr:]
 						panelLen := kc * mk.nr
 						st := ready[pc/mk.kc*nPanels:]
 						for q := jp0; q < jp1; q++ {
-							if st[q].CompareAndSwap(0, 1) {
+							// Load first: a failing CompareAndSwap still takes
+							// the flag's cache line from the other workers.
+							if st[q].Load() == 0 && st[q].CompareAndSwap(0, 1) {
 								jq := q * mk.nr
 								packB(transB, b, ldb, pc, kc, jc+jq, min(mk.nr, nc-jq), mk.nr, pb[q*panelLen:(q+1)*panelLen])
 								st[q].Store(2)
@@ -465,6 +457,15 @@ func (e *Engine) macroKernel(wb *workerBufs, mc, nc, kc int, alpha, beta float32
 			}
 		}
 	}
+}
+
+// kBlockEpilogue is the beta and bias of the k block starting at pc: the
+// first block applies them, later ones add onto C.
+func kBlockEpilogue(pc int, beta float32, bias []float32) (float32, []float32) {
+	if pc > 0 {
+		return 1, nil
+	}
+	return beta, bias
 }
 
 // biasAt is bias from column j on (nil stays nil).
