@@ -176,7 +176,11 @@ func openOpenBLAS() (*openBLAS, error) {
 // warning.
 func fixOpenBLASCore() {
 	o, err := loadOpenBLAS()
-	if err != nil || !slowOpenBLASCore(o.coreName()) {
+	if err != nil {
+		return
+	}
+	core := o.coreName()
+	if !slowOpenBLASCore(core) {
 		return
 	}
 	want := "Haswell"
@@ -184,12 +188,12 @@ func fixOpenBLASCore() {
 		want = "SkylakeX"
 	}
 	if _, set := os.LookupEnv("OPENBLAS_CORETYPE"); set {
-		fmt.Fprintf(os.Stderr, "bench: WARNING: OpenBLAS runs its generic %s kernel on this CPU: the OpenBLAS and PyTorch baselines are slower than they should be; OPENBLAS_CORETYPE=%s would fix it\n", o.coreName(), want)
+		fmt.Fprintf(os.Stderr, "bench: WARNING: OpenBLAS runs its generic %s kernel on this CPU: the OpenBLAS and PyTorch baselines are slower than they should be; OPENBLAS_CORETYPE=%s would fix it\n", core, want)
 		return
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: WARNING: OpenBLAS runs its generic %s kernel on this CPU; run again with OPENBLAS_CORETYPE=%s\n", o.coreName(), want)
+		fmt.Fprintf(os.Stderr, "bench: WARNING: OpenBLAS runs its generic %s kernel on this CPU; run again with OPENBLAS_CORETYPE=%s\n", core, want)
 		return
 	}
 	fmt.Printf("bench openblas: this CPU is unknown to OpenBLAS; running again with OPENBLAS_CORETYPE=%s\n", want)
